@@ -1,0 +1,337 @@
+package fakeaws
+
+import (
+	"encoding/binary"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/ssmproxy/ssmproxy/ssm"
+)
+
+// openingDeadline bounds the wait for a leg's opening text frame.
+const openingDeadline = 10 * time.Second
+
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  64 << 10,
+	WriteBufferSize: 16 << 10,
+	CheckOrigin:     func(*http.Request) bool { return true },
+}
+
+// handleDataChannel is MGS: it upgrades a leg, authenticates it by its
+// opening frame and relays frames between the two legs of the session.
+func (s *Server) handleDataChannel(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/data-channel/")
+	ss := s.session(id)
+	if ss == nil {
+		http.Error(w, "session not found", http.StatusNotFound)
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("role") != "publish_subscribe" {
+		http.Error(w, "role=publish_subscribe required", http.StatusBadRequest)
+		return
+	}
+	if s.opts.StrictCellNumber {
+		ss.mu.Lock()
+		cell := ss.cell
+		ss.mu.Unlock()
+		if q.Get("cell-number") != cell {
+			http.Error(w, "stale cell-number", http.StatusForbidden)
+			return
+		}
+	}
+	if ss.isOver() {
+		http.Error(w, "Session is already terminated", http.StatusForbidden)
+		return
+	}
+	if status := s.takeUpgradeFault(); status != 0 {
+		s.stats.upgradeRefused(status)
+		http.Error(w, "injected upgrade failure", status)
+		return
+	}
+	// SigV4 on the upgrade is optional unless required; when present it
+	// must verify (service ssmmessages).
+	_, aerr, signed := s.IAM.VerifyPresent(r, "ssmmessages")
+	if signed && aerr != nil {
+		http.Error(w, aerr.Type+": "+aerr.Message, http.StatusForbidden)
+		return
+	}
+	if !signed && s.opts.RequireSignedUpgrade {
+		// Only client legs are signed; the agent's token is its credential.
+		// We cannot know the leg yet, so requirement applies after opening.
+		r.Header.Set("X-Fake-Unsigned", "1")
+	}
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(1 << 20)
+	_ = ws.SetReadDeadline(time.Now().Add(openingDeadline))
+	mt, first, err := ws.ReadMessage()
+	if err != nil {
+		ss.val.violation(sevError, "opening-frame-missing", "no opening frame within "+openingDeadline.String()+": "+err.Error())
+		ws.Close()
+		return
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	if mt != websocket.TextMessage {
+		ss.val.violation(sevError, "opening-frame-not-text", "the first frame of a leg must be a text frame")
+		closeWith(ws, websocket.ClosePolicyViolation, "opening frame must be text")
+		return
+	}
+	o, err := unmarshalOpening(first)
+	if err != nil {
+		ss.val.violation(sevError, "opening-frame-json", err.Error())
+		closeWith(ws, websocket.ClosePolicyViolation, "malformed opening frame")
+		return
+	}
+	agentLeg, terr := ss.consumeToken(o.TokenValue)
+	if terr != nil {
+		if !agentLeg {
+			ss.val.violation(sevError, "opening-token", terr.Error())
+		}
+		s.stats.legRefused()
+		closeWith(ws, websocket.ClosePolicyViolation, "invalid token: "+terr.Error())
+		return
+	}
+	kind := "client"
+	if agentLeg {
+		kind = "agent"
+	} else {
+		ss.val.clientOpening(o)
+		if r.Header.Get("X-Fake-Unsigned") != "" {
+			closeWith(ws, websocket.ClosePolicyViolation, "signature required")
+			return
+		}
+	}
+	l := newLeg(kind, ws)
+	ws.SetPingHandler(func(data string) error {
+		ss.mu.Lock()
+		noPong := ss.noPong
+		ss.mu.Unlock()
+		if !noPong {
+			_ = l.enqueue(websocket.PongMessage, []byte(data), false)
+		}
+		return nil
+	})
+	ws.SetCloseHandler(func(int, string) error { return nil })
+	ss.attach(l)
+	go l.writer()
+	ss.relay(l)
+	ss.detach(l)
+}
+
+func closeWith(ws *websocket.Conn, code int, text string) {
+	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
+	ws.Close()
+}
+
+// attach makes l the session's leg of its kind, replacing any old one, and
+// tells the peer whether publication may go on.
+func (ss *session) attach(l *leg) {
+	ss.mu.Lock()
+	var old, peer *leg
+	var held [][]byte
+	if l.kind == "client" {
+		old, ss.client, peer = ss.client, l, ss.agent
+		ss.clientEver = true
+		held, ss.held = ss.held, nil
+	} else {
+		old, ss.agent, peer = ss.agent, l, ss.client
+		held, ss.heldAgent = ss.heldAgent, nil
+	}
+	ss.stateLocked()
+	ss.mu.Unlock()
+	ss.srv.stats.legOpened(l.kind)
+	if old != nil {
+		old.close(websocket.CloseNormalClosure, "replaced", false)
+	}
+	for _, f := range held {
+		_ = l.send(f)
+	}
+	if peer != nil {
+		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypeStartPublication), false)
+	}
+}
+
+// detach removes l if it is still current, and pauses the peer.
+func (ss *session) detach(l *leg) {
+	l.close(0, "", true)
+	<-l.done
+	ss.srv.stats.legClosed(l.kind)
+	ss.mu.Lock()
+	var peer *leg
+	current := false
+	if l.kind == "client" && ss.client == l {
+		ss.client, peer, current = nil, ss.agent, true
+	} else if l.kind == "agent" && ss.agent == l {
+		ss.agent, peer, current = nil, ss.client, true
+	}
+	ss.stateLocked()
+	over := ss.state >= stateTerminating
+	ss.mu.Unlock()
+	if l.kind == "client" && current {
+		ss.val.clientLegClosed()
+	}
+	if current && peer != nil && !over {
+		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+	}
+}
+
+// relay reads frames from l and forwards them to the peer leg.
+func (ss *session) relay(l *leg) {
+	fromClient := l.kind == "client"
+	for {
+		mt, r, err := l.ws.NextReader()
+		if err != nil {
+			return
+		}
+		msg, err := readAllInto(r)
+		if err != nil {
+			return
+		}
+		if mt != websocket.BinaryMessage {
+			if fromClient {
+				ss.val.violation(sevError, "text-frame", "a text frame after the opening frame")
+			}
+			continue
+		}
+		if fromClient {
+			ss.fromClient(msg)
+		} else {
+			ss.fromAgent(msg)
+		}
+	}
+}
+
+// frameInfo is the header of a relayed frame, read at fixed offsets.
+type frameInfo struct {
+	ok          bool
+	messageType string
+	seq         int64
+	payloadType ssm.PayloadType
+}
+
+func peek(b []byte) frameInfo {
+	f, err := ssm.DecodeHeader(b)
+	if err != nil {
+		return frameInfo{}
+	}
+	return frameInfo{ok: true, messageType: f.MessageType, seq: f.SequenceNumber, payloadType: f.PayloadType}
+}
+
+func (ss *session) fromClient(msg []byte) {
+	ss.mu.Lock()
+	silent := ss.halfOpen
+	ss.mu.Unlock()
+	if silent {
+		return
+	}
+	fi := peek(msg)
+	ss.val.clientFrame(msg)
+	ss.srv.stats.frame(dirClientToAgent, fi, len(msg), ss.countRetransmit(true, fi))
+	if fi.messageType == ssm.TypeInputStreamData {
+		ss.touch()
+	}
+	ss.faultsClient.apply(msg, fi, func(out []byte) { ss.forward(true, out) })
+}
+
+func (ss *session) fromAgent(msg []byte) {
+	fi := peek(msg)
+	if fi.messageType == ssm.TypeAgentSessionState {
+		// Consumed by MGS; never forwarded.
+		return
+	}
+	ss.srv.stats.frame(dirAgentToClient, fi, len(msg), ss.countRetransmit(false, fi))
+	switch fi.messageType {
+	case ssm.TypeOutputStreamData:
+		ss.touch()
+	case ssm.TypeAcknowledge:
+		if f, err := ssm.DecodeHeader(msg); err == nil {
+			if a, err := ssm.ParseAcknowledge(f.Payload); err == nil {
+				ss.val.agentAck(a.AcknowledgedMessageSequenceNumber)
+			}
+		}
+	}
+	ss.faultsAgent.apply(msg, fi, func(out []byte) {
+		if ss.forward(false, out) {
+			ss.val.agentFrameDelivered(out)
+		}
+	})
+}
+
+// countRetransmit reports whether a stream frame repeats a sequence number
+// already seen in its direction.
+func (ss *session) countRetransmit(in bool, fi frameInfo) bool {
+	if !fi.ok || (fi.messageType != ssm.TypeInputStreamData && fi.messageType != ssm.TypeOutputStreamData) {
+		return false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	max := &ss.maxSeqOut
+	if in {
+		max = &ss.maxSeqIn
+	}
+	if fi.seq <= *max {
+		return true
+	}
+	*max = fi.seq
+	return false
+}
+
+func (ss *session) touch() {
+	now := ss.srv.clk.Now()
+	ss.mu.Lock()
+	ss.lastData = now
+	ss.mu.Unlock()
+}
+
+// forward sends msg to the peer of its source; it reports whether a leg took
+// it. While the peer leg is absent frames are dropped (or queued).
+func (ss *session) forward(toAgent bool, msg []byte) bool {
+	ss.mu.Lock()
+	dst := ss.client
+	if toAgent {
+		dst = ss.agent
+	} else if ss.halfOpen {
+		ss.mu.Unlock()
+		return false
+	}
+	if dst == nil {
+		if ss.srv.opts.QueueWhileAbsent && len(ss.held)+len(ss.heldAgent) < 100000 {
+			if toAgent {
+				ss.heldAgent = append(ss.heldAgent, msg)
+			} else {
+				ss.held = append(ss.held, msg)
+			}
+		}
+		ss.mu.Unlock()
+		ss.srv.stats.droppedAbsent()
+		return false
+	}
+	ss.mu.Unlock()
+	return dst.send(msg) == nil
+}
+
+func readAllInto(r interface{ Read([]byte) (int, error) }) ([]byte, error) {
+	buf := make([]byte, 0, 1280)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// be is shorthand for the frames' byte order.
+var be = binary.BigEndian

@@ -1,0 +1,326 @@
+// Package fakeaws is a local stand-in for the AWS side of Session Manager:
+// STS and the SSM JSON API (with real SigV4 verification), the Message
+// Gateway Service relay over real websockets, and an SSM agent running the
+// Port plugin against real TCP targets. It behaves like the real service on
+// the wire, quirks included, and records the client's protocol violations.
+//
+// It backs tests, benchmarks and the demo; production code never imports it.
+package fakeaws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
+	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
+	"github.com/ssmproxy/ssmproxy/internal/clock"
+)
+
+// Options configure a Server. The zero value is a realistic service on the
+// real clock.
+type Options struct {
+	Region  string // default us-east-1
+	Account string // default 123456789012
+	Clock   clock.Clock
+	Log     *slog.Logger
+
+	// CredTTL, if set, is the lifetime of every credential STS issues.
+	CredTTL time.Duration
+	// AgentQuirks: the zero value is the real agent's behaviour.
+	AgentQuirks  agent.Quirks
+	AgentVersion string // default 3.3.1142.0
+
+	// CloseEvery closes both data-channel legs with 1000 "Bye" on this
+	// period (MGS recycling; the real service does it about hourly). 0: off.
+	CloseEvery time.Duration
+	// CloseLegs selects which legs the schedule closes: "both" (default),
+	// "client" or "agent".
+	CloseLegs string
+	// IdleTimeout ends sessions without stream data for this long
+	// (default 20 min, the Session Manager default).
+	IdleTimeout time.Duration
+	// MaxSessionDuration ends sessions after this long (0: no limit).
+	MaxSessionDuration time.Duration
+	// TokenTTL is how long a StartSession/ResumeSession token stays usable
+	// (default 60 s). Tokens are single use.
+	TokenTTL time.Duration
+	// RotateCellNumber gives every ResumeSession a new cell-number; with
+	// StrictCellNumber the old StreamUrl is then refused.
+	RotateCellNumber bool
+	StrictCellNumber bool
+	// RequireSignedUpgrade refuses unsigned client-leg upgrades.
+	RequireSignedUpgrade bool
+	// ResumeTerminatedAsError answers ResumeSession on an ended session with
+	// DoesNotExistException instead of a 200 without TokenValue.
+	ResumeTerminatedAsError bool
+	// QueueWhileAbsent queues frames for an absent peer leg instead of
+	// dropping them (the real behaviour is unknown).
+	QueueWhileAbsent bool
+	// QualifiedErrorTypes makes API errors use a namespace-qualified
+	// __type and a "Message" key.
+	QualifiedErrorTypes bool
+	// MinimalPublicationHeaders sends pause/start_publication with zero
+	// CreatedDate and no digest, as the real service appears to.
+	MinimalPublicationHeaders bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Region == "" {
+		o.Region = "us-east-1"
+	}
+	if o.Account == "" {
+		o.Account = "123456789012"
+	}
+	o.Clock = clock.Or(o.Clock)
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.AgentVersion == "" {
+		o.AgentVersion = "3.3.1142.0"
+	}
+	if o.CloseLegs == "" {
+		o.CloseLegs = "both"
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 20 * time.Minute
+	}
+	if o.TokenTTL <= 0 {
+		o.TokenTTL = 60 * time.Second
+	}
+	return o
+}
+
+// Server is a running fake.
+type Server struct {
+	opts  Options
+	clk   clock.Clock
+	log   *slog.Logger
+	IAM   *iam.Store
+	stats *stats
+
+	apiLn, mgsLn net.Listener
+	apiSrv       *http.Server
+	mgsSrv       *http.Server
+
+	mu        sync.Mutex
+	targets   map[string]*Target
+	documents map[string]*Document
+	sessions  map[string]*session
+	faults    *faultEngine
+	apiFaults []apiFault
+	upFault   upgradeFault
+	closed    bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Target is an instance the fake knows.
+type Target struct {
+	ID        string
+	Connected bool
+	// AgentVersion overrides Options.AgentVersion for this target.
+	AgentVersion string
+	// PortMap maps a portNumber to a host:port the agent dials instead of
+	// 127.0.0.1:portNumber, so harness-owned listeners can play port 22.
+	PortMap map[string]string
+	// Quirks, if non-nil, replaces Options.AgentQuirks for this target.
+	Quirks *agent.Quirks
+	// Resolve, if set, resolves remote "host" parameters for this target.
+	Resolve func(ctx context.Context, host string) ([]string, error)
+}
+
+// New creates a fake; call Start to listen.
+func New(o Options) *Server {
+	o = o.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts: o, clk: o.Clock, log: o.Log,
+		IAM: iam.NewStore(iam.Options{Region: o.Region, Account: o.Account, Clock: o.Clock, CredTTL: o.CredTTL,
+			QualifiedErrorTypes: o.QualifiedErrorTypes}),
+		stats:     newStats(),
+		targets:   make(map[string]*Target),
+		documents: defaultDocuments(),
+		sessions:  make(map[string]*session),
+		faults:    newFaultEngine(),
+		ctx:       ctx, cancel: cancel,
+	}
+	return s
+}
+
+// Start listens on apiAddr (STS, SSM and the admin API) and on a second
+// loopback port for MGS. An empty apiAddr means 127.0.0.1:0.
+func (s *Server) Start(apiAddr string) error {
+	if apiAddr == "" {
+		apiAddr = "127.0.0.1:0"
+	}
+	var err error
+	if s.apiLn, err = net.Listen("tcp", apiAddr); err != nil {
+		return fmt.Errorf("listen %s: %w", apiAddr, err)
+	}
+	host, _, _ := net.SplitHostPort(s.apiLn.Addr().String())
+	if s.mgsLn, err = net.Listen("tcp", net.JoinHostPort(host, "0")); err != nil {
+		s.apiLn.Close()
+		return fmt.Errorf("listen for MGS: %w", err)
+	}
+	api := http.NewServeMux()
+	api.HandleFunc("/_fake/", s.handleAdmin)
+	api.HandleFunc("/", s.handleAPI)
+	s.apiSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	mgs := http.NewServeMux()
+	mgs.HandleFunc("/v1/data-channel/", s.handleDataChannel)
+	s.mgsSrv = &http.Server{Handler: mgs, ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); _ = s.apiSrv.Serve(s.apiLn) }()
+	go func() { defer s.wg.Done(); _ = s.mgsSrv.Serve(flushListener{s.mgsLn}) }()
+	return nil
+}
+
+// Close terminates every session, stops the agents and the listeners.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		ss.terminate("fake shutting down")
+	}
+	s.cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.apiSrv.Shutdown(ctx)
+	_ = s.mgsSrv.Shutdown(ctx)
+	for _, ss := range sessions {
+		ss.wait()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// URL is the base URL of the STS/SSM/admin listener.
+func (s *Server) URL() string { return "http://" + s.apiLn.Addr().String() }
+
+// MGSURL is the base URL of the data-channel listener.
+func (s *Server) MGSURL() string { return "ws://" + s.mgsLn.Addr().String() }
+
+// Region is the fake's region.
+func (s *Server) Region() string { return s.opts.Region }
+
+// AddTarget registers (or replaces) an instance.
+func (s *Server) AddTarget(t Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tc := t
+	s.targets[t.ID] = &tc
+}
+
+// SetTargetConnected marks an instance's agent online or offline.
+func (s *Server) SetTargetConnected(id string, connected bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.targets[id]; ok {
+		t.Connected = connected
+	}
+}
+
+// Env returns the environment a child process needs to use the fake with
+// the given credential: region, the SSM and STS endpoints, and keys.
+func (s *Server) Env(c iam.Credential) []string {
+	env := []string{
+		"AWS_REGION=" + s.opts.Region,
+		"AWS_DEFAULT_REGION=" + s.opts.Region,
+		"AWS_ENDPOINT_URL_SSM=" + s.URL(),
+		"AWS_ENDPOINT_URL_STS=" + s.URL(),
+		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
+		"FAKEAWS_URL=" + s.URL(),
+	}
+	if c.SessionToken != "" {
+		env = append(env, "AWS_SESSION_TOKEN="+c.SessionToken)
+	}
+	return env
+}
+
+// Sessions returns the ids of all sessions, oldest first.
+func (s *Server) Sessions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.sessions))
+	for id := range s.sessions {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return s.sessions[ids[i]].created.Before(s.sessions[ids[j]].created) })
+	return ids
+}
+
+func (s *Server) session(id string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[id]
+}
+
+// TerminateSession ends a session from the service side (as an
+// administrator's TerminateSession would).
+func (s *Server) TerminateSession(id, reason string) error {
+	ss := s.session(id)
+	if ss == nil {
+		return errors.New("no such session")
+	}
+	ss.terminate(reason)
+	return nil
+}
+
+// CloseLeg closes one leg ("client" or "agent") of a session with a close
+// frame (code, text), or abruptly without one when code is 0.
+func (s *Server) CloseLeg(id, which string, code int, text string) error {
+	ss := s.session(id)
+	if ss == nil {
+		return errors.New("no such session")
+	}
+	return ss.closeLeg(which, code, text)
+}
+
+// WaitSessionEnded waits until session id reaches Terminated.
+func (s *Server) WaitSessionEnded(id string, timeout time.Duration) bool {
+	ss := s.session(id)
+	if ss == nil {
+		return false
+	}
+	select {
+	case <-ss.ended:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+func (s *Server) instanceARN(id string) string {
+	if strings.HasPrefix(id, "mi-") {
+		return fmt.Sprintf("arn:aws:ssm:%s:%s:managed-instance/%s", s.opts.Region, s.opts.Account, id)
+	}
+	return fmt.Sprintf("arn:aws:ec2:%s:%s:instance/%s", s.opts.Region, s.opts.Account, id)
+}
+
+func (s *Server) documentARN(name string) string {
+	return fmt.Sprintf("arn:aws:ssm:%s::document/%s", s.opts.Region, name)
+}
+
+func (s *Server) sessionARN(id string) string {
+	return fmt.Sprintf("arn:aws:ssm:%s:%s:session/%s", s.opts.Region, s.opts.Account, id)
+}

@@ -1,0 +1,371 @@
+package ssm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+)
+
+// wsConn is one websocket leg of a session. The session outlives it: a
+// reconnect replaces the wsConn, never the stream state.
+type wsConn struct {
+	s    *Session
+	ws   *websocket.Conn
+	bc   *batchConn
+	done chan struct{} // closed when the leg is dead
+	once sync.Once
+	err  error
+	quit chan bool // asks the writer to close the leg (true: with a close frame)
+	wg   sync.WaitGroup
+}
+
+func newWSConn(s *Session, ws *websocket.Conn, bc *batchConn) *wsConn {
+	c := &wsConn{s: s, ws: ws, bc: bc, done: make(chan struct{}), quit: make(chan bool, 1)}
+	// Route pongs we owe the server through the writer, which owns writes.
+	ws.SetPingHandler(func(string) error {
+		c.extendDeadline()
+		s.acks.pushControl(websocket.PongMessage)
+		s.wake()
+		return nil
+	})
+	ws.SetPongHandler(func(string) error {
+		c.extendDeadline()
+		return nil
+	})
+	// Do not echo close frames from the reader goroutine; the leg is
+	// replaced anyway.
+	ws.SetCloseHandler(func(code int, text string) error { return nil })
+	return c
+}
+
+func (c *wsConn) start() {
+	c.wg.Add(2)
+	go c.readLoop()
+	go c.writeLoop()
+}
+
+// dead records why the leg died, once.
+func (c *wsConn) dead(err error) {
+	c.once.Do(func() {
+		c.err = err
+		close(c.done)
+		// Unblock a reader stuck in the socket.
+		_ = c.ws.UnderlyingConn().SetReadDeadline(time.Now())
+	})
+}
+
+// close asks the writer to end the leg, with a normal close frame if graceful.
+func (c *wsConn) close(graceful bool) {
+	select {
+	case c.quit <- graceful:
+	default:
+	}
+}
+
+func (c *wsConn) wait() error {
+	c.wg.Wait()
+	_ = c.ws.Close()
+	return c.err
+}
+
+func (c *wsConn) extendDeadline() {
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.ReadTimeout))
+}
+
+func (c *wsConn) readLoop() {
+	defer c.wg.Done()
+	buf := make([]byte, 0, 4096)
+	for {
+		c.extendDeadline()
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			c.dead(err)
+			return
+		}
+		buf, err = readMessage(r, buf)
+		if err != nil {
+			c.dead(err)
+			return
+		}
+		if mt != websocket.BinaryMessage {
+			c.s.invalidFrames.Add(1)
+			c.s.log.Debug("dropping a non-binary websocket message", "type", mt, "len", len(buf))
+			continue
+		}
+		c.s.handleFrame(buf)
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+	}
+}
+
+func (c *wsConn) writeLoop() {
+	defer c.wg.Done()
+	s := c.s
+	ping := time.NewTicker(s.cfg.PingInterval)
+	defer ping.Stop()
+	retr := s.clk.NewTimer(time.Hour)
+	defer retr.Stop()
+	for {
+		if err := c.writePending(); err != nil {
+			c.dead(err)
+			return
+		}
+		if next := s.send.nextDeadline(); !next.IsZero() {
+			retr.Reset(max(next.Sub(s.clk.Now()), time.Millisecond))
+		} else {
+			retr.Reset(time.Hour)
+		}
+		select {
+		case <-s.kick:
+		case <-retr.C():
+		case <-ping.C:
+			if err := c.writeControl(websocket.PingMessage, []byte("keepalive")); err != nil {
+				c.dead(err)
+				return
+			}
+		case graceful := <-c.quit:
+			_ = c.writePending()
+			if graceful {
+				_ = c.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			}
+			c.dead(errLegClosed)
+			return
+		case <-c.done:
+			return
+		}
+	}
+}
+
+var errLegClosed = errors.New("leg closed by ssmproxy")
+
+func (c *wsConn) writeControl(mt int, data []byte) error {
+	deadline := time.Now().Add(defaultWriteTimeout)
+	if err := c.ws.WriteControl(mt, data, deadline); err != nil {
+		return err
+	}
+	return c.flush(deadline)
+}
+
+func (c *wsConn) flush(deadline time.Time) error {
+	if c.bc == nil {
+		return nil
+	}
+	_ = c.bc.SetWriteDeadline(deadline)
+	return c.bc.Flush()
+}
+
+// writePending writes queued acks and control frames, then every stream
+// message that is due, in batches, and flushes.
+func (c *wsConn) writePending() error {
+	s := c.s
+	deadline := time.Now().Add(defaultWriteTimeout)
+	_ = c.ws.SetWriteDeadline(deadline)
+	wrote := false
+	for {
+		acks, controls := s.acks.take()
+		for _, mt := range controls {
+			if err := c.ws.WriteControl(mt, nil, deadline); err != nil {
+				return err
+			}
+			wrote = true
+		}
+		for _, a := range acks {
+			if err := c.ws.WriteMessage(websocket.BinaryMessage, a); err != nil {
+				return err
+			}
+			wrote = true
+		}
+		frames := s.send.due(s.clk.Now(), writeBatchFrames)
+		for _, f := range frames {
+			if err := c.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+				return err
+			}
+			wrote = true
+		}
+		if len(acks) == 0 && len(controls) == 0 && len(frames) == 0 {
+			break
+		}
+	}
+	if wrote {
+		return c.flush(deadline)
+	}
+	return nil
+}
+
+// ackQueue holds acks and control frames for the writer.
+type ackQueue struct {
+	mu       sync.Mutex
+	acks     [][]byte
+	controls []int
+}
+
+func (q *ackQueue) push(frame []byte) {
+	q.mu.Lock()
+	q.acks = append(q.acks, frame)
+	q.mu.Unlock()
+}
+
+func (q *ackQueue) pushControl(mt int) {
+	q.mu.Lock()
+	q.controls = append(q.controls, mt)
+	q.mu.Unlock()
+}
+
+func (q *ackQueue) take() ([][]byte, []int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	a, c := q.acks, q.controls
+	q.acks, q.controls = nil, nil
+	return a, c
+}
+
+func (q *ackQueue) clear() {
+	q.mu.Lock()
+	q.acks, q.controls = nil, nil
+	q.mu.Unlock()
+}
+
+// handleFrame dispatches one binary message from the websocket reader.
+func (s *Session) handleFrame(b []byte) {
+	f, err := Decode(b)
+	if err != nil {
+		// Dropped without an ack: the agent resends (protocol.md 4.4).
+		s.invalidFrames.Add(1)
+		s.log.Debug("dropping invalid frame", "err", err)
+		return
+	}
+	switch f.MessageType {
+	case TypeOutputStreamData:
+		s.send.setPaused(false)
+		s.handleStreamData(f)
+	case TypeAcknowledge:
+		s.send.setPaused(false)
+		seq, ok := ackSequence(f.Payload)
+		if !ok {
+			s.invalidFrames.Add(1)
+			s.log.Debug("dropping malformed acknowledge")
+			return
+		}
+		s.send.ack(seq)
+	case TypeChannelClosed:
+		var cc ChannelClosed
+		_ = json.Unmarshal(f.Payload, &cc)
+		s.mu.Lock()
+		s.peerClosed = true
+		s.closeReason = cc.Output
+		s.mu.Unlock()
+		s.log.Info("channel closed by the service", "output", cc.Output)
+		s.finish(nil)
+	case TypePausePublication:
+		s.log.Debug("pause_publication")
+		s.send.setPaused(true)
+	case TypeStartPublication:
+		s.log.Debug("start_publication")
+		s.send.setPaused(false)
+		s.wake()
+	default:
+		s.log.Debug("dropping frame of unknown type", "type", f.MessageType)
+	}
+}
+
+func (s *Session) handleStreamData(f *Frame) {
+	handshakeType := f.PayloadType == PayloadHandshakeRequest || f.PayloadType == PayloadHandshakeComplete ||
+		f.PayloadType == PayloadEncChallengeRequest
+	v := s.recv.receive(f.SequenceNumber, f.PayloadType, f.Payload)
+	if v == verdictDrop {
+		return
+	}
+	ack, err := Encode(&Frame{
+		MessageType:   TypeAcknowledge,
+		SchemaVersion: SchemaVersion,
+		CreatedDate:   uint64(s.clk.Now().UnixMilli()),
+		Flags:         FlagsAck,
+		MessageID:     uuid.New(),
+		Payload:       AppendAcknowledge(make([]byte, 0, 192), TypeOutputStreamData, f.MessageID, f.SequenceNumber),
+	})
+	if err != nil {
+		return
+	}
+	s.acks.push(ack)
+	s.wake()
+	if handshakeType {
+		// The ack for a handshake message goes out before we act on it.
+		s.mu.Lock()
+		req := s.pendingHS
+		s.pendingHS = nil
+		s.mu.Unlock()
+		if req != nil {
+			s.handleHandshakeRequest(req)
+		}
+	}
+}
+
+// deliver is the receiver's in-order callback.
+func (s *Session) deliver(pt PayloadType, p []byte) bool {
+	switch pt {
+	case PayloadOutput:
+		select {
+		case <-s.ready:
+		default:
+			// Output before HandshakeComplete: agents too old to handshake.
+			// Not ready: no ack.
+			return false
+		}
+		return s.deliv.push(p, deliveryStall)
+	case PayloadHandshakeRequest:
+		var req HandshakeRequest
+		if err := json.Unmarshal(p, &req); err != nil {
+			s.log.Warn("malformed HandshakeRequest", "err", err)
+			s.fail(&HandshakeRefusedError{SessionID: s.info.SessionID, What: "malformed handshake request: " + err.Error()})
+			return true
+		}
+		s.mu.Lock()
+		s.pendingHS = &req
+		s.mu.Unlock()
+	case PayloadHandshakeComplete:
+		s.handleHandshakeComplete(p)
+	case PayloadEncChallengeRequest:
+		s.fail(&HandshakeRefusedError{SessionID: s.info.SessionID, What: "the agent requested a KMS challenge, which ssmproxy does not implement"})
+	case PayloadFlag:
+		fl, _ := ParseFlag(p)
+		s.log.Info("flag from the agent", "flag", fl.String())
+	case PayloadStdErr, PayloadError:
+		s.log.Info("agent error output", "text", string(bytes.TrimSpace(p)))
+	default:
+		s.log.Debug("ignoring stream payload", "payloadType", pt)
+	}
+	return true
+}
+
+// ackSequence extracts AcknowledgedMessageSequenceNumber from an acknowledge
+// payload without reflection (acks arrive once per message sent), falling
+// back to encoding/json for unusual formatting.
+func ackSequence(p []byte) (int64, bool) {
+	const key = `"AcknowledgedMessageSequenceNumber":`
+	if i := bytes.Index(p, []byte(key)); i >= 0 {
+		rest := p[i+len(key):]
+		j := 0
+		for j < len(rest) && (rest[j] == '-' || (rest[j] >= '0' && rest[j] <= '9')) {
+			j++
+		}
+		if j > 0 && j < len(rest) && (rest[j] == ',' || rest[j] == '}') {
+			if n, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
+				return n, true
+			}
+		}
+	}
+	a, err := ParseAcknowledge(p)
+	if err != nil {
+		return 0, false
+	}
+	return a.AcknowledgedMessageSequenceNumber, true
+}

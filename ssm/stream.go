@@ -1,0 +1,436 @@
+package ssm
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/ssmproxy/ssmproxy/internal/clock"
+)
+
+// Retransmission constants. The estimator uses the agent's and plugin's
+// constants (protocol.md section 8.4) so both ends reason alike; the bounds
+// are ssmproxy's own.
+const (
+	initialRTO       = 200 * time.Millisecond
+	initialSRTT      = 100 * time.Millisecond
+	clockGranularity = 10 * time.Millisecond
+	// DefaultMinRTO keeps a loaded machine's scheduling hiccups from turning
+	// into retransmission storms; the agent uses 200 ms as its first RTO.
+	DefaultMinRTO = 200 * time.Millisecond
+	// DefaultMaxRTO is the agent's cap on the estimated RTO.
+	DefaultMaxRTO = time.Second
+	// maxBackoff bounds the per-message exponential backoff of Karn's rule.
+	maxBackoff = 8 * time.Second
+	// pausedProbeInterval: while MGS says the peer leg is away, only the oldest
+	// unacked message is resent, this often, to learn whether the path is back.
+	pausedProbeInterval = 3 * time.Second
+)
+
+// Flow-control defaults (protocol.md section 14, item 3). The window stays far
+// below the agent's 100 000-message incoming buffer.
+const (
+	DefaultInitialWindow  = 64
+	DefaultMinWindow      = 16
+	DefaultMaxWindow      = 4096
+	DefaultMaxWindowBytes = 4 << 20
+)
+
+// ErrStreamClosed is returned by writes after the stream was shut down.
+var ErrStreamClosed = errors.New("stream closed")
+
+// StreamConfig tunes the outgoing half of the reliable stream.
+type StreamConfig struct {
+	InitialWindow  int // messages
+	MinWindow      int
+	MaxWindow      int
+	MaxWindowBytes int
+	MinRTO         time.Duration
+	MaxRTO         time.Duration
+}
+
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.InitialWindow <= 0 {
+		c.InitialWindow = DefaultInitialWindow
+	}
+	if c.MinWindow <= 0 {
+		c.MinWindow = DefaultMinWindow
+	}
+	if c.MaxWindow <= 0 {
+		c.MaxWindow = DefaultMaxWindow
+	}
+	if c.MaxWindowBytes <= 0 {
+		c.MaxWindowBytes = DefaultMaxWindowBytes
+	}
+	if c.MinRTO <= 0 {
+		c.MinRTO = DefaultMinRTO
+	}
+	if c.MaxRTO <= 0 {
+		c.MaxRTO = DefaultMaxRTO
+	}
+	if c.MinWindow > c.MaxWindow {
+		c.MinWindow = c.MaxWindow
+	}
+	if c.InitialWindow < c.MinWindow {
+		c.InitialWindow = c.MinWindow
+	}
+	if c.InitialWindow > c.MaxWindow {
+		c.InitialWindow = c.MaxWindow
+	}
+	return c
+}
+
+// outMsg is one sequenced message awaiting its ack.
+type outMsg struct {
+	seq      int64
+	frame    []byte // exact bytes; retransmissions reuse them
+	size     int    // payload bytes
+	sends    int
+	lastSent time.Time
+	deadline time.Time // retransmit when now >= deadline (zero: never sent)
+	acked    bool
+}
+
+// sender is the outgoing half of the reliable stream: sequence numbers from 0
+// that survive reconnects, a bounded window fed by selective acks, and
+// per-message retransmission timers with Karn's rule.
+type sender struct {
+	cfg   StreamConfig
+	clock clock.Clock
+	// messageType is input_stream_data for a client.
+	messageType string
+
+	mu        sync.Mutex
+	next      int64     // next sequence number to assign
+	base      int64     // sequence number of q[0]
+	q         []*outMsg // every unacked message (and acked ones not yet trimmed), by seq
+	unsent    int64     // first sequence number never transmitted
+	live      int       // unacked messages
+	bytes     int       // unacked payload bytes
+	cwnd      float64
+	ssthresh  float64
+	lastCut   time.Time
+	paused    bool
+	lastProbe time.Time
+	closed    error
+	space     chan struct{} // closed and replaced when the window opens
+	hint      time.Time     // no retransmission is due before this
+
+	// RTT estimator (RFC 6298 with the agent's constants).
+	srtt, rttvar, rto time.Duration
+
+	// Counters.
+	retransmits int64
+	sentNew     int64
+	timeouts    int64
+}
+
+func newSender(cfg StreamConfig, clk clock.Clock, messageType string) *sender {
+	cfg = cfg.withDefaults()
+	return &sender{
+		cfg: cfg, clock: clk, messageType: messageType,
+		cwnd: float64(cfg.InitialWindow), ssthresh: float64(cfg.MaxWindow),
+		space: make(chan struct{}),
+		srtt:  initialSRTT, rto: initialRTO,
+	}
+}
+
+// enqueue assigns the next sequence number to payload and stores it for
+// transmission, waiting while the window is full. The payload must be
+// non-empty and at most MaxPayload bytes for data; it is copied.
+func (s *sender) enqueue(ctx context.Context, pt PayloadType, payload []byte) error {
+	if len(payload) == 0 {
+		return errors.New("ssm: refusing to send an empty payload")
+	}
+	for {
+		s.mu.Lock()
+		if s.closed != nil {
+			err := s.closed
+			s.mu.Unlock()
+			return err
+		}
+		if s.live < int(s.cwnd) && (s.bytes+len(payload) <= s.cfg.MaxWindowBytes || s.live == 0) {
+			break
+		}
+		wait := s.space
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer s.mu.Unlock()
+	seq := s.next
+	s.next++
+	frame, err := Encode(&Frame{
+		MessageType:    s.messageType,
+		SchemaVersion:  SchemaVersion,
+		CreatedDate:    uint64(s.clock.Now().UnixMilli()),
+		SequenceNumber: seq,
+		Flags:          0,
+		MessageID:      uuid.New(),
+		PayloadType:    pt,
+		Payload:        payload,
+	})
+	if err != nil {
+		return err
+	}
+	s.q = append(s.q, &outMsg{seq: seq, frame: frame, size: len(payload)})
+	s.live++
+	s.bytes += len(payload)
+	return nil
+}
+
+// due returns frames to transmit now, oldest first: every message whose
+// retransmission timer expired, then messages never sent. At most max frames
+// are returned. While paused it returns only a periodic probe of the oldest
+// unacked message.
+func (s *sender) due(now time.Time, max int) [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]byte
+	if s.paused {
+		if len(s.q) > 0 && s.live > 0 && now.Sub(s.lastProbe) >= pausedProbeInterval {
+			for _, m := range s.q {
+				if !m.acked && m.sends > 0 {
+					s.lastProbe = now
+					s.transmit(m, now)
+					out = append(out, m.frame)
+					break
+				}
+			}
+		}
+		return out
+	}
+	if !now.Before(s.hint) && s.unsent > s.base {
+		// Scan the transmitted part for expired timers.
+		expired := false
+		next := time.Time{}
+		limit := int(s.unsent - s.base)
+		for i := 0; i < limit && i < len(s.q); i++ {
+			m := s.q[i]
+			if m.acked {
+				continue
+			}
+			if !now.Before(m.deadline) {
+				if len(out) >= max {
+					next = now
+					break
+				}
+				expired = true
+				s.retransmits++
+				s.transmit(m, now)
+				out = append(out, m.frame)
+			}
+			if next.IsZero() || m.deadline.Before(next) {
+				next = m.deadline
+			}
+		}
+		if next.IsZero() {
+			next = now.Add(s.rto)
+		}
+		s.hint = next
+		if expired {
+			s.onTimeout(now)
+		}
+	}
+	for len(out) < max && s.unsent < s.next {
+		i := int(s.unsent - s.base)
+		s.unsent++
+		if i < 0 {
+			continue
+		}
+		m := s.q[i]
+		if m.acked {
+			continue
+		}
+		s.sentNew++
+		s.transmit(m, now)
+		out = append(out, m.frame)
+		if m.deadline.Before(s.hint) || s.hint.IsZero() {
+			s.hint = m.deadline
+		}
+	}
+	return out
+}
+
+// transmit records one (re)transmission of m; s.mu must be held.
+func (s *sender) transmit(m *outMsg, now time.Time) {
+	m.sends++
+	m.lastSent = now
+	// Karn's rule: a retransmitted message backs off its own timeout.
+	timeout := s.rto << (m.sends - 1)
+	if timeout > maxBackoff || timeout <= 0 {
+		timeout = maxBackoff
+	}
+	m.deadline = now.Add(timeout)
+}
+
+// onTimeout shrinks the window after a retransmission timeout, at most once
+// per RTO so one burst of losses counts once; s.mu must be held.
+func (s *sender) onTimeout(now time.Time) {
+	s.timeouts++
+	if now.Sub(s.lastCut) < s.rto {
+		return
+	}
+	s.lastCut = now
+	s.ssthresh = s.cwnd / 2
+	if s.ssthresh < float64(s.cfg.MinWindow) {
+		s.ssthresh = float64(s.cfg.MinWindow)
+	}
+	s.cwnd = s.ssthresh
+}
+
+// ack removes the message with sequence number seq. Unknown numbers are
+// ignored (protocol.md section 8.2). It reports whether the ack was new.
+func (s *sender) ack(seq int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := seq - s.base
+	if i < 0 || i >= int64(len(s.q)) || s.q[i].acked {
+		return false
+	}
+	m := s.q[i]
+	if m.sends == 0 {
+		// Acked before we sent it: impossible from a correct peer.
+		return false
+	}
+	m.acked = true
+	m.frame = nil
+	s.live--
+	s.bytes -= m.size
+	if m.sends == 1 {
+		s.sample(s.clock.Now().Sub(m.lastSent))
+	}
+	// Grow: exponentially below ssthresh, then by about one message per window.
+	if s.cwnd < s.ssthresh {
+		s.cwnd++
+	} else {
+		s.cwnd += 1 / s.cwnd
+	}
+	if s.cwnd > float64(s.cfg.MaxWindow) {
+		s.cwnd = float64(s.cfg.MaxWindow)
+	}
+	// Trim acknowledged messages off the front.
+	k := 0
+	for k < len(s.q) && s.q[k].acked {
+		s.q[k] = nil
+		k++
+	}
+	if k > 0 {
+		s.q = s.q[k:]
+		s.base += int64(k)
+		if s.unsent < s.base {
+			s.unsent = s.base
+		}
+	}
+	close(s.space)
+	s.space = make(chan struct{})
+	return true
+}
+
+// sample feeds one RTT measurement into the estimator (RFC 6298 2.3 with the
+// agent's gains and granularity); s.mu must be held.
+func (s *sender) sample(r time.Duration) {
+	if r < 0 {
+		r = 0
+	}
+	d := s.srtt - r
+	if d < 0 {
+		d = -d
+	}
+	s.rttvar = (3*s.rttvar + d) / 4
+	s.srtt = (7*s.srtt + r) / 8
+	v := 4 * s.rttvar
+	if v < clockGranularity {
+		v = clockGranularity
+	}
+	s.rto = s.srtt + v
+	if s.rto < s.cfg.MinRTO {
+		s.rto = s.cfg.MinRTO
+	}
+	if s.rto > s.cfg.MaxRTO {
+		s.rto = s.cfg.MaxRTO
+	}
+}
+
+// retransmitAll makes every unacked message due now (after a reconnect).
+func (s *sender) retransmitAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hint = time.Time{}
+	for _, m := range s.q {
+		if !m.acked && m.sends > 0 {
+			m.deadline = time.Time{}
+		}
+	}
+}
+
+func (s *sender) setPaused(p bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.paused == p {
+		return
+	}
+	if !p {
+		s.hint = time.Time{}
+	}
+	s.paused = p
+	s.lastProbe = s.clock.Now()
+}
+
+// nextDeadline is when due must be called again even without new data.
+func (s *sender) nextDeadline() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live == 0 {
+		return time.Time{}
+	}
+	if s.paused {
+		return s.lastProbe.Add(pausedProbeInterval)
+	}
+	return s.hint
+}
+
+// pending reports whether anything is unacked, and whether anything was never
+// transmitted.
+func (s *sender) pending() (unacked int, unsent bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live, s.unsent < s.next
+}
+
+// drained returns a channel closed when the next ack arrives, for waiting.
+func (s *sender) changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.space
+}
+
+func (s *sender) close(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed == nil {
+		s.closed = err
+		close(s.space)
+		s.space = make(chan struct{})
+	}
+}
+
+// SenderStats is a snapshot of the outgoing stream.
+type SenderStats struct {
+	Sent, Retransmits, Timeouts int64
+	Unacked, UnackedBytes       int
+	Window                      int
+	RTO, SRTT                   time.Duration
+}
+
+func (s *sender) stats() SenderStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SenderStats{Sent: s.sentNew, Retransmits: s.retransmits, Timeouts: s.timeouts,
+		Unacked: s.live, UnackedBytes: s.bytes, Window: int(s.cwnd), RTO: s.rto, SRTT: s.srtt}
+}
