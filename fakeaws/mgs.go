@@ -257,8 +257,9 @@ func (ss *session) fromAgent(msg []byte) {
 		}
 	}
 	ss.faultsAgent.apply(msg, fi, func(out []byte) {
-		if ss.forward(false, out) {
-			ss.val.agentFrameDelivered(out)
+		undo := ss.val.agentFrameDelivering(out)
+		if !ss.forward(false, out) {
+			undo()
 		}
 	})
 }

@@ -281,11 +281,13 @@ func (v *validator) clientAck(p []byte) {
 	}
 }
 
-// agentFrameDelivered records an agent frame that reached the client leg.
-func (v *validator) agentFrameDelivered(b []byte) {
+// agentFrameDelivering records an agent frame about to be forwarded to the
+// client leg. It runs before the forward, so an ack can never overtake the
+// record; undo reverts it when the frame could not be delivered after all.
+func (v *validator) agentFrameDelivering(b []byte) (undo func()) {
 	f, err := ssm.DecodeHeader(b)
 	if err != nil || f.MessageType != ssm.TypeOutputStreamData || f.SequenceNumber < 0 {
-		return
+		return func() {}
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -294,9 +296,19 @@ func (v *validator) agentFrameDelivered(b []byte) {
 		v.outIDs = append(v.outIDs, uuid.Nil)
 	}
 	v.outIDs[seq] = f.MessageID
+	prev, had := v.outDelivered[seq]
 	v.outDelivered[seq] = v.srv.clk.Now()
 	if f.PayloadType == ssm.PayloadHandshakeComplete && v.handshakeSeq < 0 {
 		v.handshakeSeq = seq
+	}
+	return func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if had {
+			v.outDelivered[seq] = prev
+		} else {
+			delete(v.outDelivered, seq)
+		}
 	}
 }
 

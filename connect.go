@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/internal/awsconf"
+	"github.com/ssmproxy/ssmproxy/proxy"
+	"github.com/ssmproxy/ssmproxy/ssm"
+)
+
+const connectHelp = `Usage: ssmproxy connect [flags] TARGET [PORT]
+
+Opens a Session Manager session to TARGET (an instance id, i-... or mi-...)
+with the AWS-StartSSHSession document and carries stdin/stdout over it to
+PORT (default 22) on the instance. Meant as ssh's ProxyCommand:
+
+  Host i-* mi-*
+      ProxyCommand ssmproxy connect %h %p
+
+Nothing but the instance's bytes is ever written to stdout. Diagnostics go
+to stderr only on failure (one line), more with -v, or to --log-file.
+
+Flags:
+  --profile NAME           AWS profile (default: AWS_PROFILE / default chain)
+  --region REGION          AWS region (default: AWS_REGION / profile)
+  --document NAME          session document (default AWS-StartSSHSession)
+  --reason TEXT            session reason shown in Session Manager history
+  --log-file PATH          write diagnostics to PATH (created 0600)
+  -v                       verbose diagnostics on stderr (-v -v: debug)
+  --handshake-timeout D    give up if the agent has not completed the handshake (default 30s)
+  --resume-budget D        how long to keep trying to resume a lost data channel (default 5m)
+  --sign-dial              sign every data-channel websocket upgrade with SigV4 (off by default)
+  --client-version V       ClientVersion reported to the agent (default 1.2.804.0; must be > 1.2.331.0)
+
+Environment: AWS_ENDPOINT_URL_SSM (and AWS_ENDPOINT_URL) redirect the SSM API;
+plain http:// endpoints are accepted only on loopback.
+
+Exit codes:
+  0  success: stdin ended and the session was closed, or the instance closed it
+  2  usage error
+  3  credentials missing, refused or expired
+  4  access denied (IAM)
+  5  the instance is not connected to Session Manager
+  6  the service refused the request (unknown document, bad parameters, ...)
+  7  the data channel was lost and could not be resumed, or never completed its handshake
+  8  the service ended the session while disconnected (idle timeout, terminated)
+  1  unexpected internal error; 128+N when stopped by signal N
+`
+
+// instanceID accepts EC2 instance ids and managed-instance ids. Names and
+// tags are resolved to ids here once lookup exists.
+var instanceID = regexp.MustCompile(`^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17})$`)
+
+type connectOptions struct {
+	profile, region, document, reason, logFile, clientVersion string
+	verbosity                                                 int
+	handshakeTimeout, resumeBudget                            time.Duration
+	signDial                                                  bool
+	target, port                                              string
+}
+
+type countFlag struct{ n *int }
+
+func (c countFlag) String() string   { return "" }
+func (c countFlag) IsBoolFlag() bool { return true }
+func (c countFlag) Set(v string) error {
+	if v == "true" {
+		*c.n++
+	} else if v != "false" {
+		return fmt.Errorf("-v takes no value")
+	}
+	return nil
+}
+
+func parseConnect(args []string) (connectOptions, error) {
+	o := connectOptions{document: ssm.DocumentSSH}
+	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.profile, "profile", "", "")
+	fs.StringVar(&o.region, "region", "", "")
+	fs.StringVar(&o.document, "document", ssm.DocumentSSH, "")
+	fs.StringVar(&o.reason, "reason", "", "")
+	fs.StringVar(&o.logFile, "log-file", "", "")
+	fs.StringVar(&o.clientVersion, "client-version", ssm.DefaultClientVersion, "")
+	fs.Var(countFlag{&o.verbosity}, "v", "")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
+	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
+	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+	var pos []string
+	// Flags may come before or after the positional arguments.
+	for {
+		if err := fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				_, _ = io.WriteString(os.Stderr, connectHelp)
+				return o, errHelpShown
+			}
+			return o, usagef("connect: %v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	switch len(pos) {
+	case 1:
+		o.target, o.port = pos[0], "22"
+	case 2:
+		o.target, o.port = pos[0], pos[1]
+	default:
+		return o, usagef("connect: want TARGET [PORT], got %d arguments (see ssmproxy help connect)", len(pos))
+	}
+	if !instanceID.MatchString(o.target) {
+		return o, usagef("connect: target %q is not an instance id (i-... or mi-...); name and tag lookup is not supported yet", o.target)
+	}
+	if p, err := strconv.Atoi(o.port); err != nil || p < 1 || p > 65535 || strings.HasPrefix(o.port, "0") {
+		return o, usagef("connect: port %q is not a number from 1 to 65535", o.port)
+	}
+	if !ssm.ValidClientVersion(o.clientVersion) {
+		return o, usagef("connect: --client-version %q must be a four-part version above 1.2.331.0", o.clientVersion)
+	}
+	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {
+		return o, usagef("connect: durations must be positive")
+	}
+	return o, nil
+}
+
+func cmdConnect(ctx context.Context, args []string) error {
+	o, err := parseConnect(args)
+	if err != nil {
+		return err
+	}
+	// stdin and stdout are the SSH stream. Keep them for the data path and
+	// point os.Stdin/os.Stdout elsewhere, so no library, prompt or child
+	// process can read or write the stream.
+	stdin, stdout := os.Stdin, os.Stdout
+	if devnull, err := os.Open(os.DevNull); err == nil {
+		os.Stdin = devnull
+	}
+	os.Stdout = os.Stderr
+
+	log, closeLog, err := newLogger(o.verbosity, o.logFile)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	defer closeLog()
+
+	cfg, err := awsconf.Load(ctx, awsconf.Options{Profile: o.profile, Region: o.region})
+	if err != nil {
+		return err
+	}
+	api := ssm.NewAPI(cfg)
+	sess, err := ssm.Start(ctx, ssm.Config{
+		Target:           o.target,
+		DocumentName:     o.document,
+		Parameters:       map[string][]string{"portNumber": {o.port}},
+		Reason:           o.reason,
+		API:              api,
+		Credentials:      cfg.Credentials,
+		Region:           cfg.Region,
+		SignDial:         o.signDial,
+		ClientVersion:    o.clientVersion,
+		HandshakeTimeout: o.handshakeTimeout,
+		ResumeBudget:     o.resumeBudget,
+		Log:              log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("connected", "session", sess.ID(), "target", o.target, "port", o.port, "agentVersion", sess.AgentVersion())
+	err = proxy.Stdio(ctx, sess, stdin, stdout, proxy.StdioOptions{Log: log})
+	st := sess.Stats()
+	log.Info("session over", "session", sess.ID(), "bytesIn", st.BytesIn, "bytesOut", st.BytesOut,
+		"reconnects", st.Reconnects, "retransmits", st.Sender.Retransmits)
+	if closed, reason := sess.ClosedByPeer(); closed && reason != "" && err == nil {
+		log.Info("the service closed the session", "reason", reason)
+	}
+	return err
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ssmproxy/ssmproxy/internal/awsconf"
+	"github.com/ssmproxy/ssmproxy/ssm"
+)
+
+// Exit codes. ssh shows our one stderr line above "Connection closed"; the
+// code lets scripts tell the classes apart (the official plugin exits 0 on
+// every path).
+const (
+	exitOK             = 0
+	exitInternal       = 1 // unexpected failure
+	exitUsage          = 2 // bad command line
+	exitCredentials    = 3 // credentials missing, refused or expired
+	exitAccessDenied   = 4 // IAM denied the call
+	exitNotConnected   = 5 // the instance's agent is not connected
+	exitAPIRefused     = 6 // the service refused the request (document, parameters, ...)
+	exitChannelLost    = 7 // the data channel was lost and could not be resumed, or never came up
+	exitSessionEnded   = 8 // the service ended the session while we were away (idle timeout, terminated)
+	exitSignalBase     = 128
+)
+
+// usageError is a command-line mistake.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// exitCode maps an error to its documented exit code.
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue usageError
+	var ae *ssm.APIError
+	var ce *ssm.CredentialsError
+	var se *ssm.SessionEndedError
+	var re *ssm.ResumeError
+	var he *ssm.HandshakeError
+	var hr *ssm.HandshakeRefusedError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &se):
+		return exitSessionEnded
+	case errors.As(err, &re):
+		// A resume that ended on refused credentials is a credentials problem.
+		if errors.As(re.Last, &ae) && ae.Kind == ssm.KindCredentials || errors.As(re.Last, &ce) {
+			return exitCredentials
+		}
+		return exitChannelLost
+	case errors.As(err, &ce):
+		return exitCredentials
+	case errors.As(err, &ae):
+		switch ae.Kind {
+		case ssm.KindCredentials:
+			return exitCredentials
+		case ssm.KindAccessDenied:
+			return exitAccessDenied
+		case ssm.KindTargetNotConnected:
+			return exitNotConnected
+		case ssm.KindSessionGone:
+			return exitSessionEnded
+		case ssm.KindThrottled, ssm.KindServer:
+			return exitChannelLost
+		default:
+			return exitAPIRefused
+		}
+	case errors.As(err, &he), errors.As(err, &hr):
+		return exitChannelLost
+	case errors.Is(err, awsconf.ErrNoRegion):
+		return exitUsage
+	case errors.Is(err, context.Canceled):
+		return exitOK
+	}
+	return exitInternal
+}

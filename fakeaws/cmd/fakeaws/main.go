@@ -1,0 +1,125 @@
+// Command fakeaws runs the local AWS stand-in (STS, the SSM API, the Message
+// Gateway relay and an SSM agent) until it is killed. It serves e2e tests,
+// benchmarks and the demo. Nothing here reaches AWS.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/fakeaws"
+	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	var (
+		addr        = flag.String("addr", "127.0.0.1:0", "listen address for STS, SSM and the admin API (MGS gets its own port on the same host)")
+		envFile     = flag.String("env-file", "", "write `export` lines for a client (AWS_REGION, AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL_STS, keys, FAKEAWS_URL) to this file, mode 0600")
+		closeEvery  = flag.Duration("close-every", 0, "close data-channel websockets with 1000 \"Bye\" on this period (0: never)")
+		closeLegs   = flag.String("close-legs", "both", "legs the -close-every schedule closes: both, client or agent")
+		realistic   = flag.Bool("realistic-agent", true, "agent with the real agent's quirks (1 KiB + 1 ms pacing, head-only resend, no digest check); false: an ideal agent")
+		pacing      = flag.Bool("agent-pacing", true, "with -realistic-agent: keep the agent's 1 ms sleep per 1 KiB message (false: unpaced, other quirks kept)")
+		credTTL     = flag.Duration("cred-ttl", 0, "lifetime of every credential STS issues (0: as requested)")
+		idle        = flag.Duration("idle-timeout", 20*time.Minute, "end sessions idle this long")
+		region      = flag.String("region", "us-east-1", "region")
+		agentVer    = flag.String("agent-version", "3.3.1142.0", "AgentVersion the agent reports")
+		accessKey   = flag.String("access-key", "", "seed this access key id for user alice (default: random)")
+		secretKey   = flag.String("secret-key", "", "secret for -access-key")
+		rotate      = flag.Bool("rotate-cell-number", false, "new cell-number on every ResumeSession, old StreamUrl refused")
+		requireSign = flag.Bool("require-signed-upgrade", false, "refuse unsigned client websocket upgrades")
+		verbose     = flag.Bool("v", false, "log to stderr")
+		targets     listFlag
+		offline     listFlag
+	)
+	flag.Var(&targets, "target", "connected instance id (repeatable; default i-0123456789abcdef0)")
+	flag.Var(&offline, "offline-target", "known instance whose agent is not connected (repeatable)")
+	flag.Parse()
+
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	quirks := agent.Quirks{Unpaced: !*pacing}
+	if !*realistic {
+		quirks = agent.Quirks{Unpaced: true, ResendAllExpired: true, CheckDigest: true}
+	}
+	srv := fakeaws.New(fakeaws.Options{
+		Region: *region, CredTTL: *credTTL, AgentQuirks: quirks, AgentVersion: *agentVer,
+		CloseEvery: *closeEvery, CloseLegs: *closeLegs, IdleTimeout: *idle,
+		RotateCellNumber: *rotate, StrictCellNumber: *rotate, RequireSignedUpgrade: *requireSign, Log: log,
+	})
+	if err := srv.Start(*addr); err != nil {
+		fmt.Fprintln(os.Stderr, "fakeaws:", err)
+		os.Exit(1)
+	}
+	if len(targets) == 0 {
+		targets = listFlag{fakeaws.DefaultInstance}
+	}
+	for _, t := range targets {
+		srv.AddTarget(fakeaws.Target{ID: t, Connected: true})
+	}
+	for _, t := range offline {
+		srv.AddTarget(fakeaws.Target{ID: t, Connected: false})
+	}
+	user := srv.IAM.AddUser("alice")
+	if *accessKey != "" {
+		if *secretKey == "" {
+			fmt.Fprintln(os.Stderr, "fakeaws: -access-key needs -secret-key")
+			os.Exit(2)
+		}
+		user = srv.IAM.AddKey("alice", *accessKey, *secretKey)
+	}
+	if *envFile != "" {
+		if err := writeEnvFile(*envFile, srv.Env(user)); err != nil {
+			fmt.Fprintln(os.Stderr, "fakeaws:", err)
+			srv.Close()
+			os.Exit(1)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "fakeaws: API %s, MGS %s, targets %s\n", srv.URL(), srv.MGSURL(), strings.Join(targets, " "))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	<-sig
+	srv.Close()
+}
+
+// writeEnvFile writes shell export lines atomically with mode 0600 (it holds
+// a secret key).
+func writeEnvFile(path string, env []string) error {
+	var b strings.Builder
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		fmt.Fprintf(&b, "export %s='%s'\n", k, strings.ReplaceAll(v, "'", `'\''`))
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".fakeaws-env-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.WriteString(b.String()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,151 @@
+// Command ssmproxy carries SSH (and other TCP) over AWS Session Manager.
+//
+//	Host i-* mi-*
+//	    ProxyCommand ssmproxy connect %h %p
+//
+// It speaks the Session Manager data channel itself: no AWS CLI, no
+// session-manager-plugin.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+const usageText = `ssmproxy: SSH over AWS Session Manager, in one binary.
+
+Usage:
+  ssmproxy connect [flags] TARGET [PORT]   carry stdin/stdout to TARGET:PORT (ssh ProxyCommand)
+  ssmproxy version
+  ssmproxy help [COMMAND]
+
+In ~/.ssh/config:
+  Host i-* mi-*
+      ProxyCommand ssmproxy connect %h %p
+
+Run "ssmproxy help connect" for the flags and exit codes.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		_, _ = io.WriteString(os.Stderr, usageText)
+		return exitUsage
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	var err error
+	switch args[0] {
+	case "connect":
+		err = cmdConnect(ctx, args[1:])
+	case "version", "--version", "-version":
+		fmt.Println("ssmproxy", version)
+		return exitOK
+	case "help", "-h", "--help", "-help":
+		return cmdHelp(args[1:])
+	default:
+		err = usagef("unknown command %q (try \"ssmproxy help\")", args[0])
+	}
+	return report(err, ctx)
+}
+
+// report prints one line for a failure and returns the exit code.
+func report(err error, ctx context.Context) int {
+	if err == nil {
+		return exitOK
+	}
+	if sig := caughtSignal(ctx); sig != 0 {
+		return exitSignalBase + sig
+	}
+	if errors.Is(err, errHelpShown) {
+		return exitUsage
+	}
+	fmt.Fprintf(os.Stderr, "ssmproxy: %s\n", oneLine(err.Error()))
+	return exitCode(err)
+}
+
+var errHelpShown = errors.New("help shown")
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func cmdHelp(args []string) int {
+	if len(args) > 0 && args[0] == "connect" {
+		_, _ = io.WriteString(os.Stdout, connectHelp)
+		return exitOK
+	}
+	_, _ = io.WriteString(os.Stdout, usageText)
+	return exitOK
+}
+
+type sigKey struct{}
+
+// signalContext is cancelled on SIGINT, SIGTERM or SIGHUP; caughtSignal
+// tells which.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	holder := new(int)
+	ctx = context.WithValue(ctx, sigKey{}, holder)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		select {
+		case s := <-ch:
+			if n, ok := s.(syscall.Signal); ok {
+				*holder = int(n)
+			}
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func caughtSignal(ctx context.Context) int {
+	if h, ok := ctx.Value(sigKey{}).(*int); ok && ctx.Err() != nil {
+		return *h
+	}
+	return 0
+}
+
+// newLogger builds the diagnostics logger: quiet on stderr by default (the
+// final error line is printed by report), more with -v, everything at debug
+// level to the log file when one is given (mode 0600).
+func newLogger(verbosity int, logFile string) (*slog.Logger, func(), error) {
+	level := slog.LevelError + 4 // nothing but what report prints
+	switch {
+	case verbosity == 1:
+		level = slog.LevelInfo
+	case verbosity >= 2:
+		level = slog.LevelDebug
+	}
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if logFile != "" {
+		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open log file: %w", err)
+		}
+		w = f
+		closeFn = func() { f.Close() }
+		level = slog.LevelDebug
+		if verbosity == 0 {
+			level = slog.LevelInfo
+		}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeFn, nil
+}

@@ -1,0 +1,116 @@
+// Package proxy moves bytes between a Session Manager session and the local
+// world: stdin/stdout for `ssmproxy connect` (ssh's ProxyCommand).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Stream is the part of *ssm.Session the proxy uses.
+type Stream interface {
+	io.ReadWriter
+	// Drain waits (bounded) until everything written has been acknowledged.
+	Drain(timeout time.Duration) bool
+	// Close ends the session cleanly (TerminateSession).
+	Close() error
+	Done() <-chan struct{}
+	Err() error
+}
+
+// StdioOptions tune Stdio.
+type StdioOptions struct {
+	// DrainTimeout bounds the wait for acks after stdin ends.
+	DrainTimeout time.Duration
+	Log          *slog.Logger
+}
+
+// Stdio runs the ProxyCommand data path: in → session, session → out.
+// Nothing but the agent's output is ever written to out.
+//
+// It returns nil when stdin ended and the session was closed cleanly, or
+// when the service closed the channel after out received every byte. It
+// returns the session's error when the session failed, and ctx's error when
+// ctx was cancelled (the session is then closed cleanly too).
+func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOptions) error {
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	downDone := make(chan error, 1)
+	go func() {
+		// Session → out. io.Copy returns nil at the session's io.EOF.
+		_, err := io.Copy(out, s)
+		if f, ok := out.(interface{ Sync() error }); ok {
+			_ = f.Sync()
+		}
+		downDone <- err
+	}()
+	upDone := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, rerr := in.Read(buf)
+			if n > 0 {
+				if _, werr := s.Write(buf[:n]); werr != nil {
+					upDone <- werr
+					return
+				}
+			}
+			if rerr != nil {
+				if errors.Is(rerr, io.EOF) {
+					rerr = nil
+				}
+				upDone <- rerr
+				return
+			}
+		}
+	}()
+
+	select {
+	case err := <-upDone:
+		if err != nil {
+			// Writing failed because the session ended: report why.
+			select {
+			case <-s.Done():
+				return sessionResult(s, <-downDone)
+			default:
+			}
+			o.Log.Warn("reading stdin failed", "err", err)
+		}
+		// stdin ended: send what is pending, wait for the acks, terminate.
+		if !s.Drain(o.DrainTimeout) {
+			o.Log.Warn("not every byte was acknowledged before the drain timeout", "timeout", o.DrainTimeout)
+		}
+		_ = s.Close()
+		if serr := s.Err(); serr != nil {
+			return serr
+		}
+		return nil
+	case err := <-downDone:
+		return sessionResult(s, err)
+	case <-ctx.Done():
+		_ = s.Close()
+		return ctx.Err()
+	}
+}
+
+// sessionResult is the outcome once the session → out copy has ended.
+func sessionResult(s Stream, copyErr error) error {
+	if serr := s.Err(); serr != nil {
+		return serr
+	}
+	if copyErr != nil {
+		// stdout went away (ssh exited); end the session cleanly.
+		_ = s.Close()
+		return nil
+	}
+	// channel_closed: every byte has been written to out.
+	_ = s.Close()
+	return nil
+}
