@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SessionInfo describes a session for the admin API.
@@ -95,6 +96,14 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		s.AddTarget(t)
 		w.WriteHeader(http.StatusNoContent)
+	case path == "sts-delay" && r.Method == http.MethodPost:
+		d, err := time.ParseDuration(q.Get("d"))
+		if err != nil || d < 0 {
+			http.Error(w, "want ?d=DURATION", http.StatusBadRequest)
+			return
+		}
+		s.IAM.SetSTSDelay(d)
+		w.WriteHeader(http.StatusNoContent)
 	case path == "credentials/expire" && r.Method == http.MethodPost:
 		s.IAM.ExpireNow(q.Get("akid"))
 		w.WriteHeader(http.StatusNoContent)
@@ -147,4 +156,21 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// AgentStats returns the fake agent's counters for a session.
+func (s *Server) AgentStats(id string) map[string]int64 {
+	ss := s.session(id)
+	if ss == nil {
+		return nil
+	}
+	a := &ss.agentSt
+	return map[string]int64{
+		"frames_in": a.FramesIn.Load(), "frames_out": a.FramesOut.Load(), "data_out": a.DataMessagesOut.Load(),
+		"retransmissions": a.Retransmissions.Load(), "acks_in": a.AcksIn.Load(), "acks_out": a.AcksOut.Load(),
+		"duplicates_in": a.DuplicatesIn.Load(), "duplicates_reacked": a.DuplicatesReacked.Load(),
+		"out_of_order_in": a.OutOfOrderIn.Load(), "digest_failures": a.DigestFailures.Load(),
+		"bytes_to_target": a.BytesToTarget.Load(), "bytes_from_target": a.BytesFromTarget.Load(),
+		"reconnects": a.Reconnects.Load(), "dropped_not_ready": a.DroppedNotReady.Load(),
+	}
 }

@@ -28,33 +28,33 @@ func (d direction) String() string {
 
 // Fault actions on relayed frames (fakeaws.md section 6).
 const (
-	ActionDrop          = "drop"
-	ActionDuplicate     = "duplicate"
-	ActionDelay         = "delay"
-	ActionReorder       = "reorder"         // hold Window frames, release them reversed
+	ActionDrop           = "drop"
+	ActionDuplicate      = "duplicate"
+	ActionDelay          = "delay"
+	ActionReorder        = "reorder"         // hold Window frames, release them reversed
 	ActionCorruptPayload = "corrupt-payload" // flip a payload byte, keep the stale digest
-	ActionCorruptDigest = "corrupt-digest"
-	ActionHeaderLength  = "header-length" // bump HeaderLength
-	ActionTruncate      = "truncate"
-	ActionGarbleType    = "garble-type"
+	ActionCorruptDigest  = "corrupt-digest"
+	ActionHeaderLength   = "header-length" // bump HeaderLength
+	ActionTruncate       = "truncate"
+	ActionGarbleType     = "garble-type"
 )
 
 // FaultRule is one rule of a fault plan: a matcher, an action and a schedule.
 type FaultRule struct {
-	Name        string  `json:"name,omitempty"`
-	Session     string  `json:"session,omitempty"`      // "" any
-	Direction   string  `json:"direction,omitempty"`    // client_to_agent, agent_to_client, "" both
-	MessageType string  `json:"message_type,omitempty"` // "" any
-	PayloadType *int    `json:"payload_type,omitempty"`
-	SeqMin      *int64  `json:"seq_min,omitempty"`
-	SeqMax      *int64  `json:"seq_max,omitempty"`
-	Nth         int     `json:"nth,omitempty"`         // act on the Nth match only (1-based)
-	Every       int     `json:"every,omitempty"`       // act on every Every-th match
-	Probability float64 `json:"probability,omitempty"` // act with this probability (0: always)
-	Count       int     `json:"count,omitempty"`       // stop after this many actions (0: no limit)
-	Action      string  `json:"action"`
+	Name        string   `json:"name,omitempty"`
+	Session     string   `json:"session,omitempty"`      // "" any
+	Direction   string   `json:"direction,omitempty"`    // client_to_agent, agent_to_client, "" both
+	MessageType string   `json:"message_type,omitempty"` // "" any
+	PayloadType *int     `json:"payload_type,omitempty"`
+	SeqMin      *int64   `json:"seq_min,omitempty"`
+	SeqMax      *int64   `json:"seq_max,omitempty"`
+	Nth         int      `json:"nth,omitempty"`         // act on the Nth match only (1-based)
+	Every       int      `json:"every,omitempty"`       // act on every Every-th match
+	Probability float64  `json:"probability,omitempty"` // act with this probability (0: always)
+	Count       int      `json:"count,omitempty"`       // stop after this many actions (0: no limit)
+	Action      string   `json:"action"`
 	Delay       Duration `json:"delay,omitempty"`
-	Window      int     `json:"window,omitempty"` // for reorder
+	Window      int      `json:"window,omitempty"` // for reorder
 
 	matches atomic.Int64
 	acted   atomic.Int64
@@ -63,7 +63,9 @@ type FaultRule struct {
 // Duration is a time.Duration that reads and writes as a Go duration string in JSON.
 type Duration time.Duration
 
-func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + time.Duration(d).String() + `"`), nil }
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
 
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	s := strings.Trim(string(b), `"`)

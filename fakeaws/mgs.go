@@ -120,8 +120,7 @@ func (s *Server) handleDataChannel(w http.ResponseWriter, r *http.Request) {
 	ws.SetCloseHandler(func(int, string) error { return nil })
 	ss.attach(l)
 	go l.writer()
-	ss.relay(l)
-	ss.detach(l)
+	ss.detach(l, ss.relay(l))
 }
 
 func closeWith(ws *websocket.Conn, code int, text string) {
@@ -130,7 +129,8 @@ func closeWith(ws *websocket.Conn, code int, text string) {
 }
 
 // attach makes l the session's leg of its kind, replacing any old one, and
-// tells the peer whether publication may go on.
+// tells the peer that publication may go on. Publication frames are queued
+// under ss.mu so a concurrent detach cannot reorder pause after start.
 func (ss *session) attach(l *leg) {
 	ss.mu.Lock()
 	var old, peer *leg
@@ -144,6 +144,9 @@ func (ss *session) attach(l *leg) {
 		held, ss.heldAgent = ss.heldAgent, nil
 	}
 	ss.stateLocked()
+	if peer != nil {
+		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypeStartPublication), false)
+	}
 	ss.mu.Unlock()
 	ss.srv.stats.legOpened(l.kind)
 	if old != nil {
@@ -152,46 +155,45 @@ func (ss *session) attach(l *leg) {
 	for _, f := range held {
 		_ = l.send(f)
 	}
-	if peer != nil {
-		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypeStartPublication), false)
-	}
 }
 
 // detach removes l if it is still current, and pauses the peer.
-func (ss *session) detach(l *leg) {
+func (ss *session) detach(l *leg, readErr error) {
 	l.close(0, "", true)
 	<-l.done
 	ss.srv.stats.legClosed(l.kind)
 	ss.mu.Lock()
-	var peer *leg
 	current := false
 	if l.kind == "client" && ss.client == l {
-		ss.client, peer, current = nil, ss.agent, true
+		ss.client, current = nil, true
+		if ss.agent != nil && ss.state < stateTerminating {
+			_ = ss.agent.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+		}
 	} else if l.kind == "agent" && ss.agent == l {
-		ss.agent, peer, current = nil, ss.client, true
+		ss.agent, current = nil, true
+		if ss.client != nil && ss.state < stateTerminating {
+			_ = ss.client.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+		}
 	}
 	ss.stateLocked()
-	over := ss.state >= stateTerminating
 	ss.mu.Unlock()
 	if l.kind == "client" && current {
-		ss.val.clientLegClosed()
-	}
-	if current && peer != nil && !over {
-		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+		ss.val.clientLegClosed(readErr)
 	}
 }
 
-// relay reads frames from l and forwards them to the peer leg.
-func (ss *session) relay(l *leg) {
+// relay reads frames from l and forwards them to the peer leg until the
+// leg fails; it returns the read error.
+func (ss *session) relay(l *leg) error {
 	fromClient := l.kind == "client"
 	for {
 		mt, r, err := l.ws.NextReader()
 		if err != nil {
-			return
+			return err
 		}
 		msg, err := readAllInto(r)
 		if err != nil {
-			return
+			return err
 		}
 		if mt != websocket.BinaryMessage {
 			if fromClient {

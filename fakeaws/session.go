@@ -149,6 +149,11 @@ func (ss *session) runAgent(ctx context.Context) {
 	if ss.target.Quirks != nil {
 		quirks = *ss.target.Quirks
 	}
+	if ss.document.SessionType != "Port" && quirks.SessionTypeOverride == "" {
+		// The agent runs the document's own session type; a port-only
+		// client must refuse it in the handshake.
+		quirks.SessionTypeOverride = ss.document.SessionType
+	}
 	version := s.opts.AgentVersion
 	if ss.target.AgentVersion != "" {
 		version = ss.target.AgentVersion

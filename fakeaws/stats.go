@@ -52,8 +52,8 @@ type stats struct {
 func newStats() *stats {
 	return &stats{st: Stats{
 		API: map[string]map[string]int64{}, SigV4Failures: map[string]int64{},
-		Websocket: map[string]*LegStats{"client": {}, "agent": {}},
-		Frames:    map[string]*DirStats{"client_to_agent": {}, "agent_to_client": {}},
+		Websocket:       map[string]*LegStats{"client": {}, "agent": {}},
+		Frames:          map[string]*DirStats{"client_to_agent": {}, "agent_to_client": {}},
 		UpgradesRefused: map[string]int64{}, ViolationCount: map[string]int64{},
 	}}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
 	"github.com/ssmproxy/ssmproxy/ssm"
 )
 
@@ -44,21 +46,22 @@ type validator struct {
 	srv     *Server
 	session string
 
-	mu              sync.Mutex
-	requestIDs      map[string]bool
-	clientID        string
-	opens           []time.Time
-	inHash          []uint64    // input seq -> hash of the first transmission
-	inIDs           map[uuid.UUID]int64
-	resends         map[int64][]time.Time
-	inUnacked       map[int64]bool
-	outIDs          []uuid.UUID // output seq -> MessageId delivered to the client
-	outDelivered    map[int64]time.Time
-	handshakeSeq    int64 // seq of the HandshakeComplete delivered, -1 before
-	handshakeAckd   bool
-	closedSent      bool
-	terminateSeen   map[string]bool
-	finished        bool
+	mu            sync.Mutex
+	requestIDs    map[string]bool
+	clientID      string
+	opens         []time.Time
+	inHash        []uint64 // input seq -> hash of the first transmission
+	inIDs         map[uuid.UUID]int64
+	resends       map[int64][]time.Time
+	inUnacked     map[int64]bool
+	outIDs        []uuid.UUID // output seq -> MessageId delivered to the client
+	outDelivered  map[int64]time.Time
+	handshakeSeq  int64 // seq of the HandshakeComplete delivered, -1 before
+	handshakeAckd bool
+	closedSent    bool
+	closedAt      time.Time
+	terminateSeen map[string]bool
+	finished      bool
 }
 
 func newValidator(s *Server, session string) *validator {
@@ -165,8 +168,10 @@ func (v *validator) clientFrame(b []byte) {
 	} else if len(payload) > ssm.MaxPayload && mtype == ssm.TypeInputStreamData {
 		v.violation(sevWarning, "payload-over-1024", fmt.Sprintf("%d-byte payload", len(payload)))
 	}
-	if v.closedSent {
-		v.violation(sevError, "data-after-channel-closed", mtype+" after channel_closed")
+	// Frames the client sent before it read channel_closed may still be in
+	// flight; anything later than that is a violation.
+	if v.closedSent && mtype == ssm.TypeInputStreamData && v.srv.clk.Since(v.closedAt) > time.Second {
+		v.violation(sevError, "data-after-channel-closed", fmt.Sprintf("input_stream_data %s after channel_closed", v.srv.clk.Since(v.closedAt)))
 	}
 	switch mtype {
 	case ssm.TypeInputStreamData:
@@ -327,7 +332,10 @@ func (v *validator) handshakeAcked() bool {
 
 func (v *validator) noteChannelClosed() {
 	v.mu.Lock()
-	v.closedSent = true
+	if !v.closedSent {
+		v.closedSent = true
+		v.closedAt = v.srv.clk.Now()
+	}
 	v.mu.Unlock()
 }
 
@@ -344,11 +352,16 @@ func (v *validator) noteTerminate(how string) {
 }
 
 // clientLegClosed checks that everything delivered well before the leg went
-// away was acknowledged: ssmproxy acks, and re-acks every duplicate.
-func (v *validator) clientLegClosed() {
+// away was acknowledged (ssmproxy acks, and re-acks every duplicate), and
+// notes a client that closed normally without terminating the session.
+func (v *validator) clientLegClosed(readErr error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.checkAcksLocked()
+	var ce *websocket.CloseError
+	if errors.As(readErr, &ce) && ce.Code == websocket.CloseNormalClosure && len(v.terminateSeen) == 0 && !v.closedSent {
+		v.violation(sevWarning, "missing-terminate", "the client closed its leg normally without TerminateSession (flag or API)")
+	}
 }
 
 func (v *validator) checkAcksLocked() {

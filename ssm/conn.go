@@ -262,9 +262,10 @@ func (s *Session) handleFrame(b []byte) {
 		s.mu.Lock()
 		s.peerClosed = true
 		s.closeReason = cc.Output
+		refusal := s.refusal
 		s.mu.Unlock()
 		s.log.Info("channel closed by the service", "output", cc.Output)
-		s.finish(nil)
+		s.finish(refusal)
 	case TypePausePublication:
 		s.log.Debug("pause_publication")
 		s.send.setPaused(true)
@@ -284,18 +285,12 @@ func (s *Session) handleStreamData(f *Frame) {
 	if v == verdictDrop {
 		return
 	}
-	ack, err := Encode(&Frame{
-		MessageType:   TypeAcknowledge,
-		SchemaVersion: SchemaVersion,
-		CreatedDate:   uint64(s.clk.Now().UnixMilli()),
-		Flags:         FlagsAck,
-		MessageID:     uuid.New(),
-		Payload:       AppendAcknowledge(make([]byte, 0, 192), TypeOutputStreamData, f.MessageID, f.SequenceNumber),
-	})
+	ack, err := s.ackFrame(f.SequenceNumber, f.MessageID)
 	if err != nil {
 		return
 	}
 	s.acks.push(ack)
+	s.recent.record(f.SequenceNumber, f.MessageID, s.clk.Now())
 	s.wake()
 	if handshakeType {
 		// The ack for a handshake message goes out before we act on it.
@@ -307,6 +302,76 @@ func (s *Session) handleStreamData(f *Frame) {
 			s.handleHandshakeRequest(req)
 		}
 	}
+}
+
+// ackFrame builds the acknowledge for an output_stream_data message.
+func (s *Session) ackFrame(seq int64, id uuid.UUID) ([]byte, error) {
+	return Encode(&Frame{
+		MessageType:   TypeAcknowledge,
+		SchemaVersion: SchemaVersion,
+		CreatedDate:   uint64(s.clk.Now().UnixMilli()),
+		Flags:         FlagsAck,
+		MessageID:     uuid.New(),
+		Payload:       AppendAcknowledge(make([]byte, 0, 192), TypeOutputStreamData, id, seq),
+	})
+}
+
+// reackWindow: after a reconnect, acks sent this shortly before are sent
+// again. Acks in flight when a leg dies are lost; the agent resends only the
+// oldest unacked message, one per tick, so each lost ack would otherwise
+// cost a full resend cycle in sequence (minutes after a busy drop).
+const (
+	reackWindow = 3 * time.Second
+	recentAcks  = 8192
+)
+
+type ackRecord struct {
+	seq int64
+	id  uuid.UUID
+	at  time.Time
+}
+
+// recentAckRing remembers the last acks sent.
+type recentAckRing struct {
+	mu   sync.Mutex
+	ring [recentAcks]ackRecord
+	next int
+	n    int
+}
+
+func (r *recentAckRing) record(seq int64, id uuid.UUID, at time.Time) {
+	r.mu.Lock()
+	r.ring[r.next] = ackRecord{seq: seq, id: id, at: at}
+	r.next = (r.next + 1) % recentAcks
+	r.n = min(r.n+1, recentAcks)
+	r.mu.Unlock()
+}
+
+// since returns the distinct records newer than t, oldest first.
+func (r *recentAckRing) since(t time.Time) []ackRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := make(map[int64]bool)
+	var out []ackRecord
+	for i := 0; i < r.n; i++ {
+		rec := r.ring[(r.next-r.n+i+recentAcks)%recentAcks]
+		if rec.at.After(t) && !seen[rec.seq] {
+			seen[rec.seq] = true
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// reackRecent queues acks for everything acked shortly before now.
+func (s *Session) reackRecent() int {
+	recs := s.recent.since(s.clk.Now().Add(-reackWindow))
+	for _, rec := range recs {
+		if ack, err := s.ackFrame(rec.seq, rec.id); err == nil {
+			s.acks.push(ack)
+		}
+	}
+	return len(recs)
 }
 
 // deliver is the receiver's in-order callback.

@@ -65,6 +65,11 @@ func (s *Session) handleHandshakeRequest(req *HandshakeRequest) {
 	}
 	s.wake()
 	if refusal != nil {
+		// The agent ends the session on the refusal; whichever comes first,
+		// the refusal is the reason reported.
+		s.mu.Lock()
+		s.refusal = refusal
+		s.mu.Unlock()
 		// Give the response a moment to reach the agent, then end.
 		s.wg.Add(1)
 		go func() {

@@ -41,9 +41,12 @@ func (s *Session) runLeg(c *wsConn) error {
 	}
 	s.conn = c
 	s.mu.Unlock()
-	// Stale acks from the previous leg are harmless but pointless; the
-	// agent's resend brings whatever still needs one.
+	// Acks queued for or in flight on the dead leg may be lost: send every
+	// recent one again on the new leg (duplicates are harmless to the agent).
 	s.acks.clear()
+	if n := s.reackRecent(); n > 0 {
+		s.log.Debug("re-acking recent messages on the new leg", "count", n)
+	}
 	s.send.setPaused(false)
 	s.send.retransmitAll()
 	c.start()

@@ -18,8 +18,8 @@ import (
 
 // Document names of the AWS port documents.
 const (
-	DocumentSSH                   = "AWS-StartSSHSession"
-	DocumentPortForwarding        = "AWS-StartPortForwardingSession"
+	DocumentSSH                    = "AWS-StartSSHSession"
+	DocumentPortForwarding         = "AWS-StartPortForwardingSession"
 	DocumentPortForwardingToRemote = "AWS-StartPortForwardingSessionToRemoteHost"
 )
 
@@ -40,7 +40,7 @@ const (
 	// agent has no flow control besides TCP, so waiting (and thereby pausing
 	// the socket) is what keeps a slow local reader from triggering its
 	// head-only resend, which would take minutes to recover.
-	deliveryStall = 20 * time.Second
+	deliveryStall    = 20 * time.Second
 	resumeBackoffMin = 200 * time.Millisecond
 	resumeBackoffMax = 10 * time.Second
 	apiCallTimeout   = 30 * time.Second
@@ -68,7 +68,7 @@ type Config struct {
 	Region      string
 	// SignDial signs every websocket upgrade with SigV4 (off by default: the
 	// token alone is accepted, see protocol.md section 14, item 6).
-	SignDial bool
+	SignDial  bool
 	TLSConfig *tls.Config
 
 	ClientVersion    string        // default DefaultClientVersion
@@ -126,16 +126,17 @@ type Session struct {
 	clk  clock.Clock
 	info SessionInfo // the latest StartSession/ResumeSession answer
 
-	send  *sender
-	recv  *receiver
-	deliv *delivery
-	acks  ackQueue
-	kick  chan struct{}
+	send   *sender
+	recv   *receiver
+	deliv  *delivery
+	acks   ackQueue
+	recent recentAckRing
+	kick   chan struct{}
 
-	ready     chan struct{} // closed at HandshakeComplete
-	readyOnce sync.Once
-	pendingHS *HandshakeRequest // set by delivery, answered after the ack is queued
-	agentVersion atomic.Value  // string
+	ready        chan struct{} // closed at HandshakeComplete
+	readyOnce    sync.Once
+	pendingHS    *HandshakeRequest // set by delivery, answered after the ack is queued
+	agentVersion atomic.Value      // string
 	properties   map[string]string
 
 	ctx    context.Context
@@ -145,11 +146,12 @@ type Session struct {
 
 	mu          sync.Mutex
 	conn        *wsConn
-	endErr      error  // why the session ended; nil for a normal end
+	endErr      error // why the session ended; nil for a normal end
 	ended       bool
 	peerClosed  bool   // channel_closed received
 	closeReason string // channel_closed Output
 	closing     bool   // Close in progress: no reconnects
+	refusal     error  // we refused the handshake; the end's reason
 
 	reconnects    atomic.Int64
 	invalidFrames atomic.Int64
@@ -172,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		return nil, err
 	}
 	s := newSession(cfg, info)
-	s.log.Info("session started", "session", info.SessionID, "target", cfg.Target, "document", cfg.DocumentName)
+	s.log.Info("session started", "target", cfg.Target, "document", cfg.DocumentName)
 	s.wg.Add(1)
 	go s.supervise()
 

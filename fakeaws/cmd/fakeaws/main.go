@@ -16,6 +16,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
+	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 )
 
 type listFlag []string
@@ -42,9 +43,13 @@ func main() {
 		verbose     = flag.Bool("v", false, "log to stderr")
 		targets     listFlag
 		offline     listFlag
+		roles       listFlag
+		mfaDevices  listFlag
 	)
 	flag.Var(&targets, "target", "connected instance id (repeatable; default i-0123456789abcdef0)")
 	flag.Var(&offline, "offline-target", "known instance whose agent is not connected (repeatable)")
+	flag.Var(&roles, "role", "IAM role any user of the account may assume, as `NAME[:MAXSESSION]` (repeatable; MAXSESSION e.g. 12h, default 1h)")
+	flag.Var(&mfaDevices, "mfa-device", "register an MFA device `SERIAL` for user alice (repeatable; the valid code is 123456)")
 	flag.Parse()
 
 	level := slog.LevelWarn
@@ -74,7 +79,23 @@ func main() {
 	for _, t := range offline {
 		srv.AddTarget(fakeaws.Target{ID: t, Connected: false})
 	}
+	for _, r := range roles {
+		name, maxS, _ := strings.Cut(r, ":")
+		role := iam.Role{Name: name}
+		if maxS != "" {
+			d, err := time.ParseDuration(maxS)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "fakeaws: -role %s: %v\n", r, err)
+				os.Exit(2)
+			}
+			role.MaxSession = d
+		}
+		srv.IAM.AddRole(role)
+	}
 	user := srv.IAM.AddUser("alice")
+	for _, serial := range mfaDevices {
+		srv.IAM.AddMFADevice("alice", serial)
+	}
 	if *accessKey != "" {
 		if *secretKey == "" {
 			fmt.Fprintln(os.Stderr, "fakeaws: -access-key needs -secret-key")

@@ -1,0 +1,451 @@
+package ssm_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/fakeaws"
+	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
+	"github.com/ssmproxy/ssmproxy/ssm"
+)
+
+// echoTransfer writes size random bytes through the echo target while
+// reading them back, and requires the exact byte stream back. during runs
+// concurrently with the transfer (fault injection).
+func echoTransfer(t *testing.T, s *ssm.Session, size int, during func()) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for off := 0; off < len(data); off += 64 << 10 {
+			end := min(off+64<<10, len(data))
+			if _, err := s.Write(data[off:end]); err != nil {
+				t.Errorf("write: %v", err)
+				return
+			}
+		}
+	}()
+	stop := make(chan struct{})
+	if during != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wait := 50 * time.Millisecond
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(wait):
+					during()
+					wait = 250 * time.Millisecond
+				}
+			}
+		}()
+	}
+	got := make([]byte, len(data))
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(s, got); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("read back: %v (session err %v)", err, s.Err())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("transfer stalled: %+v", s.Stats())
+	case <-stalled(s):
+		t.Fatalf("transfer stalled for 20 s: %+v", s.Stats())
+	}
+	close(stop)
+	wg.Wait()
+	if !bytes.Equal(got, data) {
+		t.Fatalf("byte stream differs")
+	}
+}
+
+// stalled closes when the session has received nothing new for 20 s.
+func stalled(s *ssm.Session) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		last, since := int64(-1), time.Now()
+		for {
+			time.Sleep(500 * time.Millisecond)
+			st := s.Stats()
+			if st.BytesIn != last {
+				last, since = st.BytesIn, time.Now()
+			} else if time.Since(since) > 20*time.Second {
+				close(ch)
+				return
+			}
+			select {
+			case <-s.Done():
+				return
+			default:
+			}
+		}
+	}()
+	return ch
+}
+
+func startSession(t *testing.T, ts *fakeaws.TestServer, port string, mod func(*ssm.Config)) (*ssm.Session, error) {
+	t.Helper()
+	cfg := ts.AWSConfig(nil)
+	c := ssm.Config{
+		Target: fakeaws.DefaultInstance, Parameters: map[string][]string{"portNumber": {port}},
+		API: ts.API(cfg), Credentials: cfg.Credentials, Region: cfg.Region, HandshakeTimeout: 20 * time.Second,
+	}
+	if mod != nil {
+		mod(&c)
+	}
+	return ssm.Start(fakeaws.Ctx(t), c)
+}
+
+func mustStart(t *testing.T, ts *fakeaws.TestServer, port string, mod func(*ssm.Config)) *ssm.Session {
+	t.Helper()
+	s, err := startSession(t, ts, port, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Loss, duplication and reordering in both directions, against the real
+// agent's head-only resend: the byte stream must come back exact.
+func TestStreamUnderFaults(t *testing.T) {
+	cases := []struct {
+		name  string
+		rules []fakeaws.FaultRule
+	}{
+		{"loss", []fakeaws.FaultRule{
+			{Direction: "agent_to_client", MessageType: "output_stream_data", Every: 97, Action: fakeaws.ActionDrop},
+			{Direction: "client_to_agent", MessageType: "input_stream_data", Every: 89, Action: fakeaws.ActionDrop},
+			{Direction: "client_to_agent", MessageType: "acknowledge", Every: 83, Action: fakeaws.ActionDrop},
+			{Direction: "agent_to_client", MessageType: "acknowledge", Every: 79, Action: fakeaws.ActionDrop},
+		}},
+		{"duplication", []fakeaws.FaultRule{
+			{Direction: "agent_to_client", MessageType: "output_stream_data", Every: 7, Action: fakeaws.ActionDuplicate},
+			{Direction: "client_to_agent", MessageType: "input_stream_data", Every: 5, Action: fakeaws.ActionDuplicate},
+		}},
+		{"reordering", []fakeaws.FaultRule{
+			{Direction: "agent_to_client", MessageType: "output_stream_data", Action: fakeaws.ActionReorder, Window: 8, SeqMin: ptr(int64(2))},
+			{Direction: "client_to_agent", MessageType: "input_stream_data", Action: fakeaws.ActionReorder, Window: 8, SeqMin: ptr(int64(1))},
+		}},
+		{"delay", []fakeaws.FaultRule{
+			{Direction: "agent_to_client", MessageType: "output_stream_data", Every: 50, Action: fakeaws.ActionDelay, Delay: fakeaws.Duration(150 * time.Millisecond)},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
+			port := fakeaws.Listen(t, fakeaws.Echo)
+			s := mustStart(t, ts, port, nil)
+			for i := range c.rules {
+				if err := ts.AddFault(&c.rules[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			echoTransfer(t, s, 2<<20, nil)
+			st := ts.Stats()
+			if st.FaultsActed == 0 {
+				t.Fatal("no fault fired")
+			}
+			t.Logf("faults %d, client %+v, relay %+v %+v", st.FaultsActed, s.Stats().Sender, *st.Frames["client_to_agent"], *st.Frames["agent_to_client"])
+		})
+	}
+}
+
+// The service recycles the client leg (close 1000 "Bye") or drops it
+// abruptly, repeatedly, mid-transfer. Frames sent toward an absent leg are
+// lost (MGS drops them), so recovery rests on retransmission both ways. The
+// real agent resends only its oldest unacked message per 100 ms tick, so k
+// lost messages take k ticks: the realistic case runs paced (about 1 MB/s,
+// as the real agent), the bulk case with an agent that resends every expired
+// message.
+func TestStreamAcrossReconnects(t *testing.T) {
+	type variant struct {
+		name   string
+		quirks agent.Quirks
+		size   int
+	}
+	for _, v := range []variant{
+		{"realistic-agent", agent.Quirks{}, 512 << 10},
+		{"bulk", agent.Quirks{Unpaced: true, ResendAllExpired: true}, 16 << 20},
+	} {
+		for _, code := range []int{1000, 0} {
+			name := v.name + "/" + map[int]string{1000: "bye", 0: "reset"}[code]
+			t.Run(name, func(t *testing.T) {
+				ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: v.quirks})
+				port := fakeaws.Listen(t, fakeaws.Echo)
+				s := mustStart(t, ts, port, nil)
+				start := time.Now()
+				echoTransfer(t, s, v.size, func() { _ = ts.CloseLeg(s.ID(), "client", code, "Bye") })
+				st := s.Stats()
+				if st.Reconnects == 0 {
+					t.Fatal("no reconnect happened")
+				}
+				api := ts.Stats().API["ResumeSession"]
+				t.Logf("%s: reconnects %d, ResumeSession %v, retransmits %d, agent %v", time.Since(start).Round(time.Millisecond),
+					st.Reconnects, api, st.Sender.Retransmits, ts.AgentStats(s.ID()))
+				if api["200"] != st.Reconnects {
+					t.Fatalf("ResumeSession %v for %d reconnects", api, st.Reconnects)
+				}
+			})
+		}
+	}
+}
+
+// The agent's leg goes away three times: MGS pauses the client, which
+// stops sending new data until publication starts again; nothing is lost.
+func TestAgentLegOutage(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true, ResendAllExpired: true}})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	s := mustStart(t, ts, port, nil)
+	closes := 0
+	echoTransfer(t, s, 4<<20, func() {
+		if closes < 3 {
+			closes++
+			_ = ts.CloseLeg(s.ID(), "agent", 1000, "Bye")
+		}
+	})
+	if closes == 0 {
+		t.Fatal("the agent leg was never closed")
+	}
+}
+
+// SMP #139: one lost client ack, then the next agent data frame lost. The
+// real agent resends only its head (the message whose ack was lost) until it
+// is acked; a client that does not re-ack duplicates stalls forever.
+func TestAckLossThenDataLoss(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	s := mustStart(t, ts, port, nil)
+	for _, r := range []*fakeaws.FaultRule{
+		{Direction: "client_to_agent", MessageType: "acknowledge", Nth: 40, Action: fakeaws.ActionDrop},
+		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 45, Action: fakeaws.ActionDrop},
+	} {
+		if err := ts.AddFault(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	echoTransfer(t, s, 1<<20, nil)
+	if d := s.Stats().Receiver.Duplicates; d == 0 {
+		t.Fatal("expected the agent to resend a duplicate that must be re-acked")
+	}
+}
+
+// A corrupted frame from the agent (payload flipped, stale digest) is
+// dropped without an ack and recovered by the agent's retransmission.
+// Garbage binary and text messages on the websocket are ignored.
+func TestCorruptionAndGarbage(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	s := mustStart(t, ts, port, nil)
+	for _, r := range []*fakeaws.FaultRule{
+		{Direction: "agent_to_client", MessageType: "output_stream_data", Every: 101, Action: fakeaws.ActionCorruptPayload},
+		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 50, Action: fakeaws.ActionHeaderLength},
+		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 60, Action: fakeaws.ActionTruncate},
+		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 70, Action: fakeaws.ActionGarbleType},
+		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 80, Action: fakeaws.ActionCorruptDigest},
+	} {
+		if err := ts.AddFault(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	echoTransfer(t, s, 2<<20, func() {
+		n++
+		_ = ts.Inject(s.ID(), "client", []byte("this is not a frame"), false)
+		_ = ts.Inject(s.ID(), "client", make([]byte, 200), false)
+		_ = ts.Inject(s.ID(), "client", []byte(`{"not":"binary"}`), true)
+	})
+	st := s.Stats()
+	if st.InvalidFrames == 0 {
+		t.Fatal("no invalid frame was seen")
+	}
+	t.Logf("invalid frames dropped: %d, duplicates %d", st.InvalidFrames, st.Receiver.Duplicates)
+}
+
+func TestBadInput(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{})
+	ts.AddTarget(fakeaws.Target{ID: "i-0aaaaaaaaaaaaaaa0", Connected: false})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	kind := func(err error) ssm.Kind {
+		var ae *ssm.APIError
+		if !errors.As(err, &ae) {
+			t.Fatalf("not an APIError: %v", err)
+		}
+		return ae.Kind
+	}
+	t.Run("unknown target", func(t *testing.T) {
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.Target = "i-0bbbbbbbbbbbbbbb0" })
+		if kind(err) != ssm.KindTargetNotConnected {
+			t.Fatal(err)
+		}
+	})
+	t.Run("agent offline", func(t *testing.T) {
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.Target = "i-0aaaaaaaaaaaaaaa0" })
+		if kind(err) != ssm.KindTargetNotConnected {
+			t.Fatal(err)
+		}
+		want := "instance is not connected to Session Manager: is the agent running and does the instance have the SSM role?"
+		if !bytes.Contains([]byte(err.Error()), []byte(want)) {
+			t.Fatalf("message %q", err)
+		}
+	})
+	t.Run("unknown document", func(t *testing.T) {
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.DocumentName = "No-Such-Document" })
+		if kind(err) != ssm.KindInvalidDocument {
+			t.Fatal(err)
+		}
+	})
+	t.Run("bad parameter", func(t *testing.T) {
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.Parameters = map[string][]string{"portNumber": {"99999"}} })
+		if err == nil {
+			t.Fatal("accepted")
+		}
+	})
+	t.Run("shell document refused", func(t *testing.T) {
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.DocumentName = fakeaws.DocumentShell; c.Parameters = nil })
+		var hr *ssm.HandshakeRefusedError
+		if !errors.As(err, &hr) {
+			t.Fatalf("want HandshakeRefusedError, got %v", err)
+		}
+	})
+	t.Run("wrong secret", func(t *testing.T) {
+		bad := ts.User
+		bad.SecretAccessKey = "x" + bad.SecretAccessKey[1:]
+		cfg := ts.AWSConfig(&bad)
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.API = ts.API(cfg) })
+		if kind(err) != ssm.KindCredentials {
+			t.Fatal(err)
+		}
+	})
+	t.Run("dead target port", func(t *testing.T) {
+		// The agent cannot connect: the session ends with channel_closed.
+		s, err := startSession(t, ts, "1", nil)
+		if err == nil {
+			defer s.Close()
+			select {
+			case <-s.Done():
+			case <-time.After(20 * time.Second):
+				t.Fatal("session did not end")
+			}
+			closed, reason := s.ClosedByPeer()
+			if !closed || reason == "" {
+				t.Fatalf("closed %v reason %q", closed, reason)
+			}
+			t.Logf("reason: %s", reason)
+		}
+	})
+}
+
+func TestHandshakeNeverComes(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{NoHandshake: true}})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	start := time.Now()
+	_, err := startSession(t, ts, port, func(c *ssm.Config) { c.HandshakeTimeout = 2 * time.Second })
+	var he *ssm.HandshakeError
+	if !errors.As(err, &he) || he.Timeout == 0 {
+		t.Fatalf("want a handshake timeout, got %v", err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("took %s", el)
+	}
+	if ts.Stats().API["TerminateSession"]["200"] != 1 {
+		t.Fatal("a failed start must terminate its session")
+	}
+}
+
+// Throttled and failing ResumeSession calls, and refused upgrades, are
+// retried with backoff until the session resumes.
+func TestResumeRetriesThrottling(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	s := mustStart(t, ts, port, nil)
+	ts.FailAPI("ResumeSession", "ThrottlingException", 400, 3)
+	ts.FailAPI("ResumeSession", "InternalServerError", 500, 2)
+	ts.FailUpgrades(502, 2)
+	if err := ts.CloseLeg(s.ID(), "client", 1000, "Bye"); err != nil {
+		t.Fatal(err)
+	}
+	// Written while disconnected: queued, never fatal.
+	echoTransfer(t, s, 1<<20, nil)
+	api := ts.Stats().API["ResumeSession"]
+	if s.Stats().Reconnects != 1 || api["400"] != 3 || api["500"] != 2 || api["200"] != 3 {
+		t.Fatalf("reconnects %d, ResumeSession %v", s.Stats().Reconnects, api)
+	}
+}
+
+// The service ends a session while the client is away (idle timeout,
+// administrator): ResumeSession returns no token and the session ends with
+// SessionEndedError instead of retrying for minutes.
+func TestResumeAfterSessionEnded(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	s := mustStart(t, ts, port, nil)
+	ts.FailAPI("ResumeSession", "ThrottlingException", 400, 1)
+	if err := ts.CloseLeg(s.ID(), "client", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !fakeaws.WaitFor(10*time.Second, func() bool { return ts.Stats().API["ResumeSession"]["400"] == 1 }) {
+		t.Fatal("no resume attempt")
+	}
+	_ = ts.TerminateSession(s.ID(), "Session timed out due to inactivity.")
+	select {
+	case <-s.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("session did not end")
+	}
+	var se *ssm.SessionEndedError
+	if err := s.Err(); !errors.As(err, &se) {
+		t.Fatalf("want SessionEndedError, got %v", err)
+	}
+}
+
+// A half-open client leg (TCP up, nothing flows, pings unanswered) is
+// detected by the read deadline and replaced.
+func TestHalfOpenDetected(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	s := mustStart(t, ts, port, func(c *ssm.Config) { c.PingInterval = 200 * time.Millisecond })
+	if err := ts.HalfOpen(s.ID(), true); err != nil {
+		t.Fatal(err)
+	}
+	if !fakeaws.WaitFor(10*time.Second, func() bool { return ts.Stats().API["ResumeSession"]["200"] > 0 }) {
+		t.Fatal("half-open leg not detected")
+	}
+	ts.HalfOpen(s.ID(), false)
+	echoTransfer(t, s, 256<<10, nil)
+}
+
+// The service ends the session (administrator's TerminateSession): Read
+// returns EOF after every byte, and Err is nil.
+func TestChannelClosedByService(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	s := mustStart(t, ts, port, nil)
+	echoTransfer(t, s, 64<<10, nil)
+	if err := ts.TerminateSession(s.ID(), "Session terminated by the administrator."); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(s); err != nil {
+		t.Fatal(err)
+	}
+	closed, reason := s.ClosedByPeer()
+	if !closed || reason != "Session terminated by the administrator." || s.Err() != nil {
+		t.Fatalf("closed %v reason %q err %v", closed, reason, s.Err())
+	}
+	if _, err := s.Write([]byte("x")); err == nil {
+		t.Fatal("write after close succeeded")
+	}
+}
