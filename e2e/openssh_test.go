@@ -160,10 +160,13 @@ func TestTransfers(t *testing.T) {
 
 // TestTransfersAcrossCloses: the same while the service closes both
 // websocket legs every second with 1000 "Bye"; every close must be resumed.
+// Frames in flight toward a closed leg are lost; the ideal agent resends
+// every expired message, where the real agent's head-only resend would take
+// a 100 ms tick per lost message (TestTransfersRealisticAgent covers it).
 func TestTransfersAcrossCloses(t *testing.T) {
 	d := startSSHD(t)
 	requireTools(t, "scp")
-	f := startFake(t, "-agent-pacing=false", "-close-every", "1s")
+	f := startFake(t, "-realistic-agent=false", "-close-every", "1s")
 	start := time.Now()
 	transfers(t, f, d, bulkSize)
 	st := f.stats()

@@ -45,15 +45,17 @@ func (c *flushConn) flush() error {
 }
 
 func (c *flushConn) flushLocked() error {
-	for len(c.buf) > 0 {
-		n, err := c.Conn.Write(c.buf)
-		c.buf = c.buf[n:]
+	// Keep the buffer's storage: re-slicing it forward would give away its
+	// capacity and reallocate on every batch.
+	buf := c.buf
+	c.buf = c.buf[:0]
+	for len(buf) > 0 {
+		k, err := c.Conn.Write(buf)
 		if err != nil {
-			c.buf = nil
 			return err
 		}
+		buf = buf[k:]
 	}
-	c.buf = c.buf[:0]
 	return nil
 }
 

@@ -54,7 +54,7 @@ func (s *Server) handleDataChannel(w http.ResponseWriter, r *http.Request) {
 	}
 	// SigV4 on the upgrade is optional unless required; when present it
 	// must verify (service ssmmessages).
-	_, aerr, signed := s.IAM.VerifyPresent(r, "ssmmessages")
+	signer, aerr, signed := s.IAM.VerifyPresent(r, "ssmmessages")
 	if signed && aerr != nil {
 		http.Error(w, aerr.Type+": "+aerr.Message, http.StatusForbidden)
 		return
@@ -119,8 +119,26 @@ func (s *Server) handleDataChannel(w http.ResponseWriter, r *http.Request) {
 	})
 	ws.SetCloseHandler(func(int, string) error { return nil })
 	ss.attach(l)
+	if signed && !signer.Expires.IsZero() {
+		// A signed leg is bound to the credentials that signed it: the
+		// service closes it when they expire (SMP #136).
+		go s.closeAtExpiry(l, signer.Expires)
+	}
 	go l.writer()
 	ss.detach(l, ss.relay(l))
+}
+
+// closeAtExpiry closes l with 1000 "Bye" when the signing credentials
+// expire, unless the leg ends first.
+func (s *Server) closeAtExpiry(l *leg, expires time.Time) {
+	t := s.clk.NewTimer(expires.Sub(s.clk.Now()))
+	defer t.Stop()
+	select {
+	case <-t.C():
+		s.stats.signedLegExpired()
+		l.close(websocket.CloseNormalClosure, "Bye", false)
+	case <-l.done:
+	}
 }
 
 func closeWith(ws *websocket.Conn, code int, text string) {
@@ -252,9 +270,9 @@ func (ss *session) fromAgent(msg []byte) {
 	case ssm.TypeOutputStreamData:
 		ss.touch()
 	case ssm.TypeAcknowledge:
-		if f, err := ssm.DecodeHeader(msg); err == nil {
-			if a, err := ssm.ParseAcknowledge(f.Payload); err == nil {
-				ss.val.agentAck(a.AcknowledgedMessageSequenceNumber)
+		if len(msg) > ssm.FrameHeaderSize {
+			if seq, ok := ssm.ParseAckSequence(msg[ssm.FrameHeaderSize:]); ok {
+				ss.val.agentAck(seq)
 			}
 		}
 	}

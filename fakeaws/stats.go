@@ -3,6 +3,7 @@ package fakeaws
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // maxViolations bounds the violations kept in memory.
@@ -27,26 +28,32 @@ type LegStats struct {
 
 // Stats is the snapshot served at GET /_fake/stats.
 type Stats struct {
-	API             map[string]map[string]int64 `json:"api"` // operation -> HTTP status -> count
-	STS             map[string]int64            `json:"sts"` // action -> count
-	STSByCaller     map[string]int64            `json:"sts_by_caller,omitempty"`
-	SigV4Failures   map[string]int64            `json:"sigv4_failures"`
-	Websocket       map[string]*LegStats        `json:"websocket"`
-	Frames          map[string]*DirStats        `json:"frames"`
-	ScheduledCloses int64                       `json:"scheduled_closes"`
-	UpgradesRefused map[string]int64            `json:"upgrades_refused,omitempty"`
-	DroppedAbsent   int64                       `json:"dropped_peer_absent"`
-	FaultsActed     int64                       `json:"faults_acted"`
-	APIFaults       int64                       `json:"api_faults"`
-	SessionsStarted int64                       `json:"sessions_started"`
-	SessionsActive  int64                       `json:"sessions_active"`
-	Violations      []Violation                 `json:"violations"`
-	ViolationCount  map[string]int64            `json:"violation_count"` // by severity
+	API               map[string]map[string]int64 `json:"api"` // operation -> HTTP status -> count
+	STS               map[string]int64            `json:"sts"` // action -> count
+	STSByCaller       map[string]int64            `json:"sts_by_caller,omitempty"`
+	SigV4Failures     map[string]int64            `json:"sigv4_failures"`
+	Websocket         map[string]*LegStats        `json:"websocket"`
+	Frames            map[string]*DirStats        `json:"frames"`
+	ScheduledCloses   int64                       `json:"scheduled_closes"`
+	SignedLegsExpired int64                       `json:"signed_legs_expired"`
+	UpgradesRefused   map[string]int64            `json:"upgrades_refused,omitempty"`
+	DroppedAbsent     int64                       `json:"dropped_peer_absent"`
+	FaultsActed       int64                       `json:"faults_acted"`
+	APIFaults         int64                       `json:"api_faults"`
+	SessionsStarted   int64                       `json:"sessions_started"`
+	SessionsActive    int64                       `json:"sessions_active"`
+	Violations        []Violation                 `json:"violations"`
+	ViolationCount    map[string]int64            `json:"violation_count"` // by severity
 }
 
 type stats struct {
-	mu sync.Mutex
-	st Stats
+	mu     sync.Mutex
+	st     Stats
+	frames [2]dirCounters // by direction, updated without the lock
+}
+
+type dirCounters struct {
+	frames, bytes, data, retransmissions, acks, other atomic.Int64
 }
 
 func newStats() *stats {
@@ -76,22 +83,20 @@ func (s *stats) sigv4Failure(t string) {
 }
 
 func (s *stats) frame(d direction, fi frameInfo, n int, retransmit bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ds := s.st.Frames[d.String()]
-	ds.Frames++
-	ds.Bytes += int64(n)
+	c := &s.frames[d]
+	c.frames.Add(1)
+	c.bytes.Add(int64(n))
 	switch fi.messageType {
 	case "input_stream_data", "output_stream_data":
 		if retransmit {
-			ds.Retransmissions++
+			c.retransmissions.Add(1)
 		} else {
-			ds.DataMessages++
+			c.data.Add(1)
 		}
 	case "acknowledge":
-		ds.Acks++
+		c.acks.Add(1)
 	default:
-		ds.Other++
+		c.other.Add(1)
 	}
 }
 
@@ -116,6 +121,12 @@ func (s *stats) legRefused() {
 func (s *stats) scheduledClose() {
 	s.mu.Lock()
 	s.st.ScheduledCloses++
+	s.mu.Unlock()
+}
+
+func (s *stats) signedLegExpired() {
+	s.mu.Lock()
+	s.st.SignedLegsExpired++
 	s.mu.Unlock()
 }
 
@@ -166,7 +177,7 @@ func (s *Server) Stats() Stats {
 	out := Stats{
 		API: map[string]map[string]int64{}, SigV4Failures: map[string]int64{}, Websocket: map[string]*LegStats{},
 		Frames: map[string]*DirStats{}, UpgradesRefused: map[string]int64{}, ViolationCount: map[string]int64{},
-		ScheduledCloses: st.ScheduledCloses, DroppedAbsent: st.DroppedAbsent, APIFaults: st.APIFaults,
+		ScheduledCloses: st.ScheduledCloses, SignedLegsExpired: st.SignedLegsExpired, DroppedAbsent: st.DroppedAbsent, APIFaults: st.APIFaults,
 		SessionsStarted: st.SessionsStarted, SessionsActive: st.SessionsActive,
 		Violations: append([]Violation(nil), st.Violations...),
 	}
@@ -184,9 +195,10 @@ func (s *Server) Stats() Stats {
 		c := *v
 		out.Websocket[k] = &c
 	}
-	for k, v := range st.Frames {
-		c := *v
-		out.Frames[k] = &c
+	for _, d := range []direction{dirClientToAgent, dirAgentToClient} {
+		c := &s.stats.frames[d]
+		out.Frames[d.String()] = &DirStats{Frames: c.frames.Load(), Bytes: c.bytes.Load(), DataMessages: c.data.Load(),
+			Retransmissions: c.retransmissions.Load(), Acks: c.acks.Load(), Other: c.other.Load()}
 	}
 	for k, v := range st.UpgradesRefused {
 		out.UpgradesRefused[k] = v

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,9 +24,15 @@ type Stream interface {
 
 // StdioOptions tune Stdio.
 type StdioOptions struct {
-	// DrainTimeout bounds the wait for acks after stdin ends.
+	// DrainTimeout bounds the wait for acks after stdin ends (default 5 s).
 	DrainTimeout time.Duration
-	Log          *slog.Logger
+	// LingerIdle: after stdin ends, output keeps flowing to out until it
+	// has been quiet this long (default 1 s) or LingerMax has passed
+	// (default 10 s). Port sessions have no half-close, so this is what
+	// lets `ssmproxy connect host 80 < request` print the response.
+	LingerIdle time.Duration
+	LingerMax  time.Duration
+	Log        *slog.Logger
 }
 
 // Stdio runs the ProxyCommand data path: in → session, session → out.
@@ -39,13 +46,20 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 5 * time.Second
 	}
+	if o.LingerIdle <= 0 {
+		o.LingerIdle = time.Second
+	}
+	if o.LingerMax <= 0 {
+		o.LingerMax = 10 * time.Second
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	cw := &countingWriter{w: out}
 	downDone := make(chan error, 1)
 	go func() {
 		// Session → out. io.Copy returns nil at the session's io.EOF.
-		_, err := io.Copy(out, s)
+		_, err := io.Copy(cw, s)
 		if f, ok := out.(interface{ Sync() error }); ok {
 			_ = f.Sync()
 		}
@@ -83,10 +97,12 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 			}
 			o.Log.Warn("reading stdin failed", "err", err)
 		}
-		// stdin ended: send what is pending, wait for the acks, terminate.
+		// stdin ended: send what is pending, wait for the acks, pass on
+		// the output still coming, terminate.
 		if !s.Drain(o.DrainTimeout) {
 			o.Log.Warn("not every byte was acknowledged before the drain timeout", "timeout", o.DrainTimeout)
 		}
+		linger(s, cw, o)
 		_ = s.Close()
 		if serr := s.Err(); serr != nil {
 			return serr
@@ -98,6 +114,39 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 		_ = s.Close()
 		return ctx.Err()
 	}
+}
+
+// linger waits until the output has been quiet for LingerIdle, the session
+// ended, or LingerMax passed.
+func linger(s Stream, cw *countingWriter, o StdioOptions) {
+	start := time.Now()
+	last, since := cw.n.Load(), time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(start) < o.LingerMax {
+		select {
+		case <-s.Done():
+			return
+		case <-tick.C:
+		}
+		if n := cw.n.Load(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= o.LingerIdle {
+			return
+		}
+	}
+}
+
+// countingWriter counts what reaches out.
+type countingWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // sessionResult is the outcome once the session → out copy has ended.

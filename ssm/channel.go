@@ -126,15 +126,17 @@ func (b *batchConn) Flush() error {
 }
 
 func (b *batchConn) flushLocked() error {
-	for len(b.buf) > 0 {
-		n, err := b.Conn.Write(b.buf)
-		b.buf = b.buf[n:]
+	// Keep the buffer's storage: re-slicing it forward would give away its
+	// capacity and reallocate on every batch.
+	buf := b.buf
+	b.buf = b.buf[:0]
+	for len(buf) > 0 {
+		k, err := b.Conn.Write(buf)
 		if err != nil {
-			b.buf = b.buf[:0]
 			return err
 		}
+		buf = buf[k:]
 	}
-	b.buf = b.buf[:0]
 	return nil
 }
 

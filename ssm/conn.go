@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"sync"
 	"time"
 
@@ -249,7 +248,7 @@ func (s *Session) handleFrame(b []byte) {
 		s.handleStreamData(f)
 	case TypeAcknowledge:
 		s.send.setPaused(false)
-		seq, ok := ackSequence(f.Payload)
+		seq, ok := ParseAckSequence(f.Payload)
 		if !ok {
 			s.invalidFrames.Add(1)
 			s.log.Debug("dropping malformed acknowledge")
@@ -409,28 +408,4 @@ func (s *Session) deliver(pt PayloadType, p []byte) bool {
 		s.log.Debug("ignoring stream payload", "payloadType", pt)
 	}
 	return true
-}
-
-// ackSequence extracts AcknowledgedMessageSequenceNumber from an acknowledge
-// payload without reflection (acks arrive once per message sent), falling
-// back to encoding/json for unusual formatting.
-func ackSequence(p []byte) (int64, bool) {
-	const key = `"AcknowledgedMessageSequenceNumber":`
-	if i := bytes.Index(p, []byte(key)); i >= 0 {
-		rest := p[i+len(key):]
-		j := 0
-		for j < len(rest) && (rest[j] == '-' || (rest[j] >= '0' && rest[j] <= '9')) {
-			j++
-		}
-		if j > 0 && j < len(rest) && (rest[j] == ',' || rest[j] == '}') {
-			if n, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
-				return n, true
-			}
-		}
-	}
-	a, err := ParseAcknowledge(p)
-	if err != nil {
-		return 0, false
-	}
-	return a.AcknowledgedMessageSequenceNumber, true
 }

@@ -2,12 +2,16 @@ package ssm_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
@@ -447,5 +451,56 @@ func TestChannelClosedByService(t *testing.T) {
 	}
 	if _, err := s.Write([]byte("x")); err == nil {
 		t.Fatal("write after close succeeded")
+	}
+}
+
+// StartSession is retried by the SDK on throttling and 5xx.
+func TestStartSessionThrottled(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	ts.FailAPI("StartSession", "ThrottlingException", 400, 1)
+	ts.FailAPI("StartSession", "InternalServerError", 500, 1)
+	s := mustStart(t, ts, port, nil)
+	echoTransfer(t, s, 10_000, nil)
+	if api := ts.Stats().API["StartSession"]; api["400"] != 1 || api["500"] != 1 || api["200"] != 1 {
+		t.Fatalf("StartSession %v", api)
+	}
+}
+
+// With SignDial every upgrade is signed (service ssmmessages) with the
+// credentials of that moment. The fake verifies each signature and closes a
+// signed leg when the credentials that signed it expire (SMP #136); the
+// resume, signed with fresh credentials, carries on.
+func TestSignedDialAndCredentialExpiry(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{RequireSignedUpgrade: true, CredTTL: 3 * time.Second})
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	userCfg := ts.AWSConfig(nil)
+	stsClient := sts.NewFromConfig(userCfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(ts.URL()) })
+	mints := 0
+	provider := aws.NewCredentialsCache(aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) {
+		out, err := stsClient.GetSessionToken(ctx, &sts.GetSessionTokenInput{})
+		if err != nil {
+			return aws.Credentials{}, err
+		}
+		mints++
+		c := out.Credentials
+		return aws.Credentials{AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey, SessionToken: *c.SessionToken,
+			CanExpire: true, Expires: *c.Expiration}, nil
+	}), func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = time.Second })
+	cfg := aws.Config{Region: userCfg.Region, Credentials: provider}
+	s := mustStart(t, ts, port, func(c *ssm.Config) {
+		c.SignDial, c.API, c.Credentials = true, ts.API(cfg), provider
+	})
+	if !fakeaws.WaitFor(15*time.Second, func() bool { return ts.Stats().SignedLegsExpired >= 2 && s.Stats().Reconnects >= 2 }) {
+		t.Fatalf("signed legs expired %d, reconnects %d", ts.Stats().SignedLegsExpired, s.Stats().Reconnects)
+	}
+	echoTransfer(t, s, 64<<10, nil)
+	if mints < 3 {
+		t.Fatalf("credentials minted %d times; each dial must use fresh ones", mints)
+	}
+	for code := range ts.Stats().API["ResumeSession"] {
+		if code != "200" {
+			t.Fatalf("ResumeSession %v", ts.Stats().API["ResumeSession"])
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package ssm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -47,6 +48,30 @@ func encodeUUID(dst []byte, id uuid.UUID) {
 		dst[j+1] = hexdigits[b&0x0f]
 		j += 2
 	}
+}
+
+// ParseAckSequence extracts AcknowledgedMessageSequenceNumber from an
+// acknowledge payload without reflection (an ack arrives for every message
+// sent), falling back to encoding/json for unusual formatting.
+func ParseAckSequence(p []byte) (int64, bool) {
+	const key = `"AcknowledgedMessageSequenceNumber":`
+	if i := bytes.Index(p, []byte(key)); i >= 0 {
+		rest := p[i+len(key):]
+		j := 0
+		for j < len(rest) && (rest[j] == '-' || (rest[j] >= '0' && rest[j] <= '9')) {
+			j++
+		}
+		if j > 0 && j < len(rest) && (rest[j] == ',' || rest[j] == '}') {
+			if n, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
+				return n, true
+			}
+		}
+	}
+	a, err := ParseAcknowledge(p)
+	if err != nil {
+		return 0, false
+	}
+	return a.AcknowledgedMessageSequenceNumber, true
 }
 
 // ParseAcknowledge decodes an acknowledge payload.

@@ -254,6 +254,11 @@ func (s *Session) closeReasonText() string {
 // service closed the channel and every byte received before was read.
 func (s *Session) Read(p []byte) (int, error) { return s.deliv.Read(p) }
 
+// WriteTo copies the agent's Output to w until the service closes the
+// channel (returning nil) or the session fails. io.Copy uses it: it writes
+// straight from the receive buffer, batching whatever has arrived.
+func (s *Session) WriteTo(w io.Writer) (int64, error) { return s.deliv.WriteTo(w) }
+
 // Write sends p as Output, cut into messages of at most MaxPayload bytes.
 // It blocks while the send window is full (back-pressure); during a
 // reconnect the data is queued, never dropped.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,7 @@ func main() {
 		rotate      = flag.Bool("rotate-cell-number", false, "new cell-number on every ResumeSession, old StreamUrl refused")
 		requireSign = flag.Bool("require-signed-upgrade", false, "refuse unsigned client websocket upgrades")
 		verbose     = flag.Bool("v", false, "log to stderr")
+		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile to this file until the fake stops")
 		targets     listFlag
 		offline     listFlag
 		roles       listFlag
@@ -52,6 +54,13 @@ func main() {
 	flag.Var(&mfaDevices, "mfa-device", "register an MFA device `SERIAL` for user alice (repeatable; the valid code is 123456)")
 	flag.Parse()
 
+	if *cpuProfile != "" {
+		if f, err := os.Create(*cpuProfile); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelDebug

@@ -1,0 +1,61 @@
+# ssmproxy: SSH over AWS Session Manager in one binary.
+#
+#   make demo    the main job on the embedded fake (no AWS account needed)
+#   make test    unit, integration and pure-Go end-to-end tests
+#   make e2e     end-to-end tests with the real OpenSSH ssh/scp/sshd and rsync
+#   make bench   throughput, CPU, RSS and latency against plain ssh
+#   make lint    gofmt and go vet
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+SOURCES := $(shell find . -name '*.go' -not -path './e2e/*' -not -name '*_test.go') go.mod go.sum
+
+.PHONY: all build fakeaws test e2e bench demo lint fuzz clean
+
+all: build fakeaws
+
+build: bin/ssmproxy
+
+bin/ssmproxy: $(SOURCES)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+
+fakeaws: bin/fakeaws
+
+bin/fakeaws: $(SOURCES)
+	$(GO) build -trimpath -o $@ ./fakeaws/cmd/fakeaws
+
+bin/bench: $(SOURCES)
+	$(GO) build -trimpath -o $@ ./internal/bench
+
+bin/demo: $(SOURCES)
+	$(GO) build -trimpath -o $@ ./internal/demo
+
+# Everything but the OpenSSH suite, with the race detector. The e2e package
+# runs its pure-Go test here (no OpenSSH needed); its OpenSSH tests run in
+# `make e2e`.
+test:
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e$$)
+	$(GO) test -count=1 -timeout 10m -run 'TestPureGo|TestCLI' ./e2e/
+
+# The end-to-end suite with the real OpenSSH client and server and rsync;
+# missing tools fail the run instead of skipping.
+e2e:
+	SSMPROXY_E2E_REQUIRE_OPENSSH=1 $(GO) test -count=1 -timeout 25m -v ./e2e/
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./ssm/
+
+bench: bin/ssmproxy bin/fakeaws bin/bench
+	bin/bench -bin bin $(BENCHFLAGS)
+
+demo: bin/ssmproxy bin/fakeaws bin/demo
+	bin/demo -bin bin
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

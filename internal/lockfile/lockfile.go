@@ -1,0 +1,152 @@
+// Package lockfile serialises work across goroutines and processes with an
+// advisory lock file (flock(2) on Unix, LockFileEx on Windows), as the
+// credential broker and the keyring need: one minter at a time, one keyring
+// writer at a time.
+//
+// The kernel drops a flock when its process dies, even on SIGKILL, so a
+// crashed holder never leaves a stale lock behind. Lock files belong in a
+// per-user directory (Dir), never in the shared temp directory, where another
+// user could create or hold them.
+package lockfile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// Defaults used when Options leave a field zero.
+const (
+	DefaultPoll        = 100 * time.Millisecond
+	DefaultNoticeAfter = 5 * time.Second
+	DefaultTimeout     = 2 * time.Minute
+)
+
+// Options tune Acquire.
+type Options struct {
+	// Timeout bounds the whole wait (default DefaultTimeout).
+	Timeout time.Duration
+	// Poll is the interval between attempts (default DefaultPoll).
+	Poll time.Duration
+	// NoticeAfter is how long to wait before calling Notice once
+	// (default DefaultNoticeAfter).
+	NoticeAfter time.Duration
+	// Notice, if set, is called once when the lock has not been obtained
+	// after NoticeAfter, so a waiting user learns why nothing happens.
+	Notice func()
+}
+
+// ErrTimeout is returned (wrapped) when the lock was not obtained in time.
+var ErrTimeout = errors.New("timed out waiting for the lock")
+
+// Dir returns the per-user directory for lock files: $SSMPROXY_LOCK_DIR, else
+// $XDG_RUNTIME_DIR/ssmproxy/locks (a local tmpfs on systemd systems, where
+// flock is reliable even when the home directory is on NFS), else
+// os.UserCacheDir()/ssmproxy/locks.
+func Dir() (string, error) {
+	if d := os.Getenv("SSMPROXY_LOCK_DIR"); d != "" {
+		return d, nil
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "ssmproxy", "locks"), nil
+	}
+	c, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("locate lock directory: %w", err)
+	}
+	return filepath.Join(c, "ssmproxy", "locks"), nil
+}
+
+// inProcess holds one semaphore per lock path. flock already excludes two
+// descriptors of one process from each other on Linux, but not every
+// platform's lock does, and a semaphore makes the in-process wait cheap.
+var inProcess sync.Map // path -> chan struct{}
+
+func semaphore(path string) chan struct{} {
+	v, _ := inProcess.LoadOrStore(path, make(chan struct{}, 1))
+	return v.(chan struct{})
+}
+
+// Acquire takes the exclusive lock at path (creating the file 0600 and its
+// directory 0700), polling until it is free, ctx ends or the timeout passes.
+// The returned function releases it.
+func Acquire(ctx context.Context, path string, o Options) (release func(), err error) {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Poll <= 0 {
+		o.Poll = DefaultPoll
+	}
+	if o.NoticeAfter <= 0 {
+		o.NoticeAfter = DefaultNoticeAfter
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create lock directory: %w", err)
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+
+	start := time.Now()
+	noticed := false
+	notice := func() {
+		if !noticed && o.Notice != nil && time.Since(start) >= o.NoticeAfter {
+			noticed = true
+			o.Notice()
+		}
+	}
+	wrap := func(err error) error {
+		if parent.Err() == nil {
+			return fmt.Errorf("lock %s: %w after %s", filepath.Base(path), ErrTimeout, o.Timeout)
+		}
+		return fmt.Errorf("lock %s: %w", filepath.Base(path), parent.Err())
+	}
+
+	// In-process first: wait for the semaphore with the same notice.
+	sem := semaphore(path)
+	tick := time.NewTicker(o.Poll)
+	defer tick.Stop()
+acquireSem:
+	for {
+		select {
+		case sem <- struct{}{}:
+			break acquireSem
+		case <-ctx.Done():
+			return nil, wrap(ctx.Err())
+		case <-tick.C:
+			notice()
+		}
+	}
+
+	fl := flock.New(path, flock.SetPermissions(0o600))
+	for {
+		ok, err := fl.TryLock()
+		if err != nil {
+			<-sem
+			return nil, fmt.Errorf("lock %s: %w", filepath.Base(path), err)
+		}
+		if ok {
+			break
+		}
+		notice()
+		select {
+		case <-ctx.Done():
+			<-sem
+			return nil, wrap(ctx.Err())
+		case <-tick.C:
+		}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			_ = fl.Unlock()
+			<-sem
+		})
+	}, nil
+}

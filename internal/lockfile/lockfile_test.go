@@ -1,0 +1,67 @@
+package lockfile
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestExclusiveAcrossGoroutines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "locks", "x.lock")
+	var inside, maxInside atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			release, err := Acquire(context.Background(), path, Options{Poll: 5 * time.Millisecond, Timeout: 10 * time.Second})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			n := inside.Add(1)
+			for {
+				m := maxInside.Load()
+				if n <= m || maxInside.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+			inside.Add(-1)
+			release()
+			release() // idempotent
+		}()
+	}
+	wg.Wait()
+	if maxInside.Load() != 1 {
+		t.Fatalf("%d holders at once", maxInside.Load())
+	}
+}
+
+func TestTimeoutAndNotice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "y.lock")
+	release, err := Acquire(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	notices := 0
+	start := time.Now()
+	_, err = Acquire(context.Background(), path, Options{Timeout: 300 * time.Millisecond, NoticeAfter: 100 * time.Millisecond,
+		Poll: 10 * time.Millisecond, Notice: func() { notices++ }})
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("want ErrTimeout, got %v", err)
+	}
+	if notices != 1 || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("notices %d after %s", notices, time.Since(start))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Acquire(ctx, path, Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}

@@ -1,0 +1,273 @@
+package ssm
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/internal/clock"
+)
+
+func newTestSender(t *testing.T, cfg StreamConfig) (*sender, *clock.Fake) {
+	t.Helper()
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	return newSender(cfg, clk, TypeInputStreamData), clk
+}
+
+func seqOf(t *testing.T, b []byte) int64 {
+	t.Helper()
+	f, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.SequenceNumber
+}
+
+func seqs(t *testing.T, frames [][]byte) []int64 {
+	var out []int64
+	for _, f := range frames {
+		out = append(out, seqOf(t, f))
+	}
+	return out
+}
+
+func TestSenderSequencesAndSelectiveAcks(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{InitialWindow: 8})
+	for i := 0; i < 5; i++ {
+		if err := s.enqueue(context.Background(), PayloadOutput, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := seqs(t, s.due(clk.Now(), 100))
+	if len(got) != 5 || got[0] != 0 || got[4] != 4 {
+		t.Fatalf("first transmission %v", got)
+	}
+	if again := s.due(clk.Now(), 100); len(again) != 0 {
+		t.Fatalf("resent before the RTO: %v", seqs(t, again))
+	}
+	// Selective: acking 3 leaves 0,1,2,4 outstanding.
+	if !s.ack(3) || s.ack(3) || s.ack(99) {
+		t.Fatal("ack bookkeeping wrong")
+	}
+	if n, _ := s.pending(); n != 4 {
+		t.Fatalf("pending %d", n)
+	}
+	// After the RTO every expired message is resent, oldest first, not
+	// just the head.
+	clk.Advance(initialRTO)
+	got = seqs(t, s.due(clk.Now(), 100))
+	if len(got) != 4 || got[0] != 0 || got[1] != 1 || got[2] != 2 || got[3] != 4 {
+		t.Fatalf("retransmitted %v, want [0 1 2 4]", got)
+	}
+	// Karn: the resent messages back off their own timers (2 × RTO).
+	clk.Advance(initialRTO)
+	if again := s.due(clk.Now(), 100); len(again) != 0 {
+		t.Fatalf("backed-off messages resent after one RTO: %v", seqs(t, again))
+	}
+	clk.Advance(initialRTO)
+	if got := s.due(clk.Now(), 100); len(got) != 4 {
+		t.Fatalf("after the backoff: %v", seqs(t, got))
+	}
+}
+
+func TestSenderRetransmissionsAreByteIdentical(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{})
+	_ = s.enqueue(context.Background(), PayloadOutput, []byte("hello"))
+	first := append([]byte(nil), s.due(clk.Now(), 10)[0]...)
+	clk.Advance(time.Second)
+	again := s.due(clk.Now(), 10)
+	if len(again) != 1 || string(again[0]) != string(first) {
+		t.Fatal("retransmission differs from the original bytes")
+	}
+}
+
+func TestSenderWindowBlocksAndNeverEvicts(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{InitialWindow: 4, MinWindow: 4, MaxWindow: 4})
+	for i := 0; i < 4; i++ {
+		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.enqueue(ctx, PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
+		t.Fatalf("a full window must block the writer, got %v", err)
+	}
+	s.due(clk.Now(), 10)
+	done := make(chan error, 1)
+	go func() { done <- s.enqueue(context.Background(), PayloadOutput, []byte{2}) }()
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("enqueue did not wait for an ack")
+	default:
+	}
+	s.ack(2) // any ack opens the window by one
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.pending(); n != 4 {
+		t.Fatalf("pending %d, want 4 (nothing evicted)", n)
+	}
+	if err := s.enqueue(context.Background(), PayloadOutput, nil); err == nil {
+		t.Fatal("an empty payload must be refused")
+	}
+}
+
+func TestSenderByteWindow(t *testing.T) {
+	s, _ := newTestSender(t, StreamConfig{MaxWindowBytes: 2048})
+	big := make([]byte, 1024)
+	_ = s.enqueue(context.Background(), PayloadOutput, big)
+	_ = s.enqueue(context.Background(), PayloadOutput, big)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := s.enqueue(ctx, PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
+		t.Fatalf("byte window not enforced: %v", err)
+	}
+}
+
+func TestRTOEstimator(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{MinRTO: time.Millisecond, MaxRTO: time.Second})
+	// Steady 50 ms samples converge SRTT toward 50 ms.
+	for i := 0; i < 50; i++ {
+		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+		s.due(clk.Now(), 10)
+		clk.Advance(50 * time.Millisecond)
+		s.ack(int64(i))
+	}
+	st := s.stats()
+	if st.SRTT < 45*time.Millisecond || st.SRTT > 55*time.Millisecond {
+		t.Fatalf("SRTT %v", st.SRTT)
+	}
+	if st.RTO < st.SRTT+clockGranularity || st.RTO > 80*time.Millisecond {
+		t.Fatalf("RTO %v for SRTT %v", st.RTO, st.SRTT)
+	}
+	// Karn: a retransmitted message gives no sample, however late its ack.
+	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	s.due(clk.Now(), 10)
+	clk.Advance(time.Second)
+	s.due(clk.Now(), 10) // retransmission
+	clk.Advance(900 * time.Millisecond)
+	s.ack(50)
+	if after := s.stats(); after.SRTT != st.SRTT {
+		t.Fatalf("a retransmitted message changed SRTT: %v -> %v", st.SRTT, after.SRTT)
+	}
+}
+
+func TestWindowShrinksOnTimeoutAndGrows(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{InitialWindow: 64, MinWindow: 16, MaxWindow: 256})
+	for i := 0; i < 64; i++ {
+		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	}
+	s.due(clk.Now(), 100)
+	clk.Advance(time.Second)
+	s.due(clk.Now(), 100)
+	if w := s.stats().Window; w != 32 {
+		t.Fatalf("window after a timeout %d, want 32", w)
+	}
+	for i := int64(0); i < 64; i++ {
+		s.ack(i)
+	}
+	if w := s.stats().Window; w <= 32 {
+		t.Fatalf("window did not grow on acks: %d", w)
+	}
+}
+
+func TestPausedSendsOnlyProbes(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{})
+	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	s.due(clk.Now(), 10)
+	s.setPaused(true)
+	_ = s.enqueue(context.Background(), PayloadOutput, []byte{2})
+	clk.Advance(time.Second)
+	if got := s.due(clk.Now(), 10); len(got) != 0 {
+		t.Fatalf("sent while paused: %v", seqs(t, got))
+	}
+	clk.Advance(pausedProbeInterval)
+	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 1 || got[0] != 0 {
+		t.Fatalf("probe %v, want the oldest unacked [0]", got)
+	}
+	s.setPaused(false)
+	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("after unpause %v, want the queued [1]", got)
+	}
+	s.retransmitAll()
+	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 2 {
+		t.Fatalf("retransmitAll: %v", got)
+	}
+}
+
+func TestReceiverRules(t *testing.T) {
+	var delivered []byte
+	ready := true
+	r := newReceiver(2, func(pt PayloadType, p []byte) bool {
+		if !ready {
+			return false
+		}
+		delivered = append(delivered, p...)
+		return true
+	})
+	steps := []struct {
+		seq  int64
+		want verdict
+	}{
+		{0, verdictAck},       // in order
+		{2, verdictAck},       // ahead: buffered and acked at once
+		{2, verdictDuplicate}, // repeat of a buffered one: re-acked, stored once
+		{3, verdictAck},       // buffer now full (2)
+		{4, verdictDrop},      // buffer full: no ack
+		{0, verdictDuplicate}, // old duplicate: re-acked
+		{1, verdictAck},       // fills the gap, drains 2 and 3
+	}
+	for i, st := range steps {
+		if got := r.receive(st.seq, PayloadOutput, []byte{byte('a' + st.seq)}); got != st.want {
+			t.Fatalf("step %d seq %d: verdict %v, want %v", i, st.seq, got, st.want)
+		}
+	}
+	if string(delivered) != "abcd" {
+		t.Fatalf("delivered %q", delivered)
+	}
+	ready = false
+	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictDrop {
+		t.Fatal("not ready must mean no ack")
+	}
+	ready = true
+	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictAck || string(delivered) != "abcde" {
+		t.Fatalf("after ready: %v %q", got, delivered)
+	}
+}
+
+func TestCheckStreamURL(t *testing.T) {
+	for _, c := range []struct {
+		url string
+		ok  bool
+	}{
+		{"wss://ssmmessages.us-east-1.amazonaws.com/v1/data-channel/x?role=publish_subscribe", true},
+		{"ws://127.0.0.1:1234/v1/data-channel/x", true},
+		{"ws://[::1]:1234/v1/data-channel/x", true},
+		{"ws://localhost:1234/v1/data-channel/x", true},
+		{"ws://ssmmessages.us-east-1.amazonaws.com/v1/data-channel/x", false},
+		{"ws://10.0.0.1/v1/data-channel/x", false},
+		{"https://example.com/", false},
+	} {
+		_, err := checkStreamURL(c.url)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.url, err)
+		}
+	}
+}
+
+func TestVersionGreater(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"3.3.1142.0", "2.3.722.0", true}, {"2.3.722.0", "2.3.722.0", false}, {"1.2.804.0", "1.2.331.0", true},
+		{"1.2.0.0", "1.2.331.0", false}, {"3.3", "2.3.722.0", false}, {"x.1.2.3", "1.0.0.0", false},
+	} {
+		if got := VersionGreater(c.a, c.b); got != c.want {
+			t.Errorf("%s > %s = %v", c.a, c.b, got)
+		}
+	}
+	if ValidClientVersion("0.3.0") || !ValidClientVersion("1.2.804.0") {
+		t.Fatal("ValidClientVersion")
+	}
+}
