@@ -16,6 +16,10 @@ type SessionInfo struct {
 	Document string `json:"document"`
 	State    string `json:"state"`
 	Reason   string `json:"reason,omitempty"`
+	// The agent's new Output: bytes, and seconds from the first to the last
+	// message, i.e. the rate the agent itself sent at.
+	AgentOutputBytes   int64   `json:"agent_output_bytes"`
+	AgentOutputSeconds float64 `json:"agent_output_seconds"`
 }
 
 // SessionInfos lists every session.
@@ -27,7 +31,8 @@ func (s *Server) SessionInfos() []SessionInfo {
 			continue
 		}
 		ss.mu.Lock()
-		out = append(out, SessionInfo{ID: id, Target: ss.target.ID, Document: ss.document.Name, State: ss.state.String(), Reason: ss.reason})
+		out = append(out, SessionInfo{ID: id, Target: ss.target.ID, Document: ss.document.Name, State: ss.state.String(), Reason: ss.reason,
+			AgentOutputBytes: ss.outBytes, AgentOutputSeconds: ss.outLast.Sub(ss.outFirst).Seconds()})
 		ss.mu.Unlock()
 	}
 	return out

@@ -265,10 +265,14 @@ func (ss *session) fromAgent(msg []byte) {
 		// Consumed by MGS; never forwarded.
 		return
 	}
-	ss.srv.stats.frame(dirAgentToClient, fi, len(msg), ss.countRetransmit(false, fi))
+	retransmit := ss.countRetransmit(false, fi)
+	ss.srv.stats.frame(dirAgentToClient, fi, len(msg), retransmit)
 	switch fi.messageType {
 	case ssm.TypeOutputStreamData:
 		ss.touch()
+		if !retransmit && fi.payloadType == ssm.PayloadOutput {
+			ss.noteAgentOutput(len(msg) - ssm.FrameHeaderSize)
+		}
 	case ssm.TypeAcknowledge:
 		if len(msg) > ssm.FrameHeaderSize {
 			if seq, ok := ssm.ParseAckSequence(msg[ssm.FrameHeaderSize:]); ok {
@@ -301,6 +305,19 @@ func (ss *session) countRetransmit(in bool, fi frameInfo) bool {
 	}
 	*max = fi.seq
 	return false
+}
+
+// noteAgentOutput records the agent's own send rate of new Output (the
+// pacing ceiling a client can at best receive).
+func (ss *session) noteAgentOutput(n int) {
+	now := time.Now()
+	ss.mu.Lock()
+	if ss.outFirst.IsZero() {
+		ss.outFirst = now
+	}
+	ss.outLast = now
+	ss.outBytes += int64(n)
+	ss.mu.Unlock()
 }
 
 func (ss *session) touch() {

@@ -69,6 +69,9 @@ type session struct {
 	faultsAgent   *dirFaults
 	maxSeqIn      int64 // highest input_stream_data seq seen (retransmission count)
 	maxSeqOut     int64
+	outFirst      time.Time // first and last new Output from the agent (wall clock)
+	outLast       time.Time
+	outBytes      int64
 
 	ended       chan struct{}
 	endOnce     sync.Once

@@ -27,9 +27,9 @@ type wsConn struct {
 func newWSConn(s *Session, ws *websocket.Conn, bc *batchConn) *wsConn {
 	c := &wsConn{s: s, ws: ws, bc: bc, done: make(chan struct{}), quit: make(chan bool, 1)}
 	// Route pongs we owe the server through the writer, which owns writes.
-	ws.SetPingHandler(func(string) error {
+	ws.SetPingHandler(func(data string) error {
 		c.extendDeadline()
-		s.acks.pushControl(websocket.PongMessage)
+		s.acks.pushControl(websocket.PongMessage, []byte(data))
 		s.wake()
 		return nil
 	})
@@ -171,8 +171,8 @@ func (c *wsConn) writePending() error {
 	wrote := false
 	for {
 		acks, controls := s.acks.take()
-		for _, mt := range controls {
-			if err := c.ws.WriteControl(mt, nil, deadline); err != nil {
+		for _, ctl := range controls {
+			if err := c.ws.WriteControl(ctl.kind, ctl.data, deadline); err != nil {
 				return err
 			}
 			wrote = true
@@ -204,7 +204,13 @@ func (c *wsConn) writePending() error {
 type ackQueue struct {
 	mu       sync.Mutex
 	acks     [][]byte
-	controls []int
+	controls []control
+}
+
+// control is a websocket control frame (a pong we owe) for the writer.
+type control struct {
+	kind int
+	data []byte
 }
 
 func (q *ackQueue) push(frame []byte) {
@@ -213,13 +219,13 @@ func (q *ackQueue) push(frame []byte) {
 	q.mu.Unlock()
 }
 
-func (q *ackQueue) pushControl(mt int) {
+func (q *ackQueue) pushControl(kind int, data []byte) {
 	q.mu.Lock()
-	q.controls = append(q.controls, mt)
+	q.controls = append(q.controls, control{kind: kind, data: data})
 	q.mu.Unlock()
 }
 
-func (q *ackQueue) take() ([][]byte, []int) {
+func (q *ackQueue) take() ([][]byte, []control) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	a, c := q.acks, q.controls

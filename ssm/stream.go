@@ -392,6 +392,10 @@ func (s *sender) nextDeadline() time.Time {
 	if s.paused {
 		return s.lastProbe.Add(pausedProbeInterval)
 	}
+	if s.hint.IsZero() {
+		// Nothing scheduled yet: look now.
+		return s.clock.Now()
+	}
 	return s.hint
 }
 

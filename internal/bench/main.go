@@ -194,6 +194,7 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 		{"realistic", nil, realFile, int64(realMB) << 20, "ssmproxy, realistic agent"},
 	}
 	results := map[string]result{}
+	var agentRate float64 // bytes/s the paced agent sent during the realistic download
 	latency := map[string][]float64{}
 	for _, m := range modes {
 		fdir := mkdir(work, "fake-"+m.name)
@@ -234,6 +235,21 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 				}
 			}
 		}
+		if m.name == "realistic" && err == nil {
+			// The agent's own send rate during the download: the most
+			// any client can receive from it.
+			var sessions []struct {
+				AgentOutputBytes   int64   `json:"agent_output_bytes"`
+				AgentOutputSeconds float64 `json:"agent_output_seconds"`
+			}
+			if err = f.GetJSON("/_fake/sessions", &sessions); err == nil {
+				for _, s := range sessions {
+					if s.AgentOutputBytes >= m.size && s.AgentOutputSeconds > 0 {
+						agentRate = float64(s.AgentOutputBytes) / s.AgentOutputSeconds
+					}
+				}
+			}
+		}
 		if vs, verr := f.Violations(); verr == nil && len(vs) > 0 {
 			fmt.Printf("warning: fakeaws recorded %d protocol violations in mode %s (first: %s %s)\n", len(vs), m.name, vs[0].Code, vs[0].Detail)
 		}
@@ -257,8 +273,12 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 			r.up.UserSec+r.up.SysSec, r.down.UserSec+r.down.SysSec, float64(r.up.MaxRSSKiB)/1024, float64(r.down.MaxRSSKiB)/1024)
 	}
 	fmt.Println()
-	fmt.Printf("agent pacing ceiling: 1024 B per %.3f ms (measured 1 ms sleep) = %.3f MB/s; realistic download = %.1f%% of it\n",
-		1024/ceiling/1e3, ceiling/1e6, 100*results["realistic"].downMBs*1e6/ceiling)
+	fmt.Printf("agent pacing ceiling: 1024 B per %.3f ms (1 ms sleep as measured here) = %.3f MB/s; realistic download = %.1f%% of it\n",
+		1024/ceiling*1e3, ceiling/1e6, 100*results["realistic"].downMBs*1e6/ceiling)
+	if agentRate > 0 {
+		fmt.Printf("the fake agent's own send rate during that download: %.3f MB/s; ssmproxy delivered %.1f%% of it\n",
+			agentRate/1e6, 100*results["realistic"].downMBs*1e6/agentRate)
+	}
 	fmt.Printf("upload vs plain ssh: ideal agent %.0f%%, realistic agent %.0f%%\n",
 		100*results["unpaced"].upMBs/plainUp, 100*results["realistic"].upMBs/plainUp)
 	for _, m := range modes {

@@ -124,23 +124,22 @@ acquireSem:
 		}
 	}
 
+	// Then the file lock: poll with TryLockContext, first until the notice
+	// is due, then until the timeout.
 	fl := flock.New(path, flock.SetPermissions(0o600))
-	for {
-		ok, err := fl.TryLock()
-		if err != nil {
-			<-sem
-			return nil, fmt.Errorf("lock %s: %w", filepath.Base(path), err)
-		}
-		if ok {
-			break
-		}
+	noticeCtx, cancelNotice := context.WithTimeout(ctx, max(0, o.NoticeAfter-time.Since(start)))
+	ok, err := fl.TryLockContext(noticeCtx, o.Poll)
+	cancelNotice()
+	if !ok && err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		notice()
-		select {
-		case <-ctx.Done():
-			<-sem
+		ok, err = fl.TryLockContext(ctx, o.Poll)
+	}
+	if !ok {
+		<-sem
+		if ctx.Err() != nil {
 			return nil, wrap(ctx.Err())
-		case <-tick.C:
 		}
+		return nil, fmt.Errorf("lock %s: %w", filepath.Base(path), err)
 	}
 	var once sync.Once
 	return func() {

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gofrs/flock"
 )
 
 func TestExclusiveAcrossGoroutines(t *testing.T) {
@@ -63,5 +65,28 @@ func TestTimeoutAndNotice(t *testing.T) {
 	cancel()
 	if _, err := Acquire(ctx, path, Options{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+// TestFileLockHeldElsewhere: the lock held through another descriptor (as
+// another process would hold it) blocks Acquire, which gives notice once and
+// gets the lock as soon as it is released.
+func TestFileLockHeldElsewhere(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "z.lock")
+	other := flock.New(path)
+	if err := other.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(400 * time.Millisecond); _ = other.Unlock() }()
+	notices := 0
+	start := time.Now()
+	release, err := Acquire(context.Background(), path, Options{NoticeAfter: 150 * time.Millisecond, Poll: 20 * time.Millisecond,
+		Notice: func() { notices++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if waited := time.Since(start); waited < 350*time.Millisecond || notices != 1 {
+		t.Fatalf("waited %s with %d notices", waited, notices)
 	}
 }
