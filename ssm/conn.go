@@ -177,10 +177,13 @@ func (c *wsConn) writePending() error {
 			}
 			wrote = true
 		}
-		for _, a := range acks {
+		for i, a := range acks {
 			if err := c.ws.WriteMessage(websocket.BinaryMessage, a); err != nil {
 				return err
 			}
+			// gorilla copied it: the frame can be reused.
+			putAckBuf(a)
+			acks[i] = nil
 			wrote = true
 		}
 		frames := s.send.due(s.clk.Now(), writeBatchFrames)
@@ -309,16 +312,35 @@ func (s *Session) handleStreamData(f *Frame) {
 	}
 }
 
+// ackBufs recycles ack frames: one is built for every message received,
+// and each is garbage as soon as the writer has copied it.
+var ackBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func putAckBuf(b []byte) {
+	if cap(b) == 512 {
+		ackBufs.Put(&b)
+	}
+}
+
 // ackFrame builds the acknowledge for an output_stream_data message.
 func (s *Session) ackFrame(seq int64, id uuid.UUID) ([]byte, error) {
-	return Encode(&Frame{
+	var payload [256]byte
+	p := AppendAcknowledge(payload[:0], TypeOutputStreamData, id, seq)
+	buf := *ackBufs.Get().(*[]byte)
+	buf = buf[:FrameHeaderSize+len(p)]
+	err := EncodeInto(buf, &Frame{
 		MessageType:   TypeAcknowledge,
 		SchemaVersion: SchemaVersion,
 		CreatedDate:   uint64(s.clk.Now().UnixMilli()),
 		Flags:         FlagsAck,
 		MessageID:     uuid.New(),
-		Payload:       AppendAcknowledge(make([]byte, 0, 192), TypeOutputStreamData, id, seq),
+		Payload:       p,
 	})
+	if err != nil {
+		putAckBuf(buf)
+		return nil, err
+	}
+	return buf, nil
 }
 
 // reackWindow: after a reconnect, acks sent this shortly before are sent
