@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/proxy"
 	"github.com/ssmproxy/ssmproxy/ssm"
@@ -28,6 +30,18 @@ PORT (default 22) on the instance. Meant as ssh's ProxyCommand:
 Nothing but the instance's bytes is ever written to stdout. Diagnostics go
 to stderr only on failure (one line), more with -v, or to --log-file.
 
+When stdin ends, ssmproxy waits (up to 5 s) until everything sent has been
+acknowledged, passes on the instance's output until it has been quiet for
+1 s (at most 10 s), then terminates the session and exits 0. When the
+instance closes the connection, it writes out everything received and exits 0.
+
+Credentials come from ssmproxy's credential broker: it mints short-lived
+credentials scoped to this instance, this document and your own sessions
+(AssumeRole with a session policy, when a role is configured), shares them
+with every other ssmproxy process through a cache, and re-mints them ahead of
+expiry, so a session lives as long as its source of credentials, not one
+hour. See "ssmproxy help creds" and "ssmproxy help login".
+
 Flags:
   --profile NAME           AWS profile (default: AWS_PROFILE / default chain)
   --region REGION          AWS region (default: AWS_REGION / profile)
@@ -40,8 +54,8 @@ Flags:
   --sign-dial              sign every data-channel websocket upgrade with SigV4 (off by default)
   --client-version V       ClientVersion reported to the agent (default 1.2.804.0; must be > 1.2.331.0)
 
-Environment: AWS_ENDPOINT_URL_SSM (and AWS_ENDPOINT_URL) redirect the SSM API;
-plain http:// endpoints are accepted only on loopback.
+` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS; AWS_ENDPOINT_URL: both);
+                           plain http:// endpoints are accepted only on loopback
 
 Exit codes:
   0  success: stdin ended and the session was closed, or the instance closed it
@@ -65,6 +79,7 @@ type connectOptions struct {
 	handshakeTimeout, resumeBudget                            time.Duration
 	signDial                                                  bool
 	target, port                                              string
+	broker                                                    brokerFlags
 }
 
 type countFlag struct{ n *int }
@@ -94,6 +109,7 @@ func parseConnect(args []string) (connectOptions, error) {
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
 	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
 	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+	o.broker.register(fs)
 	var pos []string
 	// Flags may come before or after the positional arguments.
 	for {
@@ -148,33 +164,58 @@ func cmdConnect(ctx context.Context, args []string) error {
 	}
 	os.Stdout = os.Stderr
 
+	tuneGC()
 	log, closeLog, err := newLogger(o.verbosity, o.logFile)
 	if err != nil {
 		return usagef("%v", err)
 	}
 	defer closeLog()
 
-	cfg, err := awsconf.Load(ctx, awsconf.Options{Profile: o.profile, Region: o.region})
+	// The broker is the one credentials provider of this process: prompts
+	// (MFA code, file keyring passphrase) may use the terminal only here,
+	// before the first SSH byte; later re-mints never prompt.
+	profile := resolveProfile(ctx, o.profile)
+	b, err := broker.New(ctx, brokerOptions(profile, o.region, o.broker, o.target, o.document, log, os.Stderr))
+	if err != nil {
+		return setupFailure(err)
+	}
+	defer b.Close()
+	if err := b.Prepare(ctx); err != nil {
+		return setupFailure(err)
+	}
+	sharedProfile := ""
+	if b.InSharedConfig() {
+		sharedProfile = b.Profile()
+	}
+	cfg, err := awsconf.Load(ctx, awsconf.Options{Profile: sharedProfile, Region: b.Region(), Credentials: b})
 	if err != nil {
 		return err
 	}
+	// LoadDefaultConfig wraps the provider in the SDK's CredentialsCache,
+	// which has no window (it would serve credentials to their last second)
+	// and would swallow Invalidate. The broker caches and refreshes itself.
+	cfg.Credentials = b
+	if err := b.Start(); err != nil {
+		return err
+	}
 	api := ssm.NewAPI(cfg)
-	sess, err := ssm.Start(ctx, ssm.Config{
+	scfg := ssm.Config{
 		Target:           o.target,
 		DocumentName:     o.document,
 		Parameters:       map[string][]string{"portNumber": {o.port}},
 		Reason:           o.reason,
 		API:              api,
-		Credentials:      cfg.Credentials,
+		Credentials:      b,
 		Region:           cfg.Region,
 		SignDial:         o.signDial,
 		ClientVersion:    o.clientVersion,
 		HandshakeTimeout: o.handshakeTimeout,
 		ResumeBudget:     o.resumeBudget,
 		Log:              log,
-	})
+	}
+	sess, err := ssm.Start(ctx, scfg)
 	if err != nil {
-		return err
+		return brokerFailure(err)
 	}
 	log.Info("connected", "session", sess.ID(), "target", o.target, "port", o.port, "agentVersion", sess.AgentVersion())
 	err = proxy.Stdio(ctx, sess, stdin, stdout, proxy.StdioOptions{Log: log})
@@ -184,5 +225,30 @@ func cmdConnect(ctx context.Context, args []string) error {
 	if closed, reason := sess.ClosedByPeer(); closed && reason != "" && err == nil {
 		log.Info("the service closed the session", "reason", reason)
 	}
+	return brokerFailure(err)
+}
+
+// brokerFailure surfaces the broker's own message when the session ended
+// because the source of credentials expired or was refused: that one line
+// (what expired, when, the fix) is what the user needs, not the SSM call it
+// happened in.
+func brokerFailure(err error) error {
+	var se *broker.SourceError
+	if errors.As(err, &se) {
+		return se
+	}
 	return err
+}
+
+// setupFailure classifies a failure to obtain the first credentials: a
+// credentials problem (exit code 3) unless it is a usage mistake.
+func setupFailure(err error) error {
+	var se *broker.SourceError
+	switch {
+	case errors.As(err, &se):
+		return se
+	case errors.Is(err, awsconf.ErrNoRegion), errors.Is(err, context.Canceled):
+		return err
+	}
+	return &credsError{err}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/ssm"
 )
@@ -13,16 +14,16 @@ import (
 // code lets scripts tell the classes apart (the official plugin exits 0 on
 // every path).
 const (
-	exitOK             = 0
-	exitInternal       = 1 // unexpected failure
-	exitUsage          = 2 // bad command line
-	exitCredentials    = 3 // credentials missing, refused or expired
-	exitAccessDenied   = 4 // IAM denied the call
-	exitNotConnected   = 5 // the instance's agent is not connected
-	exitAPIRefused     = 6 // the service refused the request (document, parameters, ...)
-	exitChannelLost    = 7 // the data channel was lost and could not be resumed, or never came up
-	exitSessionEnded   = 8 // the service ended the session while we were away (idle timeout, terminated)
-	exitSignalBase     = 128
+	exitOK           = 0
+	exitInternal     = 1 // unexpected failure
+	exitUsage        = 2 // bad command line
+	exitCredentials  = 3 // credentials missing, refused or expired
+	exitAccessDenied = 4 // IAM denied the call
+	exitNotConnected = 5 // the instance's agent is not connected
+	exitAPIRefused   = 6 // the service refused the request (document, parameters, ...)
+	exitChannelLost  = 7 // the data channel was lost and could not be resumed, or never came up
+	exitSessionEnded = 8 // the service ended the session while we were away (idle timeout, terminated)
+	exitSignalBase   = 128
 )
 
 // usageError is a command-line mistake.
@@ -72,12 +73,27 @@ func exitCode(err error) int {
 		default:
 			return exitAPIRefused
 		}
-	case errors.As(err, &he), errors.As(err, &hr):
+	case errors.As(err, &hr):
+		// The document asked for something ssmproxy cannot serve.
+		return exitAPIRefused
+	case errors.As(err, &he):
 		return exitChannelLost
 	case errors.Is(err, awsconf.ErrNoRegion):
 		return exitUsage
+	case isCredentialsFailure(err):
+		return exitCredentials
 	case errors.Is(err, context.Canceled):
 		return exitOK
 	}
 	return exitInternal
+}
+
+// isCredentialsFailure recognises the credential broker's failures: an
+// expired or refused source, and failures to obtain or store credentials in
+// the credentials commands.
+func isCredentialsFailure(err error) bool {
+	var se *broker.SourceError
+	var ce *credsError
+	var le *loginError
+	return errors.As(err, &se) || errors.As(err, &ce) || errors.As(err, &le)
 }

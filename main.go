@@ -26,6 +26,10 @@ const usageText = `ssmproxy: SSH over AWS Session Manager, in one binary.
 
 Usage:
   ssmproxy connect [flags] TARGET [PORT]   carry stdin/stdout to TARGET:PORT (ssh ProxyCommand)
+  ssmproxy login [--profile P]             store a long-term key in the keyring as the credential source
+  ssmproxy logout [--profile P]            remove it, its MFA session and its cached credentials
+  ssmproxy creds [--profile P]             show where credentials come from and when they expire
+  ssmproxy credential-process --profile P  credential_process JSON for the AWS CLI and SDK tools
   ssmproxy version
   ssmproxy help [COMMAND]
 
@@ -33,7 +37,8 @@ In ~/.ssh/config:
   Host i-* mi-*
       ProxyCommand ssmproxy connect %h %p
 
-Run "ssmproxy help connect" for the flags and exit codes.
+Run "ssmproxy help connect" for the flags and exit codes, "ssmproxy help creds"
+for the credential settings.
 `
 
 func main() {
@@ -47,10 +52,19 @@ func run(args []string) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
+	defer startProfile()()
 	var err error
 	switch args[0] {
 	case "connect":
 		err = cmdConnect(ctx, args[1:])
+	case "login":
+		err = cmdLogin(ctx, args[1:])
+	case "logout":
+		err = cmdLogout(ctx, args[1:])
+	case "creds":
+		err = cmdCreds(ctx, args[1:])
+	case "credential-process":
+		err = cmdCredentialProcess(ctx, args[1:])
 	case "version", "--version", "-version":
 		fmt.Println("ssmproxy", version)
 		return exitOK
@@ -84,11 +98,22 @@ func oneLine(s string) string {
 }
 
 func cmdHelp(args []string) int {
-	if len(args) > 0 && args[0] == "connect" {
-		_, _ = io.WriteString(os.Stdout, connectHelp)
-		return exitOK
+	text := usageText
+	if len(args) > 0 {
+		switch args[0] {
+		case "connect":
+			text = connectHelp
+		case "login":
+			text = loginHelp
+		case "logout":
+			text = logoutHelp
+		case "creds":
+			text = credsHelp
+		case "credential-process":
+			text = credProcHelp
+		}
 	}
-	_, _ = io.WriteString(os.Stdout, usageText)
+	_, _ = io.WriteString(os.Stdout, text)
 	return exitOK
 }
 

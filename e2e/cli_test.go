@@ -57,7 +57,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{"unknown flag", f.environ(), []string{"--nope", target}, 2, "flag provided but not defined"},
 		{"no region", []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_CONFIG_FILE=/dev/null"}, []string{target}, 2, "region"},
 		{"no credentials", noCreds, []string{target, port}, 3, "credentials"},
-		{"wrong secret", badSecret, []string{target, port}, 3, "credentials were refused"},
+		{"wrong secret", badSecret, []string{target, port}, 3, "were refused"},
 		{"unknown instance", f.environ(), []string{"i-0aaaaaaaaaaaaaaa0", port}, 5, "not connected to Session Manager"},
 		{"agent offline", f.environ(), []string{"i-0fffffffffffffff0", port}, 5, "not connected to Session Manager"},
 		{"unknown document", f.environ(), []string{"--document", "No-Such-Doc", target, port}, 6, "document was refused"},

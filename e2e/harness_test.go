@@ -71,7 +71,7 @@ func requireTools(t *testing.T, tools ...string) {
 // the test on any error-level protocol violation it recorded, except the
 // codes in allow.
 type fake struct {
-	t     *testing.T
+	t *testing.T
 	*rig.Fake
 	env   []string
 	url   string

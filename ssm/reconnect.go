@@ -132,12 +132,11 @@ func (s *Session) resume() (*wsConn, error) {
 			}
 			// A failed dial gets a new ResumeSession, never a reused token.
 			err = derr
-			if errors.Is(derr, ErrInsecureStreamURL) {
+			if errors.Is(derr, ErrInsecureStreamURL) || IsPermanent(derr) {
 				return nil, derr
 			}
 		} else {
 			var ae *APIError
-			var ce *CredentialsError
 			switch {
 			case IsPermanent(err):
 				return nil, err
@@ -145,7 +144,7 @@ func (s *Session) resume() (*wsConn, error) {
 				return nil, &SessionEndedError{SessionID: s.info.SessionID, Detail: ae.Error()}
 			case errors.As(err, &ae) && (ae.Kind == KindAccessDenied || ae.Kind == KindInvalidRequest):
 				return nil, err
-			case errors.As(err, &ae) && ae.Kind == KindCredentials && !errors.As(err, &ce):
+			case refusedCredentials(err):
 				// The service refused the credentials: invalidate, re-mint
 				// once and retry once; a second refusal is final.
 				if credRetried || !s.invalidateCredentials() {

@@ -165,11 +165,20 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.API == nil {
 		return nil, errors.New("ssm: Config.API is required")
 	}
-	callCtx, cancel := context.WithTimeout(ctx, apiCallTimeout)
-	info, err := cfg.API.StartSession(callCtx, StartInput{
-		Target: cfg.Target, DocumentName: cfg.DocumentName, Parameters: cfg.Parameters, Reason: cfg.Reason,
-	})
-	cancel()
+	start := func() (SessionInfo, error) {
+		callCtx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+		defer cancel()
+		return cfg.API.StartSession(callCtx, StartInput{
+			Target: cfg.Target, DocumentName: cfg.DocumentName, Parameters: cfg.Parameters, Reason: cfg.Reason,
+		})
+	}
+	info, err := start()
+	if refusedCredentials(err) && invalidate(cfg.Credentials) {
+		// Credentials from a shared cache may have been revoked or be stale
+		// on a skewed clock: mint new ones and try once more.
+		cfg.Log.Info("StartSession refused the credentials; retrying with fresh ones", "err", err)
+		info, err = start()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -371,16 +380,26 @@ func (s *Session) terminateAPI() {
 // credentials, invalidates the provider's cache and runs it once more.
 func (s *Session) callWithCredentialRetry(ctx context.Context, call func(context.Context) error) error {
 	err := call(ctx)
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Kind == KindCredentials && ae.Code != "" && s.invalidateCredentials() {
+	if refusedCredentials(err) && s.invalidateCredentials() {
 		err = call(ctx)
 	}
 	return err
 }
 
+// refusedCredentials reports whether the service itself refused the
+// credentials (expired, unknown, bad signature), as opposed to the provider
+// failing to produce any.
+func refusedCredentials(err error) bool {
+	var ae *APIError
+	var ce *CredentialsError
+	return errors.As(err, &ae) && ae.Kind == KindCredentials && !errors.As(err, &ce)
+}
+
 // invalidateCredentials asks the credentials cache to mint afresh next time.
-func (s *Session) invalidateCredentials() bool {
-	if inv, ok := s.cfg.Credentials.(interface{ Invalidate() }); ok {
+func (s *Session) invalidateCredentials() bool { return invalidate(s.cfg.Credentials) }
+
+func invalidate(p aws.CredentialsProvider) bool {
+	if inv, ok := p.(interface{ Invalidate() }); ok {
 		inv.Invalidate()
 		return true
 	}

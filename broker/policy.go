@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// DefaultDocument is the session document the scoped credentials allow.
+const DefaultDocument = "AWS-StartSSHSession"
+
+// maxPolicyChars is STS's limit on an inline session policy.
+const maxPolicyChars = 2048
+
+// Scope is what the minted credentials may do: start sessions on Target with
+// Document, and resume, terminate and open the data channel of the caller's
+// own sessions (credentials.md section 6).
+type Scope struct {
+	Region   string
+	Account  string // the role's account
+	Target   string // instance id (i-…, mi-…); "" allows every instance
+	Document string // default DefaultDocument
+}
+
+type policyStatement struct {
+	Sid       string         `json:"Sid"`
+	Effect    string         `json:"Effect"`
+	Action    any            `json:"Action"`
+	Resource  any            `json:"Resource"`
+	Condition map[string]any `json:"Condition,omitempty"`
+}
+
+type policyDocument struct {
+	Version   string            `json:"Version"`
+	Statement []policyStatement `json:"Statement"`
+}
+
+// SessionPolicy renders the inline session policy for AssumeRole. The
+// session resources use the RoleSessionName as prefix, because Session
+// Manager session ids of a role session start with it; whether IAM matches
+// that prefix for chained role sessions is the open question of
+// credentials.md section 6 and must be checked once against a real account.
+func SessionPolicy(s Scope, roleSessionName string) (string, error) {
+	if s.Region == "" || s.Account == "" || roleSessionName == "" {
+		return "", fmt.Errorf("session policy needs a region, an account and a role session name")
+	}
+	doc := s.Document
+	if doc == "" {
+		doc = DefaultDocument
+	}
+	var targets []string
+	switch {
+	case s.Target == "":
+		targets = []string{
+			fmt.Sprintf("arn:aws:ec2:%s:%s:instance/*", s.Region, s.Account),
+			fmt.Sprintf("arn:aws:ssm:%s:%s:managed-instance/*", s.Region, s.Account),
+		}
+	case strings.HasPrefix(s.Target, "mi-"):
+		targets = []string{fmt.Sprintf("arn:aws:ssm:%s:%s:managed-instance/%s", s.Region, s.Account, s.Target)}
+	default:
+		targets = []string{fmt.Sprintf("arn:aws:ec2:%s:%s:instance/%s", s.Region, s.Account, s.Target)}
+	}
+	sessions := fmt.Sprintf("arn:aws:ssm:%s:%s:session/%s-*", s.Region, s.Account, roleSessionName)
+	p := policyDocument{Version: "2012-10-17", Statement: []policyStatement{
+		{Sid: "StartSshOnTargets", Effect: "Allow", Action: "ssm:StartSession",
+			Resource:  append(targets, fmt.Sprintf("arn:aws:ssm:%s::document/%s", s.Region, doc)),
+			Condition: map[string]any{"BoolIfExists": map[string]string{"ssm:SessionDocumentAccessCheck": "true"}}},
+		{Sid: "OwnDataChannel", Effect: "Allow", Action: "ssmmessages:OpenDataChannel", Resource: sessions},
+		{Sid: "ResumeTerminateOwn", Effect: "Allow", Action: []string{"ssm:ResumeSession", "ssm:TerminateSession"}, Resource: sessions},
+	}}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", fmt.Errorf("render session policy: %w", err)
+	}
+	if len(b) > maxPolicyChars {
+		return "", fmt.Errorf("the session policy has %d characters, over STS's limit of %d", len(b), maxPolicyChars)
+	}
+	return string(b), nil
+}
+
+// hashString is a short, stable SHA-256 digest for file names and keys.
+func hashString(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// roleARNPattern extracts the account from arn:aws:iam::ACCOUNT:role/NAME
+// (any partition).
+var roleARNPattern = regexp.MustCompile(`^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+$`)
+
+// roleAccount returns the account of a role ARN.
+func roleAccount(arn string) (string, error) {
+	m := roleARNPattern.FindStringSubmatch(arn)
+	if m == nil {
+		return "", fmt.Errorf("%q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", arn)
+	}
+	return m[1], nil
+}
+
+// sessionNameFromARN derives a RoleSessionName (the user name) from the
+// caller's ARN: user/NAME, assumed-role/ROLE/NAME, federated-user/NAME.
+// STS allows [\w+=,.@-], 2 to 64 characters.
+func sessionNameFromARN(arn string) string {
+	_, rest, ok := strings.Cut(arn, ":user/")
+	if !ok {
+		if _, r, ok2 := strings.Cut(arn, ":assumed-role/"); ok2 {
+			_, rest, ok = strings.Cut(r, "/")
+		} else if _, r, ok2 := strings.Cut(arn, ":federated-user/"); ok2 {
+			rest, ok = r, true
+		}
+	}
+	if !ok {
+		return ""
+	}
+	if i := strings.LastIndexByte(rest, '/'); i >= 0 { // user paths
+		rest = rest[i+1:]
+	}
+	return sanitizeSessionName(rest)
+}
+
+var sessionNameBad = regexp.MustCompile(`[^\w+=,.@-]`)
+
+func sanitizeSessionName(s string) string {
+	s = sessionNameBad.ReplaceAllString(s, "-")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	if len(s) < 2 {
+		return ""
+	}
+	return s
+}

@@ -1,0 +1,131 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"time"
+)
+
+// Status is what "ssmproxy creds" shows: where credentials come from, every
+// tier's expiry, the next re-mint and the hard deadline. It holds no secret.
+type Status struct {
+	Profile  string
+	InConfig bool
+	Region   string
+	RoleARN  string
+	Source   string
+	// KeyringBackend stores long-term keys; MFAKeyringBackend MFA sessions.
+	KeyringBackend    string
+	MFAKeyringBackend string
+	MFASerial         string
+	MFASessionExpires time.Time // zero: no valid MFA session stored
+	// Deadline is the source's hard deadline (nil: renews itself).
+	Deadline *Deadline
+	// Entries are the cached scoped credentials of the profile.
+	Entries []EntryStatus
+	// CacheDir is where they live.
+	CacheDir string
+}
+
+// EntryStatus describes one cached set of scoped credentials.
+type EntryStatus struct {
+	RoleARN, Target, Document, RoleSessionName string
+	AccessKeyID                                string // masked
+	Expires                                    time.Time
+	// ReMintFrom and ReMintBy bound when a running ssmproxy re-mints them
+	// (expiry minus the jittered window); a new process mints from ReMintFrom on.
+	ReMintFrom, ReMintBy time.Time
+	Fresh                bool
+	Deadline             *Deadline
+}
+
+// Status reports the broker's view without minting anything. Reading the
+// stored key and the MFA session may ask for the file keyring's passphrase,
+// on the terminal too: it is for interactive commands, not a ProxyCommand.
+func (b *Broker) Status(ctx context.Context) Status {
+	b.allowTTY.Store(true)
+	defer b.allowTTY.Store(false)
+	if ks, ok := b.src.(*keyringSource); ok {
+		_, _ = ks.retrieve(ctx, false) // learn the stored MFA serial; the key stays in memory only
+	}
+	st := Status{Profile: b.set.profile, InConfig: b.set.inConfig, Region: b.set.region, RoleARN: b.set.roleARN,
+		Source: b.src.describe(), Deadline: b.src.deadline(), CacheDir: b.cache.dir}
+	if ks, err := b.openKeyring(ctx, true); err == nil {
+		st.KeyringBackend = ks.Backend()
+	}
+	if ks, err := b.openKeyring(ctx, false); err == nil {
+		st.MFAKeyringBackend = ks.Backend()
+	}
+	if ks, ok := b.src.(*keyringSource); ok {
+		st.KeyringBackend = ks.store.Backend()
+	}
+	st.MFASerial = b.mfaSerial()
+	if st.MFASerial != "" {
+		st.MFASessionExpires = b.mfaExpiry(ctx, st.MFASerial)
+		if !st.MFASessionExpires.IsZero() && !b.mfaDriverAvailable() {
+			st.Deadline = &Deadline{At: st.MFASessionExpires, What: "the MFA session",
+				Fix: "reconnect from a terminal to enter a new code, or set " + EnvMFAProcess}
+		}
+	}
+	now := b.clk.Now()
+	for _, e := range b.cache.list() {
+		if e.Profile != b.set.profile {
+			continue
+		}
+		c := e.Credentials
+		w := window(lifetimeOf(c))
+		es := EntryStatus{RoleARN: e.RoleARN, Target: e.Target, Document: e.Document, RoleSessionName: e.RoleSessionName,
+			AccessKeyID: MaskKeyID(c.AccessKeyID), Expires: c.Expires, Fresh: fresh(c, now), Deadline: e.Deadline}
+		if c.CanExpire() {
+			es.ReMintFrom, es.ReMintBy = c.Expires.Add(-w), c.Expires.Add(-time.Duration(minJitterShare*float64(w)))
+		}
+		st.Entries = append(st.Entries, es)
+	}
+	slices.SortFunc(st.Entries, func(a, b EntryStatus) int { return a.Expires.Compare(b.Expires) })
+	return st
+}
+
+// CredentialProcessOutput is the credential_process JSON (Version 1) for
+// credentials from Retrieve, with Expiration reported a few minutes early:
+// the consumer's SDK cache uses them up to that instant with no window.
+type CredentialProcessOutput struct {
+	Version         int    `json:"Version"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	SessionToken    string `json:"SessionToken,omitempty"`
+	Expiration      string `json:"Expiration,omitempty"`
+}
+
+// String never shows the secrets.
+func (o CredentialProcessOutput) String() string {
+	return "CredentialProcessOutput{AccessKeyId:" + MaskKeyID(o.AccessKeyID) + " Expiration:" + o.Expiration + " secrets:[redacted]}"
+}
+
+// GoString is String.
+func (o CredentialProcessOutput) GoString() string { return o.String() }
+
+// LogValue redacts for log/slog.
+func (o CredentialProcessOutput) LogValue() slog.Value { return slog.StringValue(o.String()) }
+
+// CredentialProcess retrieves credentials and shapes them for credential_process.
+func (b *Broker) CredentialProcess(ctx context.Context) (CredentialProcessOutput, error) {
+	a, err := b.Retrieve(ctx)
+	if err != nil {
+		return CredentialProcessOutput{}, err
+	}
+	if !a.CanExpire && a.SessionToken == "" {
+		return CredentialProcessOutput{}, errLongTermOut
+	}
+	out := CredentialProcessOutput{Version: 1, AccessKeyID: a.AccessKeyID, SecretAccessKey: a.SecretAccessKey, SessionToken: a.SessionToken}
+	if a.CanExpire {
+		c := Credentials{Expires: a.Expires}
+		b.mu.Lock()
+		if b.cur != nil && b.cur.Credentials.AccessKeyID == a.AccessKeyID {
+			c = b.cur.Credentials // with its issue time, for the lifetime
+		}
+		b.mu.Unlock()
+		out.Expiration = reportedExpiry(c).UTC().Format(time.RFC3339)
+	}
+	return out, nil
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/broker"
+)
+
+const credsHelp = `Usage: ssmproxy creds [--profile P] [--region R] [credential flags]
+
+Shows where the credentials of profile P come from, the keyring backend in
+use, the MFA session, the cached scoped credentials with their expiry and the
+window in which a running ssmproxy re-mints them, and the hard deadline (the
+moment after which nothing can be minted without you). Secrets are never
+printed. Nothing is minted.
+
+` + brokerHelp
+
+const credProcHelp = `Usage: ssmproxy credential-process [--profile P] [--target ID] [--document D] [credential flags]
+
+Prints credentials in the credential_process format (JSON, Version 1) so the
+AWS CLI, the session-manager-plugin and other SDK tools can use the broker:
+
+  [profile ssm]
+  credential_process = ssmproxy credential-process --profile work --target i-0123456789abcdef0
+
+The credentials are the broker's scoped ones (shared with every ssmproxy
+process through the cache), and Expiration is reported a few minutes early,
+because the consumer's SDK uses them up to that instant. Without --target the
+session policy allows every instance of the account (still only the
+document and your own sessions). A long-term key is never printed: a role or
+an MFA device must be configured.
+
+Flags:
+  --profile P     broker profile (default $AWS_PROFILE or "default")
+  --region R      region
+  --target ID     instance the credentials may start sessions on
+  --document D    session document (default AWS-StartSSHSession)
+
+` + brokerHelp
+
+func cmdCreds(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("creds", flag.ContinueOnError)
+	var profile, region string
+	var bf brokerFlags
+	fs.StringVar(&profile, "profile", "", "")
+	fs.StringVar(&region, "region", "", "")
+	bf.register(fs)
+	if err := parseFlags(fs, args, credsHelp); err != nil {
+		return err
+	}
+	profile = resolveProfile(ctx, profile)
+	b, err := broker.New(ctx, brokerOptions(profile, region, bf, "", "", slog.New(slog.DiscardHandler), os.Stderr))
+	if err != nil {
+		return &credsError{err}
+	}
+	defer b.Close()
+	printStatus(os.Stdout, b.Status(ctx), time.Now())
+	return nil
+}
+
+// printStatus renders Status for people. It holds no secret to print.
+func printStatus(w io.Writer, st broker.Status, now time.Time) {
+	where := ""
+	if !st.InConfig {
+		where = " (not in the AWS config files)"
+	}
+	fmt.Fprintf(w, "profile:        %s%s\n", st.Profile, where)
+	fmt.Fprintf(w, "region:         %s\n", st.Region)
+	fmt.Fprintf(w, "source:         %s\n", st.Source)
+	if st.RoleARN != "" {
+		fmt.Fprintf(w, "role:           %s\n", st.RoleARN)
+	} else {
+		fmt.Fprintf(w, "role:           none (the source credentials are used directly)\n")
+	}
+	fmt.Fprintf(w, "keyring:        %s (long-term keys), %s (MFA sessions)\n", orNone(st.KeyringBackend), orNone(st.MFAKeyringBackend))
+	if st.MFASerial != "" {
+		mfa := "no valid session stored (a code is asked at the next connect)"
+		if !st.MFASessionExpires.IsZero() {
+			mfa = "session valid until " + fmtWhen(st.MFASessionExpires, now)
+		}
+		fmt.Fprintf(w, "MFA:            %s, %s\n", st.MFASerial, mfa)
+	}
+	switch d := st.Deadline; {
+	case d == nil || d.Renewable:
+		fmt.Fprintf(w, "hard deadline:  none (the source renews itself)\n")
+	case !d.Known():
+		fmt.Fprintf(w, "hard deadline:  unknown: %s may expire at any time; %s\n", d.What, d.Fix)
+	default:
+		fmt.Fprintf(w, "hard deadline:  %s: %s; %s\n", fmtWhen(d.At, now), d.What, d.Fix)
+	}
+	if len(st.Entries) == 0 {
+		fmt.Fprintf(w, "scoped credentials: none cached in %s\n", st.CacheDir)
+		return
+	}
+	fmt.Fprintf(w, "scoped credentials (cached in %s):\n", st.CacheDir)
+	for _, e := range st.Entries {
+		target := e.Target
+		if target == "" {
+			target = "any instance"
+		}
+		state := "fresh"
+		if !e.Fresh {
+			state = "due for re-mint"
+		}
+		if !e.Expires.After(now) {
+			state = "expired"
+		}
+		fmt.Fprintf(w, "  - %s, %s, session name %s, key %s\n", target, orNone(e.Document), orNone(e.RoleSessionName), e.AccessKeyID)
+		fmt.Fprintf(w, "    expires %s [%s]\n", fmtWhen(e.Expires, now), state)
+		if !e.ReMintFrom.IsZero() {
+			fmt.Fprintf(w, "    next re-mint between %s and %s\n", e.ReMintFrom.Local().Format(time.RFC3339), e.ReMintBy.Local().Format(time.RFC3339))
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func cmdCredentialProcess(ctx context.Context, args []string) error {
+	// stdout carries the JSON and nothing else: keep it, and point os.Stdout
+	// and os.Stdin away from the consumer's pipes for everything else.
+	stdout := os.Stdout
+	os.Stdout = os.Stderr
+	if devnull, err := os.Open(os.DevNull); err == nil {
+		os.Stdin = devnull
+	}
+	fs := flag.NewFlagSet("credential-process", flag.ContinueOnError)
+	var profile, region, target, document string
+	var bf brokerFlags
+	fs.StringVar(&profile, "profile", "", "")
+	fs.StringVar(&region, "region", "", "")
+	fs.StringVar(&target, "target", "", "")
+	fs.StringVar(&document, "document", "", "")
+	bf.register(fs)
+	if err := parseFlags(fs, args, credProcHelp); err != nil {
+		return err
+	}
+	if target != "" && !instanceID.MatchString(target) {
+		return usagef("credential-process: --target %q is not an instance id", target)
+	}
+	var depth int
+	fmt.Sscanf(os.Getenv(broker.EnvProcessDepth), "%d", &depth)
+	if depth >= 2 {
+		return usagef("credential-process: called recursively (a credential_process of the source profile runs ssmproxy credential-process again)")
+	}
+	profile = resolveProfile(ctx, profile)
+	b, err := broker.New(ctx, brokerOptions(profile, region, bf, target, document, slog.New(slog.DiscardHandler), os.Stderr))
+	if err != nil {
+		return &credsError{err}
+	}
+	defer b.Close()
+	if err := b.Prepare(ctx); err != nil {
+		return &credsError{err}
+	}
+	out, err := b.CredentialProcess(ctx)
+	if err != nil {
+		return &credsError{err}
+	}
+	enc := json.NewEncoder(stdout)
+	if err := enc.Encode(out); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	return nil
+}
+
+// credsError is a failure to obtain credentials (exit code 3).
+type credsError struct{ err error }
+
+func (e *credsError) Error() string { return strings.TrimPrefix(e.err.Error(), "broker: ") }
+func (e *credsError) Unwrap() error { return e.err }
