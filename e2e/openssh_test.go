@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ssmproxy/ssmproxy/fakeaws"
 )
 
 const target = "i-0123456789abcdef0"
@@ -34,9 +36,27 @@ func TestSSHCommand(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
 		t.Fatalf("remote exit status: %v", err)
 	}
-	st := f.stats()
-	if st.API["StartSession"]["200"] != 2 || st.API["TerminateSession"]["200"] != 2 {
-		t.Fatalf("API calls %v: want 2 StartSession and 2 TerminateSession", st.API)
+	// Both sessions end: sshd closing the connection ends the first
+	// (channel_closed), ssh's SIGHUP at exit may also terminate it through
+	// the API; either way no session is left behind.
+	if st := f.stats(); st.API["StartSession"]["200"] != 2 {
+		t.Fatalf("API calls %v: want 2 StartSession", st.API)
+	}
+	if !fakeaws.WaitFor(15*time.Second, func() bool {
+		var ss []fakeaws.SessionInfo
+		if err := f.getJSON("/_fake/sessions", &ss); err != nil {
+			return false
+		}
+		for _, s := range ss {
+			if s.State != "Terminated" {
+				return false
+			}
+		}
+		return len(ss) == 2
+	}) {
+		var ss []fakeaws.SessionInfo
+		_ = f.getJSON("/_fake/sessions", &ss)
+		t.Fatalf("sessions left running: %+v", ss)
 	}
 }
 

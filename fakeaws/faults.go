@@ -338,8 +338,28 @@ func (s *Server) Inject(session, which string, data []byte, text bool) error {
 	return l.enqueue(kind, data, false)
 }
 
+// DropLegs makes the next n client legs fail right after their opening
+// frame (accepted, then closed with 1008), as a service that takes the
+// upgrade and then refuses the token would.
+func (s *Server) DropLegs(n int) {
+	s.mu.Lock()
+	s.legDrops = n
+	s.mu.Unlock()
+}
+
+func (s *Server) takeLegDrop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.legDrops > 0 {
+		s.legDrops--
+		return true
+	}
+	return false
+}
+
 // HalfOpen makes the client leg of a session silent while keeping its TCP
-// connection: nothing is forwarded either way and pings go unanswered.
+// connection: the fake stops reading it, forwards nothing to it and answers
+// no pings.
 func (s *Server) HalfOpen(session string, on bool) error {
 	ss := s.session(session)
 	if ss == nil {

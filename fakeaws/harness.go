@@ -34,6 +34,9 @@ type TestServer struct {
 // fails t on any error-level violation the test did not allow.
 func StartTest(t testing.TB, o Options) *TestServer {
 	t.Helper()
+	// What the real service appears to do: a new cell-number on every
+	// ResumeSession (the old StreamUrl refused), minimal publication headers.
+	o.RotateCellNumber, o.StrictCellNumber, o.MinimalPublicationHeaders = true, true, true
 	s := New(o)
 	if err := s.Start(""); err != nil {
 		t.Fatal(err)

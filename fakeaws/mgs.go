@@ -102,6 +102,11 @@ func (s *Server) handleDataChannel(w http.ResponseWriter, r *http.Request) {
 		kind = "agent"
 	} else {
 		ss.val.clientOpening(o)
+		if s.takeLegDrop() {
+			// Fault: accept the leg, then drop it at once.
+			closeWith(ws, websocket.ClosePolicyViolation, "injected: leg dropped after opening")
+			return
+		}
 		if r.Header.Get("X-Fake-Unsigned") != "" {
 			closeWith(ws, websocket.ClosePolicyViolation, "signature required")
 			return
@@ -205,6 +210,17 @@ func (ss *session) detach(l *leg, readErr error) {
 func (ss *session) relay(l *leg) error {
 	fromClient := l.kind == "client"
 	for {
+		if fromClient {
+			// Half-open fault: stop reading, as a dropped NAT flow stops
+			// acknowledging TCP, so the client's writes back up.
+			for ss.isHalfOpen() {
+				select {
+				case <-l.done:
+					return errLegGone
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
 		mt, r, err := l.ws.NextReader()
 		if err != nil {
 			return err
@@ -318,6 +334,12 @@ func (ss *session) noteAgentOutput(n int) {
 	ss.outLast = now
 	ss.outBytes += int64(n)
 	ss.mu.Unlock()
+}
+
+func (ss *session) isHalfOpen() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.halfOpen
 }
 
 func (ss *session) touch() {

@@ -117,6 +117,7 @@ type Server struct {
 	faults    *faultEngine
 	apiFaults []apiFault
 	upFault   upgradeFault
+	legDrops  int
 	closed    bool
 
 	ctx    context.Context

@@ -137,6 +137,7 @@ func (ss *session) isOver() bool {
 }
 
 func (ss *session) noteResume() {
+	ss.val.resumeCalled()
 	if ss.val.channelClosedSent() {
 		ss.val.violation(sevError, "resume-after-channel-closed", "ResumeSession called after channel_closed was sent")
 	}
@@ -329,9 +330,10 @@ func (ss *session) terminate(reason string) {
 				l.close(websocket.CloseNormalClosure, "", false)
 			}
 		}
-		ss.endOnce.Do(func() { close(ss.ended) })
+		// Checks first: whoever waits on ended reads their results.
 		ss.val.finish()
 		ss.srv.stats.sessionEnded()
+		ss.endOnce.Do(func() { close(ss.ended) })
 	}()
 }
 

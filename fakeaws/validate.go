@@ -50,6 +50,7 @@ type validator struct {
 	requestIDs    map[string]bool
 	clientID      string
 	opens         []time.Time
+	resumes       []time.Time
 	inHash        []uint64 // input seq -> hash of the first transmission
 	inIDs         map[uuid.UUID]int64
 	resends       map[int64][]time.Time
@@ -101,16 +102,30 @@ func (v *validator) clientOpening(o opening) {
 	} else if !ssm.ValidClientVersion(o.ClientVersion) {
 		v.violation(sevWarning, "opening-client-version", fmt.Sprintf("ClientVersion %q is not a four-part version above 1.2.331.0", o.ClientVersion))
 	}
-	v.opens = append(v.opens, now)
-	recent := 0
-	for _, t := range v.opens {
-		if now.Sub(t) < time.Second {
-			recent++
-		}
+	v.opens = rateCheck(v, v.opens, now, "reconnect-rate", "opens")
+}
+
+// maxPerSecond bounds reconnect attempts: a client backing off properly
+// (200 ms first delay, doubling) stays far below it.
+const maxPerSecond = 10
+
+// rateCheck records an event and flags more than maxPerSecond in a second.
+func rateCheck(v *validator, times []time.Time, now time.Time, code, what string) []time.Time {
+	times = append(times, now)
+	for len(times) > 0 && now.Sub(times[0]) >= time.Second {
+		times = times[1:]
 	}
-	if recent > 5 {
-		v.violation(sevWarning, "reconnect-rate", fmt.Sprintf("%d opens within a second", recent))
+	if len(times) == maxPerSecond+1 {
+		v.violation(sevError, code, fmt.Sprintf("%d %s within a second", len(times), what))
 	}
+	return times
+}
+
+// resumeCalled records a ResumeSession call for the attempt-rate bound.
+func (v *validator) resumeCalled() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.resumes = rateCheck(v, v.resumes, v.srv.clk.Now(), "resume-rate", "ResumeSession calls")
 }
 
 // clientFrame checks one binary frame from the client on its raw bytes.
@@ -398,6 +413,6 @@ func (v *validator) finish() {
 	v.finished = true
 	v.checkAcksLocked()
 	if len(v.terminateSeen) > 0 && len(v.inUnacked) > 0 {
-		v.violation(sevWarning, "terminate-with-unacked-data", fmt.Sprintf("the client terminated with %d unacked messages", len(v.inUnacked)))
+		v.violation(sevError, "terminate-with-unacked-data", fmt.Sprintf("the client terminated with %d unacked messages", len(v.inUnacked)))
 	}
 }

@@ -104,6 +104,12 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 		}
 		linger(s, cw, o)
 		_ = s.Close()
+		// Everything already received goes out before we return.
+		select {
+		case <-downDone:
+		case <-time.After(o.DrainTimeout):
+			o.Log.Warn("writing the last output timed out")
+		}
 		if serr := s.Err(); serr != nil {
 			return serr
 		}
@@ -112,6 +118,10 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 		return sessionResult(s, err)
 	case <-ctx.Done():
 		_ = s.Close()
+		select {
+		case <-downDone:
+		case <-time.After(o.DrainTimeout):
+		}
 		return ctx.Err()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,6 +23,9 @@ type wsConn struct {
 	err  error
 	quit chan bool // asks the writer to close the leg (true: with a close frame)
 	wg   sync.WaitGroup
+	// validFrames counts frames that decoded: a leg that carried one is
+	// healthy, whatever ended it.
+	validFrames atomic.Int64
 }
 
 func newWSConn(s *Session, ws *websocket.Conn, bc *batchConn) *wsConn {
@@ -54,8 +58,9 @@ func (c *wsConn) dead(err error) {
 	c.once.Do(func() {
 		c.err = err
 		close(c.done)
-		// Unblock a reader stuck in the socket.
-		_ = c.ws.UnderlyingConn().SetReadDeadline(time.Now())
+		// Unblock a reader stuck in the socket and a writer stuck in a
+		// flush: the leg is being replaced.
+		_ = c.ws.UnderlyingConn().Close()
 	})
 }
 
@@ -74,7 +79,11 @@ func (c *wsConn) wait() error {
 }
 
 func (c *wsConn) extendDeadline() {
-	_ = c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.ReadTimeout))
+	select {
+	case <-c.done:
+	default:
+		_ = c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.ReadTimeout))
+	}
 }
 
 func (c *wsConn) readLoop() {
@@ -97,7 +106,9 @@ func (c *wsConn) readLoop() {
 			c.s.log.Debug("dropping a non-binary websocket message", "type", mt, "len", len(buf))
 			continue
 		}
-		c.s.handleFrame(buf)
+		if c.s.handleFrame(buf) {
+			c.validFrames.Add(1)
+		}
 		select {
 		case <-c.done:
 			return
@@ -242,14 +253,15 @@ func (q *ackQueue) clear() {
 	q.mu.Unlock()
 }
 
-// handleFrame dispatches one binary message from the websocket reader.
-func (s *Session) handleFrame(b []byte) {
+// handleFrame dispatches one binary message from the websocket reader. It
+// reports whether the message was a valid frame.
+func (s *Session) handleFrame(b []byte) bool {
 	f, err := Decode(b)
 	if err != nil {
 		// Dropped without an ack: the agent resends (protocol.md 4.4).
 		s.invalidFrames.Add(1)
 		s.log.Debug("dropping invalid frame", "err", err)
-		return
+		return false
 	}
 	switch f.MessageType {
 	case TypeOutputStreamData:
@@ -261,7 +273,7 @@ func (s *Session) handleFrame(b []byte) {
 		if !ok {
 			s.invalidFrames.Add(1)
 			s.log.Debug("dropping malformed acknowledge")
-			return
+			return false
 		}
 		s.send.ack(seq)
 	case TypeChannelClosed:
@@ -284,6 +296,7 @@ func (s *Session) handleFrame(b []byte) {
 	default:
 		s.log.Debug("dropping frame of unknown type", "type", f.MessageType)
 	}
+	return true
 }
 
 func (s *Session) handleStreamData(f *Frame) {
@@ -390,9 +403,14 @@ func (r *recentAckRing) since(t time.Time) []ackRecord {
 	return out
 }
 
-// reackRecent queues acks for everything acked shortly before now.
+// reackRecent queues acks for everything acked shortly before the last leg
+// died (however long the resume took).
 func (s *Session) reackRecent() int {
-	recs := s.recent.since(s.clk.Now().Add(-reackWindow))
+	from := s.legDied
+	if from.IsZero() {
+		from = s.clk.Now()
+	}
+	recs := s.recent.since(from.Add(-reackWindow))
 	for _, rec := range recs {
 		if ack, err := s.ackFrame(rec.seq, rec.id); err == nil {
 			s.acks.push(ack)
@@ -412,7 +430,7 @@ func (s *Session) deliver(pt PayloadType, p []byte) bool {
 			// Not ready: no ack.
 			return false
 		}
-		return s.deliv.push(p, deliveryStall)
+		return s.deliv.push(p)
 	case PayloadHandshakeRequest:
 		var req HandshakeRequest
 		if err := json.Unmarshal(p, &req); err != nil {

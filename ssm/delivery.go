@@ -3,7 +3,6 @@ package ssm
 import (
 	"io"
 	"sync"
-	"time"
 )
 
 // DefaultDeliveryBuffer is the size of the queue between the websocket reader
@@ -11,9 +10,10 @@ import (
 const DefaultDeliveryBuffer = 1 << 20
 
 // delivery is a bounded byte ring between the websocket reader (push) and
-// Session.Read. A full ring makes push wait for a bounded time; if the
-// consumer does not make room by then the message is refused, which the
-// receiver turns into "not ready" (no ack, the agent resends).
+// Session.Read. push never blocks the reader: a full ring refuses the
+// message, which the receiver holds (acked) or, when its buffer is full too,
+// leaves unacked for the agent to resend. Read and WriteTo signal room, on
+// which the session drains what the receiver holds.
 type delivery struct {
 	mu       sync.Mutex
 	buf      []byte
@@ -21,8 +21,8 @@ type delivery struct {
 	closed   bool
 	err      error         // returned by Read after the ring drains; io.EOF for a normal end
 	notEmpty chan struct{} // signalled when data arrives or the ring closes
-	notFull  chan struct{} // signalled when Read makes room
 	done     chan struct{} // closed by close
+	room     chan struct{} // signalled when a reader made room (for the drainer)
 	total    int64
 }
 
@@ -30,7 +30,8 @@ func newDelivery(size int) *delivery {
 	if size <= 0 {
 		size = DefaultDeliveryBuffer
 	}
-	return &delivery{buf: make([]byte, size), notEmpty: make(chan struct{}, 1), notFull: make(chan struct{}, 1), done: make(chan struct{})}
+	return &delivery{buf: make([]byte, size), notEmpty: make(chan struct{}, 1), done: make(chan struct{}),
+		room: make(chan struct{}, 1)}
 }
 
 func signal(c chan struct{}) {
@@ -40,42 +41,25 @@ func signal(c chan struct{}) {
 	}
 }
 
-// push copies p into the ring, waiting up to stall for room. It reports
-// whether p was taken. p is never split: all of it or nothing.
-func (d *delivery) push(p []byte, stall time.Duration) bool {
-	if len(p) > len(d.buf) {
+// push copies p into the ring if it fits whole, and reports whether it did.
+// It never blocks.
+func (d *delivery) push(p []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		// Nobody reads any more; accept so the stream keeps moving.
+		return true
+	}
+	if len(d.buf)-d.n < len(p) {
 		return false
 	}
-	var timer *time.Timer
-	for {
-		d.mu.Lock()
-		if d.closed {
-			d.mu.Unlock()
-			// Nobody reads any more; accept so the stream keeps moving.
-			return true
-		}
-		if len(d.buf)-d.n >= len(p) {
-			w := (d.r + d.n) % len(d.buf)
-			c := copy(d.buf[w:], p)
-			copy(d.buf, p[c:])
-			d.n += len(p)
-			d.total += int64(len(p))
-			d.mu.Unlock()
-			signal(d.notEmpty)
-			return true
-		}
-		d.mu.Unlock()
-		if timer == nil {
-			timer = time.NewTimer(stall)
-			defer timer.Stop()
-		}
-		select {
-		case <-d.notFull:
-		case <-d.done:
-		case <-timer.C:
-			return false
-		}
-	}
+	w := (d.r + d.n) % len(d.buf)
+	c := copy(d.buf[w:], p)
+	copy(d.buf, p[c:])
+	d.n += len(p)
+	d.total += int64(len(p))
+	signal(d.notEmpty)
+	return true
 }
 
 // Read implements io.Reader semantics for the session.
@@ -92,7 +76,7 @@ func (d *delivery) Read(p []byte) (int, error) {
 			d.r = (d.r + k) % len(d.buf)
 			d.n -= k
 			d.mu.Unlock()
-			signal(d.notFull)
+			signal(d.room)
 			return k, nil
 		}
 		if d.closed {
@@ -142,7 +126,7 @@ func (d *delivery) WriteTo(w io.Writer) (int64, error) {
 		d.r = (d.r + n) % len(d.buf)
 		d.n -= n
 		d.mu.Unlock()
-		signal(d.notFull)
+		signal(d.room)
 		total += int64(n)
 		if err != nil {
 			return total, err

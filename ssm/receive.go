@@ -74,18 +74,38 @@ func (r *receiver) receive(seq int64, pt PayloadType, payload []byte) verdict {
 		r.ooo[seq] = inMsg{payloadType: pt, payload: append([]byte(nil), payload...)}
 		return verdictAck
 	}
+	if _, ok := r.ooo[seq]; ok {
+		// Stored earlier while the session was not ready: a resend.
+		r.duplicates++
+		return verdictDuplicate
+	}
 	if !r.deliver(pt, payload) {
 		r.notReady++
-		return verdictDrop
+		// Hold it like an out-of-order message while there is room, so the
+		// agent need not resend it; drain delivers it when the session can
+		// take it. With no room: no ack, and the agent resends.
+		if len(r.ooo) >= r.maxOOO {
+			return verdictDrop
+		}
+		r.ooo[seq] = inMsg{payloadType: pt, payload: append([]byte(nil), payload...)}
+		return verdictAck
 	}
 	r.expected++
 	r.drainLocked()
 	return verdictAck
 }
 
-// drainLocked delivers buffered successors of the expected message. They are
-// already acked, so one the session is not ready for stays buffered until the
-// next call; r.mu must be held.
+// drain delivers whatever buffered messages have become deliverable; the
+// session calls it when the local reader made room.
+func (r *receiver) drain() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drainLocked()
+}
+
+// drainLocked delivers the expected message and its successors from the
+// buffer. They are already acked, so one the session is not ready for stays
+// buffered until the next drain; r.mu must be held.
 func (r *receiver) drainLocked() {
 	for {
 		m, ok := r.ooo[r.expected]

@@ -14,15 +14,26 @@ func (s *Session) supervise() {
 	defer s.wg.Done()
 	defer close(s.done)
 	c, err := s.open(s.info, true)
+	var rs *resumeState
 	for {
+		healthy := false
 		if err == nil {
-			err = s.runLeg(c)
+			err, healthy = s.runLeg(c)
+			s.legDied = s.clk.Now()
 		}
 		if s.isEnded() {
 			return
 		}
 		s.log.Info("data channel lost; resuming", "reason", err)
-		if c, err = s.resume(); err != nil {
+		// A leg that died before proving itself (no valid frame, or opened
+		// and closed at once) does not reset the budget and backoff: a
+		// service that accepts upgrades and drops them must not turn into
+		// a tight ResumeSession loop.
+		if rs == nil || healthy {
+			rs = &resumeState{start: s.clk.Now(), backoff: resumeBackoffMin}
+		}
+		rs.lastLeg = err
+		if c, err = s.resume(rs); err != nil {
 			s.fail(err)
 			return
 		}
@@ -30,14 +41,31 @@ func (s *Session) supervise() {
 	}
 }
 
-// runLeg makes c the current leg and blocks until it dies.
-func (s *Session) runLeg(c *wsConn) error {
+// resumeState carries the resume budget and backoff across legs that die
+// before they prove healthy.
+type resumeState struct {
+	start    time.Time
+	backoff  time.Duration
+	attempts int
+	// pause is owed before the next ResumeSession: the last leg failed.
+	pause bool
+	// lastLeg is why the last leg died, reported when the budget runs out.
+	lastLeg error
+}
+
+// legProven: a leg that stayed up this long counts as healthy even if it
+// carried no frame (an idle session).
+const legProven = 10 * time.Second
+
+// runLeg makes c the current leg and blocks until it dies. It reports
+// whether the leg proved healthy: it carried a valid frame, or lived long.
+func (s *Session) runLeg(c *wsConn) (error, bool) {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		c.close(true)
 		c.start()
-		return c.wait()
+		return c.wait(), false
 	}
 	s.conn = c
 	s.mu.Unlock()
@@ -49,6 +77,7 @@ func (s *Session) runLeg(c *wsConn) error {
 	}
 	s.send.setPaused(false)
 	s.send.retransmitAll()
+	opened := s.clk.Now()
 	c.start()
 	s.wake()
 	err := c.wait()
@@ -57,7 +86,7 @@ func (s *Session) runLeg(c *wsConn) error {
 		s.conn = nil
 	}
 	s.mu.Unlock()
-	return err
+	return err, c.validFrames.Load() > 0 || s.clk.Since(opened) >= legProven
 }
 
 // open dials info's StreamUrl. For the first open after StartSession it
@@ -103,13 +132,24 @@ func (s *Session) dial(info SessionInfo) (*wsConn, error) {
 // resume calls ResumeSession and dials the StreamUrl and token it returns,
 // retrying with capped exponential backoff and jitter for up to the resume
 // budget (protocol.md 10.3). Terminal answers end it at once.
-func (s *Session) resume() (*wsConn, error) {
-	start := s.clk.Now()
-	deadline := start.Add(s.cfg.ResumeBudget)
-	backoff := resumeBackoffMin
+func (s *Session) resume(rs *resumeState) (*wsConn, error) {
+	deadline := rs.start.Add(s.cfg.ResumeBudget)
 	credRetried := false
-	var last error
-	for attempt := 1; ; attempt++ {
+	last := rs.lastLeg
+	for {
+		if rs.pause {
+			wait := rs.backoff/2 + rand.N(rs.backoff/2+1)
+			if s.clk.Now().Add(wait).After(deadline) {
+				return nil, &ResumeError{SessionID: s.info.SessionID, Attempts: rs.attempts, Elapsed: s.clk.Since(rs.start), Last: last}
+			}
+			s.log.Debug("waiting before the next resume attempt", "attempt", rs.attempts, "retryIn", wait)
+			if !s.sleep(wait) {
+				return nil, s.ctx.Err()
+			}
+			rs.backoff = min(rs.backoff*2, resumeBackoffMax)
+		}
+		rs.pause = true
+		rs.attempts++
 		if s.ctx.Err() != nil {
 			return nil, s.ctx.Err()
 		}
@@ -127,7 +167,7 @@ func (s *Session) resume() (*wsConn, error) {
 			s.info.TokenValue, s.info.StreamURL = info.TokenValue, info.StreamURL
 			c, derr := s.dial(info)
 			if derr == nil {
-				s.log.Info("data channel resumed", "attempt", attempt, "after", s.clk.Since(start).Round(time.Millisecond))
+				s.log.Info("data channel resumed", "attempt", rs.attempts, "after", s.clk.Since(rs.start).Round(time.Millisecond))
 				return c, nil
 			}
 			// A failed dial gets a new ResumeSession, never a reused token.
@@ -146,26 +186,19 @@ func (s *Session) resume() (*wsConn, error) {
 				return nil, err
 			case refusedCredentials(err):
 				// The service refused the credentials: invalidate, re-mint
-				// once and retry once; a second refusal is final.
+				// once and retry at once; a second refusal is final.
 				if credRetried || !s.invalidateCredentials() {
 					return nil, err
 				}
 				credRetried = true
+				rs.pause = false
 				last = err
 				s.log.Info("credentials refused on resume; refreshing them", "err", err)
 				continue
 			}
 		}
 		last = err
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if s.clk.Now().Add(wait).After(deadline) {
-			return nil, &ResumeError{SessionID: s.info.SessionID, Attempts: attempt, Elapsed: s.clk.Since(start), Last: last}
-		}
-		s.log.Debug("resume attempt failed", "attempt", attempt, "err", err, "retryIn", wait)
-		if !s.sleep(wait) {
-			return nil, s.ctx.Err()
-		}
-		backoff = min(backoff*2, resumeBackoffMax)
+		s.log.Debug("resume attempt failed", "attempt", rs.attempts, "err", err)
 	}
 }
 

@@ -35,15 +35,9 @@ const (
 	DefaultResumeBudget = 5 * time.Minute
 	// DefaultDrainTimeout bounds the wait for outstanding acks on a clean end.
 	DefaultDrainTimeout = 5 * time.Second
-	// deliveryStall bounds how long the websocket reader waits for the local
-	// side to make room before refusing a message (not ready, no ack). The
-	// agent has no flow control besides TCP, so waiting (and thereby pausing
-	// the socket) is what keeps a slow local reader from triggering its
-	// head-only resend, which would take minutes to recover.
-	deliveryStall    = 20 * time.Second
-	resumeBackoffMin = 200 * time.Millisecond
-	resumeBackoffMax = 10 * time.Second
-	apiCallTimeout   = 30 * time.Second
+	resumeBackoffMin    = 200 * time.Millisecond
+	resumeBackoffMax    = 10 * time.Second
+	apiCallTimeout      = 30 * time.Second
 	// firstOpenRetries: if the first dial after StartSession fails, retry the
 	// same token briefly before falling back to ResumeSession (protocol.md 10.3).
 	firstOpenRetries = 2
@@ -153,6 +147,7 @@ type Session struct {
 	closing     bool   // Close in progress: no reconnects
 	refusal     error  // we refused the handshake; the end's reason
 
+	legDied       time.Time // when the last leg died (supervisor only)
 	reconnects    atomic.Int64
 	invalidFrames atomic.Int64
 	bytesOut      atomic.Int64
@@ -184,8 +179,9 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s := newSession(cfg, info)
 	s.log.Info("session started", "target", cfg.Target, "document", cfg.DocumentName)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.supervise()
+	go s.drainer()
 
 	timer := s.clk.NewTimer(cfg.HandshakeTimeout)
 	defer timer.Stop()
@@ -224,6 +220,20 @@ func newSession(cfg Config, info SessionInfo) *Session {
 	s.agentVersion.Store("")
 	s.recv = newReceiver(cfg.MaxOutOfOrder, s.deliver)
 	return s
+}
+
+// drainer hands messages the receiver holds to the delivery ring whenever
+// the local reader made room; the websocket reader never waits for it.
+func (s *Session) drainer() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.deliv.room:
+			s.recv.drain()
+		case <-s.ctx.Done():
+			return
+		}
+	}
 }
 
 // ID is the SessionId.
@@ -301,9 +311,12 @@ func (s *Session) writeErr() error {
 	return io.ErrClosedPipe
 }
 
-// SendFlag sends a Flag message (e.g. DisconnectToPort) on the stream.
-func (s *Session) SendFlag(f Flag) error {
-	if err := s.send.enqueue(s.ctx, PayloadFlag, EncodeFlag(f)); err != nil {
+// SendFlag sends a Flag message (e.g. DisconnectToPort) on the stream,
+// waiting while the send window is full.
+func (s *Session) SendFlag(f Flag) error { return s.sendFlag(s.ctx, f) }
+
+func (s *Session) sendFlag(ctx context.Context, f Flag) error {
+	if err := s.send.enqueue(ctx, PayloadFlag, EncodeFlag(f)); err != nil {
 		return err
 	}
 	s.wake()
@@ -349,12 +362,15 @@ func (s *Session) Close() error {
 	s.mu.Unlock()
 
 	if !ended {
-		s.Drain(s.cfg.DrainTimeout)
-		// Basic mode understands the flag from agent 2.3.722.0 on.
-		if VersionGreater(s.AgentVersion(), "2.3.722.0") {
-			if err := s.SendFlag(FlagTerminateSession); err == nil {
+		// Basic mode understands the flag from agent 2.3.722.0 on. Skip it
+		// when the agent is not acking (the window may be full and the flag
+		// would wait for room); the API call ends the session either way.
+		if s.Drain(s.cfg.DrainTimeout) && VersionGreater(s.AgentVersion(), "2.3.722.0") {
+			ctx, cancel := context.WithTimeout(s.ctx, time.Second)
+			if err := s.sendFlag(ctx, FlagTerminateSession); err == nil {
 				s.Drain(time.Second)
 			}
+			cancel()
 		}
 	}
 	if !peer {

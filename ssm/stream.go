@@ -35,7 +35,12 @@ const (
 	DefaultInitialWindow  = 64
 	DefaultMinWindow      = 16
 	DefaultMaxWindow      = 4096
-	DefaultMaxWindowBytes = 4 << 20
+	DefaultMaxWindowBytes = 2 << 20
+	// DefaultMaxSpan bounds how far new sequence numbers may run ahead of
+	// the oldest unacked message. Selective acks could otherwise let the
+	// span grow behind one stuck message past the agent's 100 000-message
+	// incoming buffer, beyond which it drops without acking.
+	DefaultMaxSpan = 16384
 )
 
 // ErrStreamClosed is returned by writes after the stream was shut down.
@@ -47,6 +52,7 @@ type StreamConfig struct {
 	MinWindow      int
 	MaxWindow      int
 	MaxWindowBytes int
+	MaxSpan        int // messages between the oldest unacked and the newest
 	MinRTO         time.Duration
 	MaxRTO         time.Duration
 }
@@ -63,6 +69,12 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	}
 	if c.MaxWindowBytes <= 0 {
 		c.MaxWindowBytes = DefaultMaxWindowBytes
+	}
+	if c.MaxSpan <= 0 {
+		c.MaxSpan = DefaultMaxSpan
+	}
+	if c.MaxSpan < c.MaxWindow {
+		c.MaxSpan = c.MaxWindow
 	}
 	if c.MinRTO <= 0 {
 		c.MinRTO = DefaultMinRTO
@@ -151,7 +163,8 @@ func (s *sender) enqueue(ctx context.Context, pt PayloadType, payload []byte) er
 			s.mu.Unlock()
 			return err
 		}
-		if s.live < int(s.cwnd) && (s.bytes+len(payload) <= s.cfg.MaxWindowBytes || s.live == 0) {
+		if s.live < int(s.cwnd) && (s.bytes+len(payload) <= s.cfg.MaxWindowBytes || s.live == 0) &&
+			s.next-s.base < int64(s.cfg.MaxSpan) {
 			break
 		}
 		wait := s.space

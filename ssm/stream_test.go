@@ -198,7 +198,7 @@ func TestPausedSendsOnlyProbes(t *testing.T) {
 func TestReceiverRules(t *testing.T) {
 	var delivered []byte
 	ready := true
-	r := newReceiver(2, func(pt PayloadType, p []byte) bool {
+	r := newReceiver(3, func(pt PayloadType, p []byte) bool {
 		if !ready {
 			return false
 		}
@@ -212,8 +212,9 @@ func TestReceiverRules(t *testing.T) {
 		{0, verdictAck},       // in order
 		{2, verdictAck},       // ahead: buffered and acked at once
 		{2, verdictDuplicate}, // repeat of a buffered one: re-acked, stored once
-		{3, verdictAck},       // buffer now full (2)
-		{4, verdictDrop},      // buffer full: no ack
+		{3, verdictAck},
+		{5, verdictAck},       // buffer now full (3)
+		{6, verdictDrop},      // buffer full: no ack
 		{0, verdictDuplicate}, // old duplicate: re-acked
 		{1, verdictAck},       // fills the gap, drains 2 and 3
 	}
@@ -222,16 +223,34 @@ func TestReceiverRules(t *testing.T) {
 			t.Fatalf("step %d seq %d: verdict %v, want %v", i, st.seq, got, st.want)
 		}
 	}
-	if string(delivered) != "abcd" {
-		t.Fatalf("delivered %q", delivered)
+	if string(delivered) != "abcd" || r.stats().Buffered != 1 {
+		t.Fatalf("delivered %q, buffered %d (2 must have been stored once)", delivered, r.stats().Buffered)
 	}
+	// The session is not ready (local reader slow): the in-order message is
+	// held and acked while there is room, and drain delivers it later.
 	ready = false
-	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictDrop {
-		t.Fatal("not ready must mean no ack")
+	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictAck {
+		t.Fatalf("not ready with room: %v, want it held and acked", got)
+	}
+	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictDuplicate {
+		t.Fatalf("resend of a held message: %v", got)
+	}
+	if got := r.receive(6, PayloadOutput, []byte("g")); got != verdictAck {
+		t.Fatalf("out of order with room: %v", got)
+	}
+	if got := r.receive(7, PayloadOutput, []byte("h")); got != verdictDrop {
+		t.Fatal("held buffer full: no ack")
 	}
 	ready = true
-	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictAck || string(delivered) != "abcde" {
-		t.Fatalf("after ready: %v %q", got, delivered)
+	r.drain()
+	if string(delivered) != "abcdefg" || r.stats().Expected != 7 {
+		t.Fatalf("after drain: %q expected %d", delivered, r.stats().Expected)
+	}
+	// Not ready with a full buffer means no ack.
+	r2 := newReceiver(1, func(PayloadType, []byte) bool { return false })
+	r2.receive(1, PayloadOutput, []byte("x"))
+	if got := r2.receive(0, PayloadOutput, []byte("y")); got != verdictDrop {
+		t.Fatalf("not ready, no room: %v", got)
 	}
 }
 
@@ -269,5 +288,29 @@ func TestVersionGreater(t *testing.T) {
 	}
 	if ValidClientVersion("0.3.0") || !ValidClientVersion("1.2.804.0") {
 		t.Fatal("ValidClientVersion")
+	}
+}
+
+func TestSenderSpanBound(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{InitialWindow: 4, MinWindow: 4, MaxWindow: 4, MaxSpan: 6})
+	for i := 0; i < 4; i++ {
+		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	}
+	s.due(clk.Now(), 10)
+	// Acks for 1..3 leave 0 stuck: the window has room, the span does not
+	// let sequence numbers run further than 6 past it.
+	s.ack(1)
+	s.ack(2)
+	s.ack(3)
+	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := s.enqueue(ctx, PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
+		t.Fatalf("span not bounded: %v", err)
+	}
+	s.ack(0)
+	if err := s.enqueue(context.Background(), PayloadOutput, []byte{1}); err != nil {
+		t.Fatal(err)
 	}
 }

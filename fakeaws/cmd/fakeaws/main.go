@@ -39,7 +39,7 @@ func main() {
 		agentVer    = flag.String("agent-version", "3.3.1142.0", "AgentVersion the agent reports")
 		accessKey   = flag.String("access-key", "", "seed this access key id for user alice (default: random)")
 		secretKey   = flag.String("secret-key", "", "secret for -access-key")
-		rotate      = flag.Bool("rotate-cell-number", false, "new cell-number on every ResumeSession, old StreamUrl refused")
+		rotate      = flag.Bool("rotate-cell-number", true, "new cell-number on every ResumeSession, old StreamUrl refused")
 		requireSign = flag.Bool("require-signed-upgrade", false, "refuse unsigned client websocket upgrades")
 		verbose     = flag.Bool("v", false, "log to stderr")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile to this file until the fake stops")
@@ -74,6 +74,7 @@ func main() {
 		Region: *region, CredTTL: *credTTL, AgentQuirks: quirks, AgentVersion: *agentVer,
 		CloseEvery: *closeEvery, CloseLegs: *closeLegs, IdleTimeout: *idle,
 		RotateCellNumber: *rotate, StrictCellNumber: *rotate, RequireSignedUpgrade: *requireSign, Log: log,
+		MinimalPublicationHeaders: true,
 	})
 	if err := srv.Start(*addr); err != nil {
 		fmt.Fprintln(os.Stderr, "fakeaws:", err)
