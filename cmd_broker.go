@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/broker"
@@ -63,8 +63,8 @@ Environment:
   SSMPROXY_FILE_PASSPHRASE passphrase of the file keyring (else a prompt on the terminal
                            or through SSH_ASKPASS; never stdin)
   SSH_ASKPASS              prompt program used when there is no terminal
-  SSMPROXY_LOCK_DIR        directory of the lock files (default $XDG_RUNTIME_DIR/ssmproxy/locks
-                           or the user cache directory)
+  SSMPROXY_LOCK_DIR        directory of the lock files (default <user cache dir>/ssmproxy/locks,
+                           the same for every process of the user)
 `
 
 // brokerOptions assembles broker.Options for a command.
@@ -99,8 +99,14 @@ func resolveProfile(ctx context.Context, flagProfile string) string {
 // the terminal (they are interactive commands, not a ProxyCommand).
 func openStore(ctx context.Context, backend string, persistent bool) (keyring.Store, error) {
 	p := keyring.Prompter{}
+	var once sync.Once
 	return keyring.Open(ctx, keyring.Options{Backend: backend, Persistent: persistent,
-		Prompt: func(text string) (string, error) { return p.Secret(ctx, text, keyring.EnvFilePassphrase) }})
+		Prompt: func(text string) (string, error) { return p.Secret(ctx, text, keyring.EnvFilePassphrase) },
+		Notice: func() {
+			once.Do(func() {
+				_, _ = io.WriteString(os.Stderr, "ssmproxy: waiting for another ssmproxy process to finish with the keyring…\n")
+			})
+		}})
 }
 
 // parseFlags parses a command's flags, refusing positional arguments.
@@ -117,17 +123,4 @@ func parseFlags(fs *flag.FlagSet, args []string, help string) error {
 		return usagef("%s: unexpected argument %q (see ssmproxy help %s)", fs.Name(), fs.Arg(0), fs.Name())
 	}
 	return nil
-}
-
-// fmtWhen is an absolute local time with the distance from now.
-func fmtWhen(t, now time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := t.Sub(now).Round(time.Second)
-	rel := "in " + d.String()
-	if d < 0 {
-		rel = (-d).String() + " ago"
-	}
-	return fmt.Sprintf("%s (%s)", t.Local().Format(time.RFC3339), rel)
 }

@@ -39,11 +39,19 @@ session policy allows every instance of the account (still only the
 document and your own sessions). A long-term key is never printed: a role or
 an MFA device must be configured.
 
+It never prompts on the terminal by default: it runs inside other programs
+(the AWS CLI, the session-manager-plugin, often itself inside ssh's
+ProxyCommand), where ssh or the caller owns the terminal. An MFA code comes
+from SSMPROXY_MFA_TOKEN, --mfa-process or SSH_ASKPASS, the file keyring's
+passphrase from SSMPROXY_FILE_PASSPHRASE or SSH_ASKPASS; --allow-tty permits
+the terminal when you run it by hand.
+
 Flags:
   --profile P     broker profile (default $AWS_PROFILE or "default")
   --region R      region
   --target ID     instance the credentials may start sessions on
   --document D    session document (default AWS-StartSSHSession)
+  --allow-tty     allow prompts on the terminal (/dev/tty)
 
 ` + brokerHelp
 
@@ -60,7 +68,7 @@ func cmdCreds(ctx context.Context, args []string) error {
 	profile = resolveProfile(ctx, profile)
 	b, err := broker.New(ctx, brokerOptions(profile, region, bf, "", "", slog.New(slog.DiscardHandler), os.Stderr))
 	if err != nil {
-		return &credsError{err}
+		return setupFailure(err)
 	}
 	defer b.Close()
 	printStatus(os.Stdout, b.Status(ctx), time.Now())
@@ -85,7 +93,7 @@ func printStatus(w io.Writer, st broker.Status, now time.Time) {
 	if st.MFASerial != "" {
 		mfa := "no valid session stored (a code is asked at the next connect)"
 		if !st.MFASessionExpires.IsZero() {
-			mfa = "session valid until " + fmtWhen(st.MFASessionExpires, now)
+			mfa = "session valid until " + broker.FormatWhen(st.MFASessionExpires, now)
 		}
 		fmt.Fprintf(w, "MFA:            %s, %s\n", st.MFASerial, mfa)
 	}
@@ -95,7 +103,7 @@ func printStatus(w io.Writer, st broker.Status, now time.Time) {
 	case !d.Known():
 		fmt.Fprintf(w, "hard deadline:  unknown: %s may expire at any time; %s\n", d.What, d.Fix)
 	default:
-		fmt.Fprintf(w, "hard deadline:  %s: %s; %s\n", fmtWhen(d.At, now), d.What, d.Fix)
+		fmt.Fprintf(w, "hard deadline:  %s: %s; %s\n", broker.FormatWhen(d.At, now), d.What, d.Fix)
 	}
 	if len(st.Entries) == 0 {
 		fmt.Fprintf(w, "scoped credentials: none cached in %s\n", st.CacheDir)
@@ -115,7 +123,7 @@ func printStatus(w io.Writer, st broker.Status, now time.Time) {
 			state = "expired"
 		}
 		fmt.Fprintf(w, "  - %s, %s, session name %s, key %s\n", target, orNone(e.Document), orNone(e.RoleSessionName), e.AccessKeyID)
-		fmt.Fprintf(w, "    expires %s [%s]\n", fmtWhen(e.Expires, now), state)
+		fmt.Fprintf(w, "    expires %s [%s]\n", broker.FormatWhen(e.Expires, now), state)
 		if !e.ReMintFrom.IsZero() {
 			fmt.Fprintf(w, "    next re-mint between %s and %s\n", e.ReMintFrom.Local().Format(time.RFC3339), e.ReMintBy.Local().Format(time.RFC3339))
 		}
@@ -139,11 +147,13 @@ func cmdCredentialProcess(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("credential-process", flag.ContinueOnError)
 	var profile, region, target, document string
+	var allowTTY bool
 	var bf brokerFlags
 	fs.StringVar(&profile, "profile", "", "")
 	fs.StringVar(&region, "region", "", "")
 	fs.StringVar(&target, "target", "", "")
 	fs.StringVar(&document, "document", "", "")
+	fs.BoolVar(&allowTTY, "allow-tty", false, "")
 	bf.register(fs)
 	if err := parseFlags(fs, args, credProcHelp); err != nil {
 		return err
@@ -151,23 +161,25 @@ func cmdCredentialProcess(ctx context.Context, args []string) error {
 	if target != "" && !instanceID.MatchString(target) {
 		return usagef("credential-process: --target %q is not an instance id", target)
 	}
-	var depth int
-	fmt.Sscanf(os.Getenv(broker.EnvProcessDepth), "%d", &depth)
-	if depth >= 2 {
+	if broker.ProcessDepth() >= 2 {
 		return usagef("credential-process: called recursively (a credential_process of the source profile runs ssmproxy credential-process again)")
 	}
 	profile = resolveProfile(ctx, profile)
-	b, err := broker.New(ctx, brokerOptions(profile, region, bf, target, document, slog.New(slog.DiscardHandler), os.Stderr))
+	o := brokerOptions(profile, region, bf, target, document, slog.New(slog.DiscardHandler), os.Stderr)
+	// Non-interactive unless asked: the caller (or an ssh around it) owns
+	// the terminal.
+	o.Prompter.NoTTY = !allowTTY
+	b, err := broker.New(ctx, o)
 	if err != nil {
-		return &credsError{err}
+		return setupFailure(err)
 	}
 	defer b.Close()
 	if err := b.Prepare(ctx); err != nil {
-		return &credsError{err}
+		return setupFailure(err)
 	}
 	out, err := b.CredentialProcess(ctx)
 	if err != nil {
-		return &credsError{err}
+		return setupFailure(err)
 	}
 	enc := json.NewEncoder(stdout)
 	if err := enc.Encode(out); err != nil {

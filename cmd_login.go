@@ -4,10 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/ssmproxy/ssmproxy/broker"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -62,7 +62,7 @@ func cmdLogin(ctx context.Context, args []string) error {
 	}
 	profile = broker.ProfileName(resolveProfile(ctx, profile))
 
-	key := broker.SourceKey{AccessKeyID: os.Getenv(envLoginKeyID), SecretAccessKey: os.Getenv(envLoginSecret), MFASerial: serial}
+	key := broker.SourceKey{AccessKeyID: secretenv.Get(envLoginKeyID), SecretAccessKey: secretenv.Get(envLoginSecret), MFASerial: serial}
 	if key.AccessKeyID == "" || key.SecretAccessKey == "" {
 		p := keyring.Prompter{}
 		hint := envLoginKeyID + " and " + envLoginSecret

@@ -59,14 +59,16 @@ Flags:
 
 Exit codes:
   0  success: stdin ended and the session was closed, or the instance closed it
-  2  usage error
+  2  usage error, or a credential setting that cannot work (role ARN, durations)
   3  credentials missing, refused or expired
-  4  access denied (IAM)
+  4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)
   5  the instance is not connected to Session Manager
   6  the service refused the request (unknown document, bad parameters, ...)
-  7  the data channel was lost and could not be resumed, or never completed its handshake
+  7  the data channel was lost and could not be resumed, or never completed its handshake;
+     or AWS (STS) could not be reached
   8  the service ended the session while disconnected (idle timeout, terminated)
-  1  unexpected internal error; 128+N when stopped by signal N
+  1  unexpected internal error, or gave up waiting for another ssmproxy process's
+     credentials lock; 128+N when stopped by signal N
 `
 
 // instanceID accepts EC2 instance ids and managed-instance ids. Names and
@@ -240,14 +242,17 @@ func brokerFailure(err error) error {
 	return err
 }
 
-// setupFailure classifies a failure to obtain the first credentials: a
-// credentials problem (exit code 3) unless it is a usage mistake.
+// setupFailure classifies a failure to obtain the first credentials. Only
+// credential problems become the credentials exit code (3): IAM refusing
+// the mint is access denied (4), an unreachable STS a network failure (7), a
+// lock held too long by another process an internal failure (1), each with
+// its own message.
 func setupFailure(err error) error {
 	var se *broker.SourceError
 	switch {
 	case errors.As(err, &se):
 		return se
-	case errors.Is(err, awsconf.ErrNoRegion), errors.Is(err, context.Canceled):
+	case !isCredentialsProblem(err):
 		return err
 	}
 	return &credsError{err}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
+	"github.com/ssmproxy/ssmproxy/internal/lockfile"
 	"github.com/ssmproxy/ssmproxy/ssm"
 )
 
@@ -45,6 +46,9 @@ func exitCode(err error) int {
 	var re *ssm.ResumeError
 	var he *ssm.HandshakeError
 	var hr *ssm.HandshakeRefusedError
+	if code, ok := brokerExitCode(err); ok {
+		return code
+	}
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
@@ -86,6 +90,44 @@ func exitCode(err error) int {
 		return exitOK
 	}
 	return exitInternal
+}
+
+// brokerExitCode classifies the credential broker's failures wherever they
+// surface (at startup, or wrapped by ssm when a resume needed credentials):
+// IAM refusing the mint is access denied, an unreachable STS a network
+// failure, a lock held too long by another ssmproxy process an internal
+// failure, a setting that cannot work a usage error; an expired or refused
+// source is a credentials problem.
+func brokerExitCode(err error) (int, bool) {
+	var se *broker.SourceError
+	var ad *broker.AccessDeniedError
+	var ne *broker.NetworkError
+	var ce *broker.ConfigError
+	switch {
+	case errors.As(err, &se):
+		return exitCredentials, true
+	case errors.As(err, &ce):
+		return exitUsage, true
+	case errors.As(err, &ad):
+		return exitAccessDenied, true
+	case errors.As(err, &ne):
+		return exitChannelLost, true
+	case errors.Is(err, lockfile.ErrTimeout):
+		return exitInternal, true
+	}
+	return 0, false
+}
+
+// isCredentialsProblem reports whether a failure to obtain credentials is
+// about the credentials themselves (missing, unreadable, refused), as
+// opposed to a failure brokerExitCode classifies otherwise, a usage mistake,
+// or a cancellation.
+func isCredentialsProblem(err error) bool {
+	if _, ok := brokerExitCode(err); ok {
+		var se *broker.SourceError
+		return errors.As(err, &se)
+	}
+	return !errors.Is(err, awsconf.ErrNoRegion) && !errors.Is(err, context.Canceled)
 }
 
 // isCredentialsFailure recognises the credential broker's failures: an

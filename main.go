@@ -17,6 +17,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/ssmproxy/ssmproxy/broker"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
+	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -50,6 +54,11 @@ func run(args []string) int {
 		_, _ = io.WriteString(os.Stderr, usageText)
 		return exitUsage
 	}
+	// ssmproxy's own secrets leave the process environment once read, so
+	// no child inherits them: not even those that libraries start with the
+	// full environment (the keyring's pass backend, the SDK's default
+	// credential_process runner).
+	secretenv.Take(keyring.EnvFilePassphrase, envLoginKeyID, envLoginSecret, broker.EnvMFAToken)
 	ctx, stop := signalContext()
 	defer stop()
 	defer startProfile()()

@@ -50,6 +50,10 @@ type Broker struct {
 	clk     clock.Clock
 	log     *slog.Logger
 
+	// Lock waits; zero means the defaults (tests shorten them).
+	roleLockTimeout time.Duration
+	lockNoticeAfter time.Duration
+
 	krMu                 sync.Mutex
 	persistent, volatile keyring.Store
 
@@ -64,9 +68,13 @@ type Broker struct {
 	mu          sync.Mutex
 	cur         *entry
 	due         time.Time // when this process re-mints cur
-	rejected    string    // access key id the service refused (Invalidate)
+	finalAt     time.Time // set when due is the final mint before a hard deadline
+	finalDone   time.Time // the deadline whose final mint has happened
+	rej         rejection // credentials the service refused (Invalidate)
+	served      handedOut // the credentials Retrieve handed out last
+	prevServed  handedOut // and the different ones before them
 	sessionName string    // learned role session name
-	failures    int       // consecutive failed early refreshes
+	failures    int       // consecutive failed early refreshes; -1 after a permanent one
 	retryAt     time.Time
 	warnAt      []time.Time // pending deadline warnings
 
@@ -75,6 +83,25 @@ type Broker struct {
 	done    chan struct{}
 	started bool
 }
+
+// rejection names credentials the service refused.
+type rejection struct {
+	key string // access key id; "" for none
+	// sure is false when other credentials, handed out just before these,
+	// may have been the refused ones.
+	sure bool
+}
+
+// handedOut records credentials Retrieve returned, and when it last did.
+type handedOut struct {
+	key string
+	at  time.Time
+}
+
+// refusalWindow is how long after credentials were last handed out a call
+// signed with them may still come back refused (ssm's calls time out after
+// 30 s).
+const refusalWindow = time.Minute
 
 // New resolves the settings and chooses the source. It makes no AWS call and
 // reads no secret (it only lists keyring items), so it never prompts.
@@ -91,27 +118,30 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Jitter == nil {
 		o.Jitter = rand.Float64
 	}
-	allowTTY := new(atomic.Bool)
+	b := &Broker{clk: o.Clock, log: o.Log, wake: make(chan struct{}, 1), allowTTY: new(atomic.Bool)}
 	if o.Keyring == nil {
 		backend, prompter := o.KeyringBackend, o.Prompter
 		o.Keyring = func(ctx context.Context, persistent bool) (keyring.Store, error) {
 			return keyring.Open(ctx, keyring.Options{Backend: backend, Persistent: persistent,
+				Notice: b.waitingNotice("finish with the keyring"),
 				Prompt: func(text string) (string, error) {
 					p := prompter
-					p.NoTTY = p.NoTTY || !allowTTY.Load()
+					p.NoTTY = p.NoTTY || !b.allowTTY.Load()
 					return p.Secret(context.Background(), text, keyring.EnvFilePassphrase)
 				}})
 		}
 	}
+	b.o = o
 	set, err := resolveSettings(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{o: o, set: set, key: set.cacheKey(), clk: o.Clock, log: o.Log, wake: make(chan struct{}, 1), allowTTY: allowTTY}
+	b.set = set
 	if o.CacheDir == "" {
 		if o.CacheDir, err = defaultCacheDir(); err != nil {
 			return nil, err
 		}
+		b.o.CacheDir = o.CacheDir
 	}
 	b.cache = fileCache{dir: o.CacheDir}
 	b.lockDir = o.LockDir
@@ -123,6 +153,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if b.src, err = b.chooseSource(ctx); err != nil {
 		return nil, err
 	}
+	b.key = set.cacheKey(b.src.fingerprint())
 	b.log.Debug("credential broker", "profile", set.profile, "source", b.src.describe(), "role", set.roleARN,
 		"region", set.region, "target", set.scope.Target)
 	return b, nil
@@ -138,8 +169,9 @@ func (b *Broker) Profile() string { return b.set.profile }
 func (b *Broker) InSharedConfig() bool { return b.set.inConfig }
 
 // Prepare obtains the first credentials, allowing prompts (the terminal
-// only now, before the first SSH byte), and prints the connect-time notice
-// when the source has a hard deadline.
+// only now, before the first SSH byte, and never when Options.Prompter
+// forbids it), and prints the connect-time notice when the source has a
+// hard deadline.
 func (b *Broker) Prepare(ctx context.Context) error {
 	b.allowTTY.Store(true)
 	_, err := b.refresh(ctx, true)
@@ -158,74 +190,94 @@ func (b *Broker) Prepare(ctx context.Context) error {
 		}
 	}
 	b.mu.Unlock()
-	if line := connectNotice(b.set.profile, e.Deadline, b.authorisedUntil(e), now); line != "" {
+	if line := connectNotice(b.set.profile, e.Deadline, authorisedUntil(e, now), now); line != "" {
 		b.notify(line)
 	}
 	return nil
 }
 
-// authorisedUntil estimates how long the connection stays authorised when
-// the source dies at its deadline: until the last credentials minted before
-// it expire (for role credentials, one lifetime later).
-func (b *Broker) authorisedUntil(e *entry) time.Time {
-	d := e.Deadline
-	if !d.Known() {
-		return time.Time{}
-	}
-	if e.RoleARN == "" {
-		return d.At
-	}
-	return d.At.Add(lifetimeOf(e.Credentials))
-}
-
 // Retrieve returns credentials valid now. It serves the current ones until
-// this process's re-mint time, then refreshes (cache file or STS, one
-// process at a time). While a refresh is under way, or after one failed and
-// until its retry is due, it keeps serving the current credentials as long
-// as they are valid; a source that can no longer be renewed yields a
-// permanent *SourceError once they are not.
+// this process's re-mint time; after it, while they are still usable, a
+// running refresh timer (Start) re-mints in the background and Retrieve
+// keeps serving them, so that no ResumeSession waits for STS. It blocks on
+// a refresh (cache file or STS, one process at a time) only when the current
+// credentials are unusable or were refused, or when no timer runs. A source
+// that can no longer be renewed yields a permanent error once they are not
+// usable.
 func (b *Broker) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	b.mu.Lock()
-	cur, due, rejected, retryAt, failures := b.cur, b.due, b.rejected, b.retryAt, b.failures
+	cur, due, rejected, retryAt, failures, running := b.cur, b.due, b.rej.key, b.retryAt, b.failures, b.stop != nil
 	b.mu.Unlock()
 	now := b.clk.Now()
 	if cur != nil && rejected == "" {
 		if due.IsZero() || now.Before(due) {
-			return cur.Credentials.AWS(cur.Source), nil
+			return b.serve(cur), nil
 		}
 		if usable(cur.Credentials, now) {
+			if running {
+				b.kick() // the timer refreshes (or retries when due)
+				return b.serve(cur), nil
+			}
 			if failures < 0 || now.Before(retryAt) {
-				return cur.Credentials.AWS(cur.Source), nil // the last refresh failed; its retry is not due
+				return b.serve(cur), nil // the last refresh failed; its retry is not due
 			}
 			if !b.mintMu.TryLock() {
-				return cur.Credentials.AWS(cur.Source), nil // another goroutine is refreshing
+				return b.serve(cur), nil // another goroutine is refreshing
 			}
 			b.mintMu.Unlock()
 		}
 	}
 	e, err := b.refresh(ctx, false)
 	if err == nil {
-		return e.Credentials.AWS(e.Source), nil
+		return b.serve(e), nil
 	}
 	b.mu.Lock()
-	cur, rejected = b.cur, b.rejected
+	cur, rejected = b.cur, b.rej.key
 	b.mu.Unlock()
 	if cur != nil && cur.Credentials.AccessKeyID != rejected && usable(cur.Credentials, b.clk.Now()) {
-		return cur.Credentials.AWS(cur.Source), nil
+		return b.serve(cur), nil
 	}
 	return aws.Credentials{}, err
 }
 
-// Invalidate is called when the service refused the current credentials.
-// The next Retrieve mints for real: it does not take the same credentials
-// from the cache file again.
+// serve records that e's credentials are handed out now, for Invalidate.
+func (b *Broker) serve(e *entry) aws.Credentials {
+	now := b.clk.Now()
+	b.mu.Lock()
+	if b.served.key != e.Credentials.AccessKeyID {
+		b.prevServed = b.served
+	}
+	b.served = handedOut{key: e.Credentials.AccessKeyID, at: now}
+	b.mu.Unlock()
+	return e.Credentials.AWS(e.Source)
+}
+
+// Invalidate is called when the service refused credentials this broker
+// handed out. The next Retrieve mints for real (it does not take the same
+// credentials from the cache file or the source's cache again). Only the
+// credentials that may have signed the refused call are affected: when the
+// timer has adopted new ones that nobody has used yet, the refusal was of
+// the old ones and the new ones stay.
 func (b *Broker) Invalidate() {
 	b.mu.Lock()
-	if b.cur != nil {
-		b.rejected = b.cur.Credentials.AccessKeyID
+	defer b.mu.Unlock()
+	if b.cur == nil {
+		return
 	}
-	b.mu.Unlock()
-	b.log.Info("credentials were refused by the service; the next call mints new ones")
+	cur := b.cur.Credentials.AccessKeyID
+	switch {
+	case b.served.key != "" && b.served.key != cur:
+		b.log.Info("refused credentials were already replaced; keeping the new ones",
+			"refused", MaskKeyID(b.served.key), "current", MaskKeyID(cur))
+		return
+	case b.served.key == cur && b.prevServed.key != "" && b.clk.Now().Sub(b.prevServed.at) < refusalWindow:
+		// The previous credentials were handed out moments ago too: the
+		// refused call may have been signed with either.
+		b.rej = rejection{key: cur}
+	default:
+		b.rej = rejection{key: cur, sure: true}
+	}
+	b.log.Info("credentials were refused by the service; the next call mints new ones", "accessKeyId", MaskKeyID(cur))
 }
 
 // refresh obtains credentials (adopting the current ones when another
@@ -234,15 +286,27 @@ func (b *Broker) refresh(ctx context.Context, interactive bool) (*entry, error) 
 	b.mintMu.Lock()
 	defer b.mintMu.Unlock()
 	b.mu.Lock()
-	cur, due, rejected := b.cur, b.due, b.rejected
+	cur, due, rej, finalAt := b.cur, b.due, b.rej, b.finalAt
 	b.mu.Unlock()
-	if cur != nil && rejected == "" && (due.IsZero() || b.clk.Now().Before(due)) {
+	now := b.clk.Now()
+	if cur != nil && rej.key == "" && (due.IsZero() || now.Before(due)) {
 		return cur, nil
 	}
-	e, err := b.obtain(ctx, interactive, rejected)
+	var notBefore time.Time
+	if !finalAt.IsZero() && !now.Before(finalAt) {
+		// The final mint before the deadline: only credentials minted from
+		// now on (here or by another process) extend the connection.
+		notBefore = finalAt
+	}
+	e, err := b.obtain(ctx, interactive, rej, notBefore)
 	if err != nil {
 		b.noteFailure(ctx, err)
 		return nil, err
+	}
+	if !notBefore.IsZero() && cur != nil && cur.Deadline != nil {
+		b.mu.Lock()
+		b.finalDone = cur.Deadline.At
+		b.mu.Unlock()
 	}
 	b.adopt(e)
 	return e, nil
@@ -274,110 +338,28 @@ func (b *Broker) noteFailure(ctx context.Context, err error) {
 		"err", err, "attempt", b.failures, "retryAt", b.retryAt)
 }
 
-// adopt makes e current and schedules its re-mint with this process's jitter.
+// adopt makes e current and schedules its re-mint with this process's
+// jitter, or the final mint before a hard deadline when that comes first.
 func (b *Broker) adopt(e *entry) {
+	now := b.clk.Now()
 	b.mu.Lock()
 	b.cur = e
 	b.due = refreshAt(e.Credentials, b.o.Jitter())
-	if now := b.clk.Now(); !b.due.IsZero() && !b.due.After(now) {
+	if !b.due.IsZero() && !b.due.After(now) {
 		// A source that hands back the same credentials (exported session
 		// credentials, a stored MFA session) cannot be refreshed early:
 		// keep them until they expire instead of refreshing on every call.
 		b.due = e.Credentials.Expires
 	}
-	b.rejected = ""
+	b.finalAt = time.Time{}
+	if fm := finalMintAt(e, now); !fm.IsZero() && !e.Deadline.At.Equal(b.finalDone) && (b.due.IsZero() || fm.Before(b.due)) {
+		b.due, b.finalAt = fm, fm
+	}
+	b.rej = rejection{}
 	b.failures = 0
 	b.retryAt = time.Time{}
 	b.mu.Unlock()
 	b.kick()
-}
-
-// obtain returns fresh credentials: from the cache file when another process
-// minted them, else minted here under the per-key lock.
-func (b *Broker) obtain(ctx context.Context, interactive bool, rejected string) (*entry, error) {
-	if !b.cacheable() {
-		return b.mintChecked(ctx, interactive, rejected)
-	}
-	if e := b.readCache(rejected); e != nil {
-		return e, nil
-	}
-	release, err := lockfile.Acquire(ctx, b.lockPath("role-"+b.key), lockfile.Options{
-		Timeout: roleLockTimeout, Notice: b.waitingNotice("credentials"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("wait for another ssmproxy process to refresh credentials: %w", err)
-	}
-	defer release()
-	// Another process may have minted while we waited.
-	if e := b.readCache(rejected); e != nil {
-		return e, nil
-	}
-	e, err := b.mintChecked(ctx, interactive, rejected)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.cache.write(e); err != nil {
-		b.log.Warn("could not write the credential cache", "err", err)
-	}
-	return e, nil
-}
-
-// mintChecked mints and refuses to hand back the credentials the service
-// just rejected.
-func (b *Broker) mintChecked(ctx context.Context, interactive bool, rejected string) (*entry, error) {
-	e, err := b.mint(ctx, interactive)
-	if err != nil {
-		return nil, err
-	}
-	if rejected != "" && e.Credentials.AccessKeyID == rejected {
-		b.src.invalidate()
-		if d := e.Deadline; d != nil && !d.Renewable {
-			return nil, &SourceError{Profile: b.set.profile, What: d.What,
-				Reason: "were refused by the service and cannot be renewed from here", Fix: d.Fix}
-		}
-		return nil, &SourceError{Profile: b.set.profile, What: "the credentials from " + b.src.describe(),
-			Reason: "were refused by the service, and the source has no others",
-			Fix:    "check them, or store a new key with \"ssmproxy login\""}
-	}
-	return e, nil
-}
-
-// readCache returns the cached entry when it is fresh and not the rejected one.
-func (b *Broker) readCache(rejected string) *entry {
-	e, err := b.cache.read(b.key)
-	if err != nil {
-		b.log.Warn("credential cache", "err", err)
-		return nil
-	}
-	if e == nil || e.Credentials.AccessKeyID == rejected || !fresh(e.Credentials, b.clk.Now()) {
-		return nil
-	}
-	if e.Deadline == nil {
-		// The deadline is the source's, which this process knows too.
-		e.Deadline = b.src.deadline()
-	}
-	return e
-}
-
-// cacheable reports whether minted credentials may go to the cache file:
-// never a long-term key, never full-power session credentials of an MFA
-// session (those live in the keyring), and nothing from the environment
-// (already at hand in every process).
-func (b *Broker) cacheable() bool {
-	if b.set.roleARN != "" {
-		return true
-	}
-	_, sdk := b.src.(*sdkSource)
-	return sdk && b.mfaSerial() == ""
-}
-
-// waitingNotice prints the "waiting for another ssmproxy process" line once.
-func (b *Broker) waitingNotice(what string) func() {
-	return func() {
-		b.waitNoticeOnce.Do(func() {
-			b.notify(fmt.Sprintf("waiting for another ssmproxy process to refresh %s…", what))
-		})
-	}
 }
 
 // notify writes one user-facing line to Notice and the log.

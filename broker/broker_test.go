@@ -236,13 +236,15 @@ func TestExportedCredentialsExpire(t *testing.T) {
 }
 
 // TestProfileCredentialProcessWithoutRole: a shared-config profile with
-// credential_process as the source and no role: used directly, through the
-// cache, and the child gets stdin null and no inherited keys.
+// credential_process (printing session credentials) as the source and no
+// role: used directly, through the cache, and the child gets stdin null and
+// no inherited keys.
 func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
 	report := t.TempDir() + "/report"
-	out, _ := json.Marshal(map[string]any{"Version": 1, "AccessKeyId": e.ts.User.AccessKeyID,
-		"SecretAccessKey": e.ts.User.SecretAccessKey, "Expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	sc := e.sessionCreds()
+	out, _ := json.Marshal(map[string]any{"Version": 1, "AccessKeyId": sc.AccessKeyID, "SecretAccessKey": sc.SecretAccessKey,
+		"SessionToken": sc.SessionToken, "Expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
 	script := t.TempDir() + "/proc.sh"
 	os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\n{ echo \"stdin=$(cat)\"; env | grep '^AWS_'; } > %s\necho '%s'\n", report, out)), 0o700)
 	os.WriteFile(os.Getenv("AWS_CONFIG_FILE"), []byte("[profile proc]\nregion = us-east-1\ncredential_process = "+script+"\n"), 0o600)
@@ -252,7 +254,7 @@ func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := b.Retrieve(context.Background())
-	if err != nil || c.AccessKeyID != e.ts.User.AccessKeyID {
+	if err != nil || c.AccessKeyID != sc.AccessKeyID {
 		t.Fatalf("retrieve: %v", err)
 	}
 	r, _ := os.ReadFile(report)
@@ -260,7 +262,7 @@ func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 		t.Fatalf("credential_process child saw %q", r)
 	}
 	if len(b.cache.list()) != 1 {
-		t.Fatal("no-role credentials from a profile still go through the cache")
+		t.Fatal("no-role temporary credentials from a profile still go through the cache")
 	}
 	if !strings.Contains(b.src.describe(), `profile "proc" (credential_process)`) {
 		t.Fatalf("source %q", b.src.describe())

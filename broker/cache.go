@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -40,8 +41,14 @@ type entry struct {
 	// Source describes where the credentials came from, for status output.
 	Source string `json:"source"`
 	// Credentials carry the REAL expiration STS returned, never an
-	// expiry adjusted by a cache window.
+	// expiry adjusted by a cache window. Only temporary credentials are
+	// ever cached.
 	Credentials Credentials `json:"credentials"`
+	// Chained is set when the role session was assumed with temporary
+	// credentials (role chaining); ParentExpires is then their expiry, when
+	// known. A chained session is not assumed to outlive its parent.
+	Chained       bool      `json:"chained,omitempty"`
+	ParentExpires time.Time `json:"parent_expires,omitzero"`
 	// Deadline is the source's hard deadline (credentials.md 5.8), nil when
 	// the source renews itself.
 	Deadline *Deadline `json:"hard_deadline,omitempty"`
@@ -79,14 +86,31 @@ func defaultCacheDir() (string, error) {
 
 func (c fileCache) path(key string) string { return filepath.Join(c.dir, key+".json") }
 
+// maxEntrySize bounds what read accepts.
+const maxEntrySize = 1 << 20
+
 // read returns the entry for key, or nil when there is none or it fails
-// validation (a miss, never an error the caller must handle).
+// validation (a miss, never an error the caller must handle). The file is
+// opened without following a symlink and checked through its descriptor, so
+// nothing can be swapped in between the check and the read; the directory
+// must be the user's own and closed to others.
 func (c fileCache) read(key string) (*entry, error) {
+	if err := c.checkDir(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
 	p := c.path(key)
-	st, err := os.Lstat(p)
+	f, err := openNoFollow(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("credential cache %s cannot be opened (%v); ignoring it", p, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("credential cache %s: %w", p, err)
 	}
@@ -99,9 +123,12 @@ func (c fileCache) read(key string) (*entry, error) {
 	if !ownedByMe(st) {
 		return nil, fmt.Errorf("credential cache %s belongs to another user; ignoring it", p)
 	}
-	b, err := os.ReadFile(p)
+	b, err := io.ReadAll(io.LimitReader(f, maxEntrySize+1))
 	if err != nil {
 		return nil, fmt.Errorf("credential cache %s: %w", p, err)
+	}
+	if len(b) > maxEntrySize {
+		return nil, fmt.Errorf("credential cache %s is too large; ignoring it", p)
 	}
 	var e entry
 	if err := json.Unmarshal(b, &e); err != nil {
@@ -113,6 +140,24 @@ func (c fileCache) read(key string) (*entry, error) {
 	return &e, nil
 }
 
+// checkDir refuses a cache directory that is a symlink, belongs to another
+// user, or is open to others: whoever controls it could swap the files.
+func (c fileCache) checkDir() error {
+	st, err := os.Lstat(c.dir)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !st.IsDir():
+		return fmt.Errorf("credential cache directory %s is not a directory (a symlink?); not using it", c.dir)
+	case !ownedByMe(st):
+		return fmt.Errorf("credential cache directory %s belongs to another user; not using it", c.dir)
+	case runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("credential cache directory %s has mode %v, open to others; not using it", c.dir, st.Mode().Perm())
+	}
+	return nil
+}
+
 // write replaces the entry atomically: a temp file in the same directory,
 // mode 0600, written and fsynced, then renamed over the old one. Readers see
 // the old file or the new one, never a torn mix.
@@ -120,7 +165,15 @@ func (c fileCache) write(e *entry) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return fmt.Errorf("create credential cache directory: %w", err)
 	}
-	_ = os.Chmod(c.dir, 0o700)
+	if st, err := os.Lstat(c.dir); err == nil && st.IsDir() && ownedByMe(st) {
+		_ = os.Chmod(c.dir, 0o700)
+	}
+	if err := c.checkDir(); err != nil {
+		return err
+	}
+	if !e.Credentials.Temporary() {
+		return errors.New("credential cache: refusing to write long-term credentials")
+	}
 	b, err := json.MarshalIndent(e, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode credential cache entry: %w", err)

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,28 +28,45 @@ func TestMain(m *testing.M) {
 }
 
 // childMain is one "process" wanting credentials: it builds a broker from
-// the environment (exported long-term key, SSMPROXY_ROLE_ARN) and prints the
-// access key id it got.
+// the environment (exported long-term key, SSMPROXY_ROLE_ARN), runs its
+// refresh timer, and prints the access key id it got first and the one it
+// got after the first refresh.
 func childMain() int {
 	b, err := New(context.Background(), Options{Target: testTarget, CacheDir: os.Getenv("CHILD_CACHE"),
-		LockDir: os.Getenv("CHILD_LOCKS"), Notice: os.Stderr,
+		LockDir: os.Getenv("CHILD_LOCKS"), Notice: io.Discard,
 		Keyring: func(context.Context, bool) (keyring.Store, error) { return keyring.NewMemory(), nil }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer b.Close()
-	if err := b.Prepare(context.Background()); err != nil {
+	ctx := context.Background()
+	if err := b.Prepare(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	c, err := b.Retrieve(context.Background())
+	if err := b.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	first, err := b.Retrieve(ctx)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Print(c.AccessKeyID)
-	return 0
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		c, err := b.Retrieve(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if c.AccessKeyID != first.AccessKeyID {
+			fmt.Print(first.AccessKeyID, " ", c.AccessKeyID)
+			return 0
+		}
+	}
+	fmt.Fprintln(os.Stderr, "no refresh within 30 s")
+	return 1
 }
 
 func testEntry(key, akid string) *entry {
@@ -152,16 +170,18 @@ func TestCacheAtomicReplace(t *testing.T) {
 	}
 }
 
-// TestSingleMinterProcesses: six processes start at once against a slow
-// STS; exactly one AssumeRole is made and all use its credentials.
+// TestSingleMinterProcesses: twelve processes start at once against a slow
+// STS and keep going until their credentials were refreshed once: exactly
+// one AssumeRole per mint (two in all), and all use the same credentials.
 func TestSingleMinterProcesses(t *testing.T) {
-	e := newTestEnv(t, fakeaws.Options{})
+	const ttl = 8 * time.Second // refreshed 1.3-2 s before expiry
+	e := newTestEnv(t, fakeaws.Options{CredTTL: ttl})
 	e.ts.IAM.SetSTSDelay(700 * time.Millisecond)
 	exe, _ := os.Executable()
 	env := append(os.Environ(), childEnv+"=1", "CHILD_CACHE="+e.cacheDir, "CHILD_LOCKS="+e.lockDir,
 		"AWS_ACCESS_KEY_ID="+e.ts.User.AccessKeyID, "AWS_SECRET_ACCESS_KEY="+e.ts.User.SecretAccessKey,
 		EnvRoleARN+"="+e.roleARN)
-	const n = 6
+	const n = 12
 	var wg sync.WaitGroup
 	outs := make([]string, n)
 	for i := 0; i < n; i++ {
@@ -170,19 +190,22 @@ func TestSingleMinterProcesses(t *testing.T) {
 			defer wg.Done()
 			cmd := exec.Command(exe, "-test.run=^$")
 			cmd.Env = env
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
 			out, err := cmd.Output()
 			if err != nil {
-				t.Errorf("child %d: %v", i, err)
+				t.Errorf("child %d: %v %s", i, err, stderr.String())
 			}
 			outs[i] = string(out)
 		}()
 	}
 	wg.Wait()
-	if got := e.sts("AssumeRole"); got != 1 {
-		t.Fatalf("%d processes made %d AssumeRole calls, want 1", n, got)
+	if got := e.sts("AssumeRole"); got != 2 {
+		t.Fatalf("%d processes made %d AssumeRole calls for two mints, want 2", n, got)
 	}
 	for i, o := range outs {
-		if !strings.HasPrefix(o, "ASIA") || o != outs[0] {
+		keys := strings.Fields(o)
+		if len(keys) != 2 || !strings.HasPrefix(keys[0], "ASIA") || keys[0] == keys[1] || o != outs[0] {
 			t.Fatalf("child %d got %q, child 0 %q", i, o, outs[0])
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,7 +150,7 @@ func (b *Broker) profileSource(ctx context.Context, profile string, sc *config.S
 	cfg, err := config.LoadDefaultConfig(ctx,
 		config.WithSharedConfigProfile(profile),
 		config.WithRegion(b.set.region),
-		config.WithHTTPClient(b.set.base.HTTPClient),
+		config.WithHTTPClient(b.set.sdkHTTP),
 		config.WithAssumeRoleCredentialOptions(func(o *stscreds.AssumeRoleOptions) {
 			// Never stscreds.StdinTokenProvider: stdin is the SSH stream.
 			o.TokenProvider = func() (string, error) {
@@ -159,6 +160,7 @@ func (b *Broker) profileSource(ctx context.Context, profile string, sc *config.S
 	if err != nil {
 		return nil, fmt.Errorf("load profile %q: %w", profile, err)
 	}
+	cfg.HTTPClient = awsconf.LoopbackOnlyHTTP(cfg.HTTPClient)
 	src := &sdkSource{profile: profile, kind: kind, provider: cfg.Credentials, clk: b.clk}
 	if kind == "SSO" && sc != nil {
 		key := sc.SSOStartURL
@@ -172,10 +174,11 @@ func (b *Broker) profileSource(ctx context.Context, profile string, sc *config.S
 
 // defaultSource is the SDK's default chain without a profile.
 func (b *Broker) defaultSource(ctx context.Context) (source, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(b.set.region), config.WithHTTPClient(b.set.base.HTTPClient))
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(b.set.region), config.WithHTTPClient(b.set.sdkHTTP))
 	if err != nil {
 		return nil, fmt.Errorf("load the AWS SDK default credential chain: %w", err)
 	}
+	cfg.HTTPClient = awsconf.LoopbackOnlyHTTP(cfg.HTTPClient)
 	if cfg.Credentials == nil {
 		return nil, errors.New("no AWS credentials found: run \"ssmproxy login\", name a profile with --profile, or export credentials")
 	}
@@ -203,11 +206,17 @@ func shellCommand(ctx context.Context, command string) *exec.Cmd {
 	return exec.CommandContext(ctx, "sh", "-c", command)
 }
 
-func nextDepth() string {
-	n := 0
-	fmt.Sscanf(os.Getenv(EnvProcessDepth), "%d", &n)
-	return fmt.Sprint(n + 1)
+// ProcessDepth is how deeply "ssmproxy credential-process" calls are nested
+// ($SSMPROXY_CREDENTIAL_PROCESS_DEPTH; 0 at the top).
+func ProcessDepth() int {
+	n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(EnvProcessDepth)))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
+
+func nextDepth() string { return strconv.Itoa(ProcessDepth() + 1) }
 
 // ssoDeadline reads the SSO token cache: with a refresh token the SDK renews
 // the session itself (renewable); without one the access token's expiry is

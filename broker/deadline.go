@@ -67,6 +67,71 @@ func fmtIn(d time.Duration) string {
 	return "in " + d.String()
 }
 
+// FormatWhen is the exact local time with the distance from now
+// ("2026-01-01T14:32:00+01:00 (in 38m0s)"), or "never" for the zero time.
+func FormatWhen(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return fmt.Sprintf("%s (%s)", fmtTime(t), fmtIn(t.Sub(now)))
+}
+
+// finalMintAt is when a process mints for the last time before a hard
+// deadline that nothing here can renew: finalLead before it, while the
+// source (or the MFA session) still signs. Zero when there is no such mint
+// ahead: no role (nothing to mint), no known deadline, or it has passed.
+func finalMintAt(e *entry, now time.Time) time.Time {
+	d := e.Deadline
+	if e.RoleARN == "" || !d.Known() || d.Renewable {
+		return time.Time{}
+	}
+	at := d.At.Add(-finalLead(lifetimeOf(e.Credentials)))
+	if !at.After(now) {
+		return time.Time{}
+	}
+	return at
+}
+
+// authorisedUntil estimates how long the connection stays authorised when
+// the source dies at its deadline: until the credentials of the last mint
+// that can happen before it (the final mint, finalLead before the deadline;
+// or the current credentials when that has passed) expire. A chained role
+// session is not assumed to outlive its parent: the parent of the final
+// mint lives until the deadline (exported credentials, the MFA session), or
+// longer when the current parent is known to (SSO role credentials outlive
+// the SSO token). Without a role, the credentials are the source's own.
+func authorisedUntil(e *entry, now time.Time) time.Time {
+	d := e.Deadline
+	if !d.Known() {
+		return time.Time{}
+	}
+	if e.RoleARN == "" {
+		return later(d.At, e.Credentials.Expires)
+	}
+	until := e.Credentials.Expires
+	if final := finalMintAt(e, now); !final.IsZero() {
+		until = final.Add(lifetimeOf(e.Credentials))
+	}
+	if e.Chained {
+		until = earlier(until, later(d.At, e.ParentExpires))
+	}
+	return until
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // noticeSpan is the horizon within which a hard deadline is announced at
 // connect time (credentials.md 5.8: less than 8 h away, or unknown).
 const noticeSpan = 8 * time.Hour

@@ -3,9 +3,19 @@ package broker
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
 	"log/slog"
+	"math/big"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +72,8 @@ func newTestEnv(t *testing.T, o fakeaws.Options) *testEnv {
 	ts.IAM.AddRole(iam.Role{Name: testRole, MaxSession: 12 * time.Hour})
 	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
 		"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", EnvCredentialExpiration, EnvRoleARN,
-		EnvMFAToken, EnvMFAProcess, EnvMFASessionDuration, EnvSourceIdentity, "SSH_ASKPASS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SSM"} {
+		EnvMFAToken, EnvMFAProcess, EnvMFASessionDuration, EnvSourceIdentity, "SSH_ASKPASS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SSM",
+		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"} {
 		t.Setenv(k, "")
 	}
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
@@ -132,10 +143,13 @@ func (e *testEnv) calls(action string) []iam.Call {
 
 // sessionCreds mints temporary credentials for alice from the fake, as a
 // user would before exporting them.
-func (e *testEnv) sessionCreds() aws.Credentials {
+func (e *testEnv) sessionCreds() aws.Credentials { return e.sessionCredsFor(e.ts.User) }
+
+// sessionCredsFor mints temporary credentials for the owner of key.
+func (e *testEnv) sessionCredsFor(key iam.Credential) aws.Credentials {
 	e.t.Helper()
 	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"),
-		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(e.ts.User.AccessKeyID, e.ts.User.SecretAccessKey, "")))
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(key.AccessKeyID, key.SecretAccessKey, "")))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -179,5 +193,72 @@ func (e *testEnv) assertNoSecrets(where string, texts ...string) {
 				e.t.Fatalf("a secret appears in %s", where)
 			}
 		}
+	}
+}
+
+// writeAWSFiles writes the shared config and credentials files.
+func (e *testEnv) writeAWSFiles(config, credentials string) {
+	e.t.Helper()
+	if err := os.WriteFile(os.Getenv("AWS_CONFIG_FILE"), []byte(config), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(os.Getenv("AWS_SHARED_CREDENTIALS_FILE"), []byte(credentials), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// useCABundle points AWS_CA_BUNDLE at a real (self-signed) PEM certificate,
+// as a corporate TLS proxy setup would.
+func useCABundle(t *testing.T) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ssmproxy test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CA_BUNDLE", p)
+}
+
+// processScript writes a credential_process script that prints session
+// credentials with a new access key id at every run (ASIAPROCESSKEY000N,
+// counting its runs in a file) and the expiry read from expFile, and
+// returns its path and a function counting its runs.
+func processScript(t *testing.T, expFile string, sameKey bool) (string, func() int) {
+	t.Helper()
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	key := "ASIAPROCESSKEY000$n"
+	if sameKey {
+		key = "ASIAPROCESSKEY0000"
+	}
+	script := filepath.Join(dir, "proc.sh")
+	body := fmt.Sprintf(`#!/bin/sh
+n=$(( $(cat %[1]s 2>/dev/null || echo 0) + 1 ))
+echo $n > %[1]s
+printf '{"Version":1,"AccessKeyId":"%%s","SecretAccessKey":"secret-%%s","SessionToken":"token-%%s","Expiration":"%%s"}\n' "%[2]s" $n $n "$(cat %[3]s)"
+`, count, key, expFile)
+	if err := os.WriteFile(script, []byte(body), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return script, func() int {
+		b, _ := os.ReadFile(count)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+}
+
+func writeExpiry(t *testing.T, path string, at time.Time) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(at.UTC().Format(time.RFC3339)), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -16,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
-	"github.com/ssmproxy/ssmproxy/internal/lockfile"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -46,11 +45,9 @@ func (b *Broker) mfaSession(ctx context.Context, src Credentials, serial string,
 	}
 	// One prompt at a time: take the MFA lock before asking, then look again,
 	// since another process may have asked meanwhile.
-	release, err := lockfile.Acquire(ctx, b.lockPath("mfa-"+hashString(b.set.profile)[:16]), lockfile.Options{
-		Timeout: mfaLockTimeout, Notice: b.waitingNotice("an MFA code"),
-	})
+	release, err := b.acquire(ctx, "mfa-"+hashString(b.set.profile)[:16], mfaLockTimeout, "get an MFA code")
 	if err != nil {
-		return Credentials{}, fmt.Errorf("wait for the MFA lock: %w", err)
+		return Credentials{}, err
 	}
 	defer release()
 	if c, ok := b.readMFASession(ctx, store, key); ok {
@@ -66,7 +63,7 @@ func (b *Broker) mfaSession(ctx context.Context, src Credentials, serial string,
 		TokenCode:       aws.String(code),
 	})
 	if err != nil {
-		return Credentials{}, b.stsFailure("GetSessionToken with MFA", err)
+		return Credentials{}, b.stsFailure("GetSessionToken with MFA", src, err)
 	}
 	c := fromSTS(out.Credentials, b.clk.Now())
 	data, err := json.Marshal(c)
@@ -129,7 +126,7 @@ func (b *Broker) mfaExpiry(ctx context.Context, serial string) time.Time {
 // error line naming the device and the fix.
 func (b *Broker) mfaCode(ctx context.Context, serial string, interactive bool) (string, error) {
 	if interactive {
-		if code := strings.TrimSpace(os.Getenv(EnvMFAToken)); code != "" {
+		if code := strings.TrimSpace(secretenv.Get(EnvMFAToken)); code != "" {
 			return checkCode(code, EnvMFAToken)
 		}
 	}
@@ -179,11 +176,6 @@ func runMFAProcess(ctx context.Context, command string) (string, error) {
 		return "", fmt.Errorf("MFA process (%s): %w", EnvMFAProcess, err)
 	}
 	return strings.TrimSpace(out.String()), nil
-}
-
-// lockPath is a lock file in the lock directory.
-func (b *Broker) lockPath(name string) string {
-	return filepath.Join(b.lockDir, name+".lock")
 }
 
 // noPromptWhy extracts the prompter's reasons for the error message.

@@ -46,6 +46,14 @@ func stsCode(err error) string {
 	return ""
 }
 
+func stsMessage(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorMessage()
+	}
+	return ""
+}
+
 // sourceRefused reports whether STS refused the caller's own credentials
 // (as opposed to the request): the source is dead or wrong.
 func sourceRefused(code string) bool {
@@ -56,10 +64,15 @@ func sourceRefused(code string) bool {
 	return false
 }
 
-// stsFailure turns an STS error into one that says what failed; when the
-// source's own credentials were refused and the source cannot renew itself,
-// it is a permanent SourceError.
-func (b *Broker) stsFailure(op string, err error) error {
+// stsFailure turns an STS error into one that says what failed: a
+// *NetworkError when STS could not be reached; a permanent *SourceError when
+// the source's own credentials (src) were refused and nothing here can renew
+// them (an expired temporary source, a deleted or deactivated long-term key,
+// whether stored by "ssmproxy login", exported, or in a profile).
+func (b *Broker) stsFailure(op string, src Credentials, err error) error {
+	if isNetworkError(err) {
+		return &NetworkError{Profile: b.set.profile, Op: op, Err: err}
+	}
 	code := stsCode(err)
 	if sourceRefused(code) {
 		if d := b.src.deadline(); d != nil && !d.Renewable {
@@ -69,44 +82,68 @@ func (b *Broker) stsFailure(op string, err error) error {
 			}
 			return &SourceError{Profile: b.set.profile, What: d.What, At: at, Code: code, Fix: d.Fix}
 		}
-		switch src := b.src.(type) {
+		switch s := b.src.(type) {
 		case *keyringSource:
 			// A deleted or deactivated IAM key does not come back.
 			return &SourceError{Profile: b.set.profile, What: "the key stored by \"ssmproxy login\"", Code: code,
-				Fix: fmt.Sprintf("store a valid key with \"ssmproxy login --profile %s\"", src.profile)}
+				Fix: fmt.Sprintf("store a valid key with \"ssmproxy login --profile %s\"", s.profile)}
 		case *envSource:
-			return &SourceError{Profile: b.set.profile, What: src.describe(), Code: code, Fix: "export valid credentials and reconnect"}
+			return &SourceError{Profile: b.set.profile, What: s.describe(), Code: code, Fix: "export valid credentials and reconnect"}
+		case *sdkSource:
+			if !src.Temporary() {
+				// Static keys in the shared files: the SDK reads the same
+				// ones again, so retrying can never succeed.
+				return &SourceError{Profile: b.set.profile, What: "the long-term key of " + s.describe(), Code: code,
+					Fix: "replace the key in the AWS config files, or store one with \"ssmproxy login\""}
+			}
 		}
 		b.src.invalidate() // the SDK may fetch new ones (SSO, credential_process)
 	}
 	return fmt.Errorf("%s for profile %q: %w", op, b.set.profile, err)
 }
 
-// mint produces new credentials from the source: optionally through the MFA
-// session, then AssumeRole with the session policy, or the base credentials
-// themselves when no role is configured.
-func (b *Broker) mint(ctx context.Context, interactive bool) (*entry, error) {
+// based is what a mint starts from: the source credentials, and what the
+// mint signs with (the source itself, or the MFA session minted from it).
+type based struct {
+	src, base Credentials
+	deadline  *Deadline
+	mfa       string // the MFA device whose session base is; "" when base is src
+}
+
+// base retrieves the source credentials and, with an MFA device and a
+// long-term key, the MFA session. This is the part of a mint that may ask a
+// human (the file keyring's passphrase, an MFA code); it takes no role lock.
+func (b *Broker) base(ctx context.Context, interactive bool) (based, error) {
 	ctx, cancel := context.WithTimeout(ctx, stsCallTimeout+mfaLockTimeout)
 	defer cancel()
-	now := b.clk.Now()
-	if d := b.src.deadline(); d != nil && !d.Renewable && d.Known() && !now.Before(d.At) {
-		return nil, &SourceError{Profile: b.set.profile, What: d.What, At: d.At, Fix: d.Fix}
+	if d := b.src.deadline(); d != nil && !d.Renewable && d.Known() && !b.clk.Now().Before(d.At) {
+		return based{}, &SourceError{Profile: b.set.profile, What: d.What, At: d.At, Fix: d.Fix}
 	}
 	src, err := b.src.retrieve(ctx, interactive)
 	if err != nil {
-		return nil, err
+		return based{}, err
 	}
-	base, deadline := src, b.src.deadline()
+	bs := based{src: src, base: src, deadline: b.src.deadline()}
 	if serial := b.mfaSerial(); serial != "" && !src.Temporary() {
-		if base, err = b.mfaSession(ctx, src, serial, interactive); err != nil {
-			return nil, err
+		if bs.base, err = b.mfaSession(ctx, src, serial, interactive); err != nil {
+			return based{}, err
 		}
-		deadline = &Deadline{At: base.Expires, What: "the MFA session",
+		bs.mfa = serial
+		bs.deadline = &Deadline{At: bs.base.Expires, What: "the MFA session",
 			Fix:       fmt.Sprintf("reconnect from a terminal to enter a new code, or set %s", EnvMFAProcess),
 			Renewable: b.mfaDriverAvailable()}
 	}
+	return bs, nil
+}
+
+// mintFrom produces new credentials from bs: AssumeRole with the session
+// policy, or the base credentials themselves when no role is configured.
+func (b *Broker) mintFrom(ctx context.Context, bs based) (*entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, stsCallTimeout)
+	defer cancel()
+	src, base := bs.src, bs.base
 	e := &entry{Version: cacheVersion, Key: b.key, Profile: b.set.profile, Region: b.set.region,
-		Source: b.src.describe(), Deadline: deadline}
+		Source: b.src.describe(), Deadline: bs.deadline}
 	if b.set.roleARN == "" {
 		e.Credentials = base
 		return e, nil
@@ -152,17 +189,23 @@ func (b *Broker) mint(ctx context.Context, interactive bool) (*entry, error) {
 		}
 	}
 	if err != nil {
-		if base.AccessKeyID != src.AccessKeyID && sourceRefused(stsCode(err)) {
+		op := "AssumeRole " + b.set.roleARN
+		switch code := stsCode(err); {
+		case code == "AccessDenied" || code == "AccessDeniedException":
+			return nil, &AccessDeniedError{Profile: b.set.profile, Op: op, Code: code, Message: stsMessage(err)}
+		case bs.mfa != "" && sourceRefused(code):
 			// The stored MFA session was refused (revoked, or the clock
 			// jumped): forget it, so the next attempt mints a new one.
-			b.forgetMFASession(ctx, b.mfaSerial())
-			return nil, fmt.Errorf("AssumeRole %s with the stored MFA session for profile %q: %w (the session was discarded)",
-				b.set.roleARN, b.set.profile, err)
+			b.forgetMFASession(ctx, bs.mfa)
+			return nil, fmt.Errorf("%s with the stored MFA session for profile %q: %w (the session was discarded)", op, b.set.profile, err)
 		}
-		return nil, b.stsFailure("AssumeRole "+b.set.roleARN, err)
+		return nil, b.stsFailure(op, src, err)
 	}
 	e.RoleARN, e.Target, e.Document = b.set.roleARN, b.set.scope.Target, b.set.scope.Document
 	e.RoleSessionName, e.PolicyHash, e.SourceID = name, hashString(policy), hashString(src.AccessKeyID)
+	if e.Chained = base.Temporary(); e.Chained {
+		e.ParentExpires = base.Expires
+	}
 	e.Credentials = fromSTS(out.Credentials, b.clk.Now())
 	if !e.Credentials.valid() || !e.Credentials.CanExpire() {
 		return nil, errors.New("AssumeRole returned incomplete credentials")
@@ -208,7 +251,7 @@ func (b *Broker) roleSessionName(ctx context.Context, src, base Credentials) (st
 	if name == "" {
 		out, err := b.stsFor(base).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 		if err != nil {
-			return "", b.stsFailure("GetCallerIdentity", err)
+			return "", b.stsFailure("GetCallerIdentity", src, err)
 		}
 		name = sessionNameFromARN(aws.ToString(out.Arn))
 		if name == "" {

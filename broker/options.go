@@ -76,18 +76,23 @@ type Options struct {
 	Keyring        func(ctx context.Context, persistent bool) (keyring.Store, error)
 	KeyringBackend string
 	// Prompter asks for MFA codes and the file keyring passphrase. Its
-	// terminal is used only while Prepare runs (before the first SSH byte).
+	// terminal is used only while Prepare runs (before the first SSH byte),
+	// and never with Prompter.NoTTY (credential-process without --allow-tty).
 	Prompter keyring.Prompter
 
 	// CacheDir is the credential cache (default os.UserCacheDir()/ssmproxy/creds).
 	CacheDir string
-	// LockDir holds the lock files (default lockfile.Dir()).
+	// LockDir holds the lock files (default lockfile.Dir(): one place per
+	// user, $SSMPROXY_LOCK_DIR or the user cache directory).
 	LockDir string
 	// STSEndpoint, if set, is the STS client's BaseEndpoint (tests). The
 	// usual overrides (AWS_ENDPOINT_URL_STS, profile endpoint_url) apply
 	// without it.
 	STSEndpoint string
-	// HTTPClient for STS (default the SDK's, restricted to TLS except on loopback).
+	// HTTPClient for STS and the SDK-resolved sources (default the SDK's
+	// buildable client, restricted to TLS except on loopback). With a custom
+	// CA bundle (AWS_CA_BUNDLE, ca_bundle) it must be an
+	// *awshttp.BuildableClient, the only kind the SDK can add the bundle to.
 	HTTPClient aws.HTTPClient
 
 	Clock clock.Clock

@@ -19,10 +19,11 @@ const maxPolicyChars = 2048
 // Document, and resume, terminate and open the data channel of the caller's
 // own sessions (credentials.md section 6).
 type Scope struct {
-	Region   string
-	Account  string // the role's account
-	Target   string // instance id (i-…, mi-…); "" allows every instance
-	Document string // default DefaultDocument
+	Partition string // the role's partition (aws, aws-cn, aws-us-gov, ...); default aws
+	Region    string
+	Account   string // the role's account
+	Target    string // instance id (i-…, mi-…); "" allows every instance
+	Document  string // default DefaultDocument
 }
 
 type policyStatement struct {
@@ -51,22 +52,26 @@ func SessionPolicy(s Scope, roleSessionName string) (string, error) {
 	if doc == "" {
 		doc = DefaultDocument
 	}
+	part := s.Partition
+	if part == "" {
+		part = "aws"
+	}
 	var targets []string
 	switch {
 	case s.Target == "":
 		targets = []string{
-			fmt.Sprintf("arn:aws:ec2:%s:%s:instance/*", s.Region, s.Account),
-			fmt.Sprintf("arn:aws:ssm:%s:%s:managed-instance/*", s.Region, s.Account),
+			fmt.Sprintf("arn:%s:ec2:%s:%s:instance/*", part, s.Region, s.Account),
+			fmt.Sprintf("arn:%s:ssm:%s:%s:managed-instance/*", part, s.Region, s.Account),
 		}
 	case strings.HasPrefix(s.Target, "mi-"):
-		targets = []string{fmt.Sprintf("arn:aws:ssm:%s:%s:managed-instance/%s", s.Region, s.Account, s.Target)}
+		targets = []string{fmt.Sprintf("arn:%s:ssm:%s:%s:managed-instance/%s", part, s.Region, s.Account, s.Target)}
 	default:
-		targets = []string{fmt.Sprintf("arn:aws:ec2:%s:%s:instance/%s", s.Region, s.Account, s.Target)}
+		targets = []string{fmt.Sprintf("arn:%s:ec2:%s:%s:instance/%s", part, s.Region, s.Account, s.Target)}
 	}
-	sessions := fmt.Sprintf("arn:aws:ssm:%s:%s:session/%s-*", s.Region, s.Account, roleSessionName)
+	sessions := fmt.Sprintf("arn:%s:ssm:%s:%s:session/%s-*", part, s.Region, s.Account, roleSessionName)
 	p := policyDocument{Version: "2012-10-17", Statement: []policyStatement{
 		{Sid: "StartSshOnTargets", Effect: "Allow", Action: "ssm:StartSession",
-			Resource:  append(targets, fmt.Sprintf("arn:aws:ssm:%s::document/%s", s.Region, doc)),
+			Resource:  append(targets, documentARN(part, s.Region, s.Account, doc)),
 			Condition: map[string]any{"BoolIfExists": map[string]string{"ssm:SessionDocumentAccessCheck": "true"}}},
 		{Sid: "OwnDataChannel", Effect: "Allow", Action: "ssmmessages:OpenDataChannel", Resource: sessions},
 		{Sid: "ResumeTerminateOwn", Effect: "Allow", Action: []string{"ssm:ResumeSession", "ssm:TerminateSession"}, Resource: sessions},
@@ -91,17 +96,32 @@ func hashString(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
-// roleARNPattern extracts the account from arn:aws:iam::ACCOUNT:role/NAME
-// (any partition).
-var roleARNPattern = regexp.MustCompile(`^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+$`)
+// documentARN is the ARN of a session document: AWS-owned documents (AWS-…)
+// have an empty account field; the account's own documents (including the
+// Session Manager preferences document SSM-SessionManagerRunShell) carry the
+// account where the sessions start, the role's; a full ARN (a document shared
+// from another account) is used as it is.
+func documentARN(partition, region, account, doc string) string {
+	switch {
+	case strings.HasPrefix(doc, "arn:"):
+		return doc
+	case strings.HasPrefix(doc, "AWS-"):
+		account = ""
+	}
+	return fmt.Sprintf("arn:%s:ssm:%s:%s:document/%s", partition, region, account, doc)
+}
 
-// roleAccount returns the account of a role ARN.
-func roleAccount(arn string) (string, error) {
+// roleARNPattern extracts the partition and account from
+// arn:PARTITION:iam::ACCOUNT:role/NAME.
+var roleARNPattern = regexp.MustCompile(`^arn:(aws[a-z-]*):iam::(\d{12}):role/[\w+=,.@/-]+$`)
+
+// parseRoleARN returns the partition and account of a role ARN.
+func parseRoleARN(arn string) (partition, account string, err error) {
 	m := roleARNPattern.FindStringSubmatch(arn)
 	if m == nil {
-		return "", fmt.Errorf("%q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", arn)
+		return "", "", fmt.Errorf("%q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", arn)
 	}
-	return m[1], nil
+	return m[1], m[2], nil
 }
 
 // sessionNameFromARN derives a RoleSessionName (the user name) from the

@@ -59,6 +59,13 @@ func refreshAt(c Credentials, jitter float64) time.Time {
 	return c.Expires.Add(-time.Duration(share * float64(window(lifetimeOf(c)))))
 }
 
+// finalLead is how long before a hard deadline the final mint happens:
+// min(5 min, W/3), enough for an STS call and a retry or two while the
+// source still signs.
+func finalLead(lifetime time.Duration) time.Duration {
+	return min(5*time.Minute, window(lifetime)/3)
+}
+
 // usable reports whether credentials may still sign a request: a small safety
 // margin (min(10 s, lifetime/20)) covers the request's flight time.
 func usable(c Credentials, now time.Time) bool {

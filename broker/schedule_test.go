@@ -52,7 +52,7 @@ func TestRefreshTimer(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
 	e.login("default", "")
 	fc := clock.NewFake(time.Now())
-	b := e.newBroker(func(o *Options) { o.Clock = fc; o.Jitter = func() float64 { return 0 } })
+	b := e.newBroker(func(o *Options) { o.Clock = fc; o.Jitter = func() float64 { return 0 }; o.RoleDuration = 2 * time.Hour })
 	ctx := context.Background()
 	if err := b.Prepare(ctx); err != nil {
 		t.Fatal(err)
@@ -61,12 +61,23 @@ func TestRefreshTimer(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := b.Retrieve(ctx)
-	due := first.Expires.Add(-10 * time.Minute) // jitter 0: two thirds of the 15 min window
-	if !fc.WaitForTimers(1, 5*time.Second) {
-		t.Fatal("the refresh timer was not armed")
+	b.mu.Lock()
+	due := b.due
+	b.mu.Unlock()
+	// Jitter 0: two thirds of the 15 min window (to the second: the fake
+	// STS truncates expiries).
+	if want := first.Expires.Add(-10 * time.Minute); due.Sub(want).Abs() > time.Second {
+		t.Fatalf("re-mint due %s before expiry, want 10m", first.Expires.Sub(due))
 	}
+	if !fc.WaitForNext(due, 5*time.Second) {
+		t.Fatal("the refresh timer was not armed for the due time")
+	}
+	// A second before: the timer is provably still armed (the fake fires
+	// every timer an Advance reaches before returning), so nothing re-mints.
 	fc.Set(due.Add(-time.Second))
-	time.Sleep(100 * time.Millisecond)
+	if next, ok := fc.Next(); !ok || !next.Equal(due) {
+		t.Fatalf("the refresh timer fired before the due time (next timer %v %v)", next, ok)
+	}
 	if n := e.sts("AssumeRole"); n != 1 {
 		t.Fatalf("re-minted %d times before the due time", n-1)
 	}
@@ -84,9 +95,10 @@ func TestRefreshTimer(t *testing.T) {
 		t.Fatal("Retrieve still returns the old credentials")
 	}
 
-	// STS now refuses: the early refresh fails, the current credentials
-	// keep being served, and the refresh is retried.
-	e.ts.IAM.AddRole(iam.Role{Name: testRole, MaxSession: 12 * time.Hour, RequireMFA: true})
+	// STS now refuses the request (the role's maximum session became
+	// shorter than the 2 h asked for): the early refresh fails, the current
+	// credentials keep being served, and the refresh is retried.
+	e.ts.IAM.AddRole(iam.Role{Name: testRole, MaxSession: time.Hour})
 	b.mu.Lock()
 	due = b.due
 	b.mu.Unlock()
@@ -132,11 +144,13 @@ func TestDeadlineNoticesAndFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	warnings := func() int { return strings.Count(e.notice.String(), "warning:") }
-	fc.WaitForTimers(1, 5*time.Second)
+	firstWarning := c.Expires.Add(-10 * time.Minute)
+	if !fc.WaitForNext(firstWarning, 5*time.Second) {
+		t.Fatal("the first warning is not scheduled 10 minutes before the deadline")
+	}
 	fc.Advance(9*time.Minute + 59*time.Second)
-	time.Sleep(50 * time.Millisecond)
-	if warnings() != 0 {
-		t.Fatal("warned too early")
+	if next, ok := fc.Next(); !ok || !next.Equal(firstWarning) || warnings() != 0 {
+		t.Fatalf("warned too early (next timer %v %v, %d warnings)", next, ok, warnings())
 	}
 	fc.Advance(2 * time.Second)
 	if !fakeaws.WaitFor(5*time.Second, func() bool { return warnings() == 1 }) {

@@ -37,6 +37,10 @@ type settings struct {
 	// base is the aws.Config STS clients are built from: region, endpoint
 	// overrides and HTTP client, but no credentials of its own.
 	base aws.Config
+	// sdkHTTP is the HTTP client passed to config.LoadDefaultConfig for the
+	// SDK-resolved sources: it must be a *BuildableClient for the SDK to add
+	// a custom CA bundle (AWS_CA_BUNDLE, ca_bundle) to it.
+	sdkHTTP aws.HTTPClient
 }
 
 // ProfileName is the broker profile ssmproxy uses for explicit (may be
@@ -105,7 +109,7 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		s.sessionName = s.shared.RoleSessionName
 	}
 	if s.sessionName != "" && sanitizeSessionName(s.sessionName) != s.sessionName {
-		return nil, fmt.Errorf("role session name %q: use 2 to 64 of the characters [A-Za-z0-9_+=,.@-]", s.sessionName)
+		return nil, configErrorf("role session name %q: use 2 to 64 of the characters [A-Za-z0-9_+=,.@-]", s.sessionName)
 	}
 	if s.roleDuration == 0 && s.shared.RoleDurationSeconds != nil {
 		s.roleDuration = *s.shared.RoleDurationSeconds
@@ -114,14 +118,14 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		s.roleDuration = DefaultRoleDuration
 	}
 	if s.roleDuration < 15*time.Minute || s.roleDuration > 12*time.Hour {
-		return nil, fmt.Errorf("role session duration %s is outside STS's 15m-12h", s.roleDuration)
+		return nil, configErrorf("role session duration %s is outside STS's 15m-12h", s.roleDuration)
 	}
 	s.mfaSerial = s.shared.MFASerial
 	if s.mfaDuration == 0 {
 		if v := os.Getenv(EnvMFASessionDuration); v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
-				return nil, fmt.Errorf("%s=%q: %w", EnvMFASessionDuration, v, err)
+				return nil, configErrorf("%s=%q: %w", EnvMFASessionDuration, v, err)
 			}
 			s.mfaDuration = d
 		}
@@ -130,7 +134,7 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		s.mfaDuration = DefaultMFASessionDuration
 	}
 	if s.mfaDuration < 15*time.Minute || s.mfaDuration > 36*time.Hour {
-		return nil, fmt.Errorf("MFA session duration %s is outside STS's 15m-36h", s.mfaDuration)
+		return nil, configErrorf("MFA session duration %s is outside STS's 15m-36h", s.mfaDuration)
 	}
 	if s.mfaProcess == "" {
 		s.mfaProcess = os.Getenv(EnvMFAProcess)
@@ -138,19 +142,23 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 
 	// The base configuration: region and endpoint overrides (environment
 	// and profile), no credentials: every STS client gets its caller's.
-	opts := []func(*config.LoadOptions) error{config.WithCredentialsProvider(aws.AnonymousCredentials{})}
+	// The loopback rule is built into the client's transport, and the
+	// loaded client is wrapped afterwards: the SDK can only add a custom CA
+	// bundle to its own buildable client, never to a wrapper.
+	s.sdkHTTP = o.HTTPClient
+	if s.sdkHTTP == nil {
+		s.sdkHTTP = awsconf.HTTPClient()
+	}
+	opts := []func(*config.LoadOptions) error{config.WithCredentialsProvider(aws.AnonymousCredentials{}), config.WithHTTPClient(s.sdkHTTP)}
 	if s.inConfig {
 		opts = append(opts, config.WithSharedConfigProfile(s.profile))
 	}
 	if o.Region != "" {
 		opts = append(opts, config.WithRegion(o.Region))
 	}
-	if o.HTTPClient != nil {
-		opts = append(opts, config.WithHTTPClient(o.HTTPClient))
-	}
 	s.base, err = config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("load AWS configuration for profile %q: %w", s.profile, err)
+		return nil, configErrorf("load AWS configuration for profile %q: %w", s.profile, err)
 	}
 	s.base.HTTPClient = awsconf.LoopbackOnlyHTTP(s.base.HTTPClient)
 	s.region = s.base.Region
@@ -163,18 +171,21 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		s.scope.Document = DefaultDocument
 	}
 	if s.roleARN != "" {
-		if s.scope.Account, err = roleAccount(s.roleARN); err != nil {
-			return nil, err
+		if s.scope.Partition, s.scope.Account, err = parseRoleARN(s.roleARN); err != nil {
+			return nil, &ConfigError{err}
 		}
 	}
 	return s, nil
 }
 
-// cacheKey names the cache entry: profile, role, region and the inputs of the
-// session policy (target, document, account, configured session name). The
-// policy text itself also contains the session name learned from the
-// source's identity, which needs an STS call; hashing the inputs keeps the
-// cache hit free of any call, and the entry records the policy's own hash.
-func (s *settings) cacheKey() string {
-	return hashString("v1", s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, s.scope.Document, s.sessionName)
+// cacheKey names the cache entry: the source (its fingerprint: kind and a
+// hash of its access key id or profile, so that credentials minted from one
+// user's keys are never served to another's), profile, role, region and the
+// inputs of the session policy (target, document, account, configured
+// session name). The policy text itself also contains the session name
+// learned from the source's identity, which needs an STS call; hashing the
+// inputs keeps the cache hit free of any call, and the entry records the
+// policy's own hash.
+func (s *settings) cacheKey(source string) string {
+	return hashString("v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, s.scope.Document, s.sessionName)
 }

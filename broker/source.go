@@ -26,6 +26,10 @@ type source interface {
 	deadline() *Deadline
 	// invalidate makes the next retrieve read afresh.
 	invalidate()
+	// fingerprint identifies the source without a secret (kind, and a hash
+	// of the access key id or the profile), for the cache key: credentials
+	// minted from one source are never served to another.
+	fingerprint() string
 }
 
 // SourceKey is a long-term IAM user key stored by "ssmproxy login".
@@ -103,6 +107,8 @@ func (s *keyringSource) describe() string {
 }
 
 func (s *keyringSource) deadline() *Deadline { return nil }
+
+func (s *keyringSource) fingerprint() string { return "keyring:" + hashString(s.profile) }
 
 func (s *keyringSource) invalidate() {
 	s.mu.Lock()
@@ -185,6 +191,8 @@ func (s *envSource) deadline() *Deadline {
 
 func (s *envSource) invalidate() {}
 
+func (s *envSource) fingerprint() string { return "env:" + hashString(s.creds.AccessKeyID) }
+
 // sdkSource is any shared-config profile the SDK resolves (SSO,
 // credential_process, role_arn + source_profile, web identity, static keys)
 // or the SDK's default chain. The SDK renews these itself.
@@ -195,26 +203,47 @@ type sdkSource struct {
 	clk      clock.Clock
 	// ssoDeadline reads the SSO token cache; nil for other kinds.
 	ssoDeadline func() *Deadline
+
+	mu     sync.Mutex
+	seenID string    // access key id of the credentials last returned
+	seenAt time.Time // when they were first seen: their estimated issue time
 }
 
+// retrieve returns the SDK's credentials. The SDK's cache hands out the same
+// credentials until their very last second, but the broker re-mints (and
+// other processes take the cache entry) only while a refresh window of their
+// lifetime remains: inside that window, ask the SDK for new ones.
 func (s *sdkSource) retrieve(ctx context.Context, _ bool) (Credentials, error) {
 	a, err := s.provider.Retrieve(ctx)
 	if err != nil {
 		return Credentials{}, s.wrap(err)
 	}
-	c := fromAWS(a, s.clk.Now())
-	// The SDK's cache hands out credentials until their very last second;
-	// minting needs some life left, so ask for new ones when little remains.
-	if c.CanExpire() && c.Expires.Sub(s.clk.Now()) < time.Minute {
+	c := s.stamp(a)
+	if c.CanExpire() && c.Expires.Sub(s.clk.Now()) <= window(lifetimeOf(c)) {
 		if inv, ok := s.provider.(interface{ Invalidate() }); ok {
 			inv.Invalidate()
 			if a, err = s.provider.Retrieve(ctx); err != nil {
 				return Credentials{}, s.wrap(err)
 			}
-			c = fromAWS(a, s.clk.Now())
+			c = s.stamp(a)
 		}
 	}
 	return c, nil
+}
+
+// stamp converts credentials, keeping the time they were first seen as their
+// issue time for as long as the SDK returns the same ones: restamping them
+// at every call would shrink their apparent lifetime, and with it the refresh
+// window, until they were refreshed at their last minute.
+func (s *sdkSource) stamp(a aws.Credentials) Credentials {
+	now := s.clk.Now()
+	s.mu.Lock()
+	if a.AccessKeyID != s.seenID {
+		s.seenID, s.seenAt = a.AccessKeyID, now
+	}
+	issued := s.seenAt
+	s.mu.Unlock()
+	return fromAWS(a, issued)
 }
 
 func (s *sdkSource) wrap(err error) error {
@@ -247,3 +276,9 @@ func (s *sdkSource) invalidate() {
 		inv.Invalidate()
 	}
 }
+
+func (s *sdkSource) fingerprint() string { return "sdk:" + s.kind + ":" + hashString(s.profile) }
+
+// mayPrompt reports whether the SDK may ask for an MFA code while resolving
+// (a role chain with mfa_serial calls the broker's token provider).
+func (s *sdkSource) mayPrompt() bool { return s.kind == "role chain" }

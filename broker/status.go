@@ -51,14 +51,15 @@ func (b *Broker) Status(ctx context.Context) Status {
 	}
 	st := Status{Profile: b.set.profile, InConfig: b.set.inConfig, Region: b.set.region, RoleARN: b.set.roleARN,
 		Source: b.src.describe(), Deadline: b.src.deadline(), CacheDir: b.cache.dir}
-	if ks, err := b.openKeyring(ctx, true); err == nil {
-		st.KeyringBackend = ks.Backend()
-	}
-	if ks, err := b.openKeyring(ctx, false); err == nil {
-		st.MFAKeyringBackend = ks.Backend()
-	}
+	// The store the source key was found in; else where "ssmproxy login"
+	// would put one.
 	if ks, ok := b.src.(*keyringSource); ok {
 		st.KeyringBackend = ks.store.Backend()
+	} else if store, err := b.openKeyring(ctx, true); err == nil {
+		st.KeyringBackend = store.Backend()
+	}
+	if store, err := b.openKeyring(ctx, false); err == nil {
+		st.MFAKeyringBackend = store.Backend()
 	}
 	st.MFASerial = b.mfaSerial()
 	if st.MFASerial != "" {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
 )
@@ -118,10 +117,6 @@ func (b *Broker) emitWarning() {
 	if e == nil || !e.Deadline.Known() {
 		return
 	}
-	b.notify(warningNotice(b.set.profile, e.Deadline, b.authorisedUntil(e), b.clk.Now()))
-}
-
-func isPermanent(err error) bool {
-	var se *SourceError
-	return errors.As(err, &se)
+	now := b.clk.Now()
+	b.notify(warningNotice(b.set.profile, e.Deadline, authorisedUntil(e, now), now))
 }

@@ -255,6 +255,9 @@ func (v *validator) inputData(b []byte, seq int64, id uuid.UUID, pt ssm.PayloadT
 			v.violation(sevError, "flag-value", fmt.Sprintf("Flag value %d", f))
 		} else if ssm.Flag(f) == ssm.FlagTerminateSession {
 			v.terminateSeen["flag"] = true
+			// The agent cancels the session on this flag and may never get
+			// its ack out; only the data before it must be acked.
+			delete(v.inUnacked, seq)
 		}
 	}
 }

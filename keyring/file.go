@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync"
 
 	kr "github.com/99designs/keyring"
 )
@@ -18,26 +19,55 @@ const (
 	canaryData = "ssmproxy keyring canary v1"
 )
 
-// filePassphrase returns the library's passphrase hook: the environment
-// variable, else the caller's prompt, else an error naming the variable. The
-// library calls it once and keeps the answer for the Keyring's lifetime.
-func filePassphrase(o Options) kr.PromptFunc {
-	return func(prompt string) (string, error) {
-		if p := o.getenv(EnvFilePassphrase); p != "" {
-			return p, nil
-		}
-		if o.Prompt == nil {
-			return "", errNoPassphrase
-		}
-		p, err := o.Prompt("ssmproxy: passphrase for the file keyring in " + o.FileDir)
-		if err != nil {
-			return "", fmt.Errorf("%w: %v", errNoPassphrase, err)
-		}
-		if p == "" {
-			return "", errors.New("the file keyring passphrase must not be empty")
-		}
-		return p, nil
+// passphrase is the file backend's passphrase for one Keyring: from the
+// environment, else asked once through the caller's prompt, outside the
+// keyring lock (see Keyring.locked).
+type passphrase struct {
+	o  Options
+	mu sync.Mutex
+	pw string
+}
+
+// errNeedPassphrase tells Keyring.locked to release the lock, ask, and retry.
+var errNeedPassphrase = errors.New("the file keyring passphrase has not been entered yet")
+
+// libFunc is the library's passphrase hook, called under the lock: it never
+// prompts. The library keeps the answer for the Keyring's lifetime.
+func (p *passphrase) libFunc(string) (string, error) {
+	if pw := p.o.getenv(EnvFilePassphrase); pw != "" {
+		return pw, nil
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.pw != "":
+		return p.pw, nil
+	case p.o.Prompt == nil:
+		return "", errNoPassphrase
+	}
+	return "", errNeedPassphrase
+}
+
+// ask prompts for the passphrase unless it is known. Goroutines of this
+// process asking at once wait for the one prompt.
+func (p *passphrase) ask() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pw != "" || p.o.getenv(EnvFilePassphrase) != "" {
+		return nil
+	}
+	if p.o.Prompt == nil {
+		return errNoPassphrase
+	}
+	pw, err := p.o.Prompt("ssmproxy: passphrase for the file keyring in " + p.o.FileDir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNoPassphrase, err)
+	}
+	if pw == "" {
+		return errors.New("the file keyring passphrase must not be empty")
+	}
+	p.pw = pw
+	return nil
 }
 
 // checkCanaryLocked proves the passphrase before the first write: it reads

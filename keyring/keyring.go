@@ -86,7 +86,10 @@ type Keyring struct {
 	backend  Backend
 	lockPath string
 	timeout  time.Duration
+	notice   func()
+	noticeIn time.Duration
 	fileDir  string
+	pass     *passphrase // file backend only
 
 	// canaryChecked is set once the file passphrase was verified; guarded by
 	// the lock taken around every call.
@@ -100,13 +103,25 @@ func (k *Keyring) Backend() string { return string(k.backend) }
 func (k *Keyring) FileDir() string { return k.fileDir }
 
 // locked runs fn under the in-process semaphore and the cross-process lock.
+// The lock is never held while a human is asked for the file backend's
+// passphrase: when fn needs it and it is not known yet, the lock is released,
+// the passphrase obtained, and fn run again. Other processes waiting for the
+// lock therefore never time out behind a prompt.
 func (k *Keyring) locked(ctx context.Context, fn func() error) error {
-	release, err := lockfile.Acquire(ctx, k.lockPath, lockfile.Options{Timeout: k.timeout})
-	if err != nil {
-		return fmt.Errorf("keyring: %w", err)
+	for asked := false; ; asked = true {
+		release, err := lockfile.Acquire(ctx, k.lockPath, lockfile.Options{Timeout: k.timeout, Notice: k.notice, NoticeAfter: k.noticeIn})
+		if err != nil {
+			return fmt.Errorf("keyring: %w", err)
+		}
+		err = fn()
+		release()
+		if asked || k.pass == nil || !errors.Is(err, errNeedPassphrase) {
+			return err
+		}
+		if err := k.pass.ask(); err != nil {
+			return err
+		}
 	}
-	defer release()
-	return fn()
 }
 
 // Get returns the item, ErrNotFound, or ErrWrongPassphrase (file backend).
@@ -184,7 +199,7 @@ func (k *Keyring) mapErr(op, key string, err error) error {
 	switch {
 	case errors.Is(err, kr.ErrKeyNotFound), isNotExist(err):
 		return ErrNotFound
-	case errors.Is(err, ErrWrongPassphrase), errors.Is(err, errNoPassphrase):
+	case errors.Is(err, ErrWrongPassphrase), errors.Is(err, errNoPassphrase), errors.Is(err, errNeedPassphrase):
 		return err
 	case isIntegrityFailure(err):
 		return fmt.Errorf("keyring (%s): %s %q: %w for %s", k.backend, op, key, ErrWrongPassphrase, k.fileDir)

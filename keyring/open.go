@@ -13,6 +13,7 @@ import (
 	kr "github.com/99designs/keyring"
 
 	"github.com/ssmproxy/ssmproxy/internal/lockfile"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 )
 
 // Backend names one secret store.
@@ -67,12 +68,18 @@ type Options struct {
 	// LockTimeout bounds the wait for another process's keyring call
 	// (default 2 min: a keychain dialog may be open).
 	LockTimeout time.Duration
+	// Notice, if set, is called once when a call has waited LockNoticeAfter
+	// (default 5 s) for another process's, so the user learns why nothing
+	// happens.
+	Notice          func()
+	LockNoticeAfter time.Duration
 	// Prompt asks the user for the file passphrase when
 	// $SSMPROXY_FILE_PASSPHRASE is unset. nil means never prompt: the
 	// backend then fails with a message naming the variable. Use
 	// Prompter.Secret; never anything that reads stdin.
 	Prompt func(prompt string) (string, error)
-	// Getenv reads the environment (default os.Getenv); tests replace it.
+	// Getenv reads the environment (default secretenv.Get, which also sees
+	// the secrets main moved out of the process environment); tests replace it.
 	Getenv func(string) string
 }
 
@@ -80,7 +87,7 @@ func (o Options) getenv(k string) string {
 	if o.Getenv != nil {
 		return o.Getenv(k)
 	}
-	return os.Getenv(k)
+	return secretenv.Get(k)
 }
 
 // ParseBackends parses a comma-separated backend list, refusing unknown names.
@@ -167,14 +174,15 @@ func Open(ctx context.Context, o Options) (*Keyring, error) {
 			reasons = append(reasons, string(b)+": "+why)
 			continue
 		}
-		ring, err := kr.Open(libConfig(b, o))
+		pass := &passphrase{o: o}
+		ring, err := kr.Open(libConfig(b, o, pass))
 		if err != nil {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", b, err))
 			continue
 		}
-		k := &Keyring{ring: ring, backend: b, lockPath: o.LockPath, timeout: o.LockTimeout}
+		k := &Keyring{ring: ring, backend: b, lockPath: o.LockPath, timeout: o.LockTimeout, notice: o.Notice, noticeIn: o.LockNoticeAfter}
 		if b == File {
-			k.fileDir = o.FileDir
+			k.fileDir, k.pass = o.FileDir, pass
 		}
 		return k, nil
 	}
@@ -217,7 +225,7 @@ func passDir(o Options) string {
 // libConfig is the library configuration for one backend. Every prompt hook
 // is ours: the library's TerminalPrompt reads stdin and writes stdout, which
 // in a ProxyCommand are the SSH stream.
-func libConfig(b Backend, o Options) kr.Config {
+func libConfig(b Backend, o Options, pass *passphrase) kr.Config {
 	return kr.Config{
 		AllowedBackends:          []kr.BackendType{kr.BackendType(b)},
 		ServiceName:              o.ServiceName,
@@ -225,7 +233,7 @@ func libConfig(b Backend, o Options) kr.Config {
 		KeychainTrustApplication: false,
 		KeychainSynchronizable:   false,
 		KeychainPasswordFunc:     noPrompt("the macOS keychain password"),
-		FilePasswordFunc:         filePassphrase(o),
+		FilePasswordFunc:         pass.libFunc,
 		FileDir:                  o.FileDir,
 		KeyCtlScope:              KeyCtlScope,
 		KeyCtlPerm:               keyctlPerm(),

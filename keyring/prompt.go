@@ -22,7 +22,8 @@ import (
 // corrupt it or steal its bytes (credentials.md 5.7, 5.9).
 //
 // The order is: the terminal, opened explicitly as /dev/tty (it exists when
-// ssh was started from a shell, even though stdin is a pipe); else the
+// ssh was started from a shell, even though stdin is a pipe), unless this
+// process is in a background process group of it; else the
 // SSH_ASKPASS program, started with stdin null; else an error that names the
 // environment variable that would have avoided the prompt.
 type Prompter struct {
@@ -67,11 +68,16 @@ func (p Prompter) ask(ctx context.Context, prompt, hint string, echo bool) (stri
 			tty = "/dev/tty"
 		}
 		f, err := os.OpenFile(tty, os.O_RDWR, 0)
-		if err == nil {
+		switch {
+		case err != nil:
+			tried = append(tried, "no terminal ("+tty+" does not open)")
+		case inBackground(f):
+			f.Close()
+			tried = append(tried, "the terminal belongs to the foreground job (ssmproxy runs in the background)")
+		default:
 			defer f.Close()
 			return readTTY(f, prompt, echo)
 		}
-		tried = append(tried, "no terminal ("+tty+" does not open)")
 	} else {
 		tried = append(tried, "the terminal may not be used now")
 	}

@@ -3,53 +3,171 @@
 package keyring
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
+// ptyReader collects everything the terminal shows.
+type ptyReader struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (r *ptyReader) run(master *os.File) {
+	b := make([]byte, 256)
+	for {
+		n, err := master.Read(b)
+		r.mu.Lock()
+		r.buf.Write(b[:n])
+		r.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (r *ptyReader) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.String()
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if cond() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cond()
+}
+
 // TestPromptTTY drives the terminal prompt through a pseudo-terminal: the
-// prompt is written to the terminal, the answer read from it with echo off,
-// and neither touches stdin or stdout.
+// prompt is written to the terminal, echo is off while the answer is typed
+// (the secret never shows), and neither touches stdin or stdout.
 func TestPromptTTY(t *testing.T) {
 	master, slave, err := openPTY()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
 	defer master.Close()
-	out := make(chan string, 1)
-	go func() {
-		var seen strings.Builder
-		buf := make([]byte, 256)
-		for !strings.Contains(seen.String(), "passphrase") {
-			n, err := master.Read(buf)
-			if err != nil {
-				break
-			}
-			seen.Write(buf[:n])
-		}
-		_, _ = master.Write([]byte("typed-secret\n"))
-		out <- seen.String()
-	}()
+	var shown ptyReader
+	go shown.run(master)
 	p := Prompter{TTY: slave, NoAskpass: true}
 	done := make(chan struct{})
 	var got string
-	go func() { defer close(done); got, err = p.Secret(context.Background(), "ssmproxy: passphrase", "X") }()
+	var perr error
+	go func() { defer close(done); got, perr = p.Secret(context.Background(), "ssmproxy: passphrase", "X") }()
+	if !waitUntil(10*time.Second, func() bool { return strings.Contains(shown.String(), "ssmproxy: passphrase") }) {
+		t.Fatalf("prompt not shown on the terminal: %q", shown.String())
+	}
+	// TCGETS on the master reads the slave's settings.
+	echoOff := func() bool {
+		tio, err := unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS)
+		return err == nil && tio.Lflag&unix.ECHO == 0
+	}
+	if !waitUntil(10*time.Second, echoOff) {
+		t.Fatal("echo is still on while the secret is read")
+	}
+	if _, err := master.Write([]byte("typed-secret\n")); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("tty prompt did not return")
 	}
-	if err != nil || got != "typed-secret" {
-		t.Fatalf("tty prompt: %q %v", got, err)
+	if perr != nil || got != "typed-secret" {
+		t.Fatalf("tty prompt: %q %v", got, perr)
 	}
-	if shown := <-out; !strings.Contains(shown, "ssmproxy: passphrase") {
-		t.Fatalf("prompt not shown on the terminal: %q", shown)
+	// The prompt ends with the newline written after the read; an echo
+	// would have come before it.
+	if !waitUntil(5*time.Second, func() bool { return strings.HasSuffix(shown.String(), "\n") }) {
+		t.Fatalf("no newline after the answer: %q", shown.String())
+	}
+	if s := shown.String(); strings.Contains(s, "typed-secret") {
+		t.Fatalf("the secret was echoed: %q", s)
+	}
+	if echoOff() {
+		t.Fatal("echo was not restored")
+	}
+}
+
+func init() {
+	childModes["bgsession"] = bgSessionChild
+	childModes["bgprompt"] = bgPromptChild
+}
+
+// bgSessionChild leads a session whose controlling terminal is the test's
+// pseudo-terminal, and runs bgPromptChild in a background process group of
+// it, as "ssh -f" or "cmd &" would.
+func bgSessionChild() int {
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=bgprompt")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Run(); err != nil {
+		fmt.Println("grandchild:", err)
+		return 1
+	}
+	return 0
+}
+
+// bgPromptChild asks through /dev/tty from a background process group.
+func bgPromptChild() int {
+	_, err := Prompter{NoAskpass: true}.Secret(context.Background(), "ssmproxy: background passphrase", "SSMPROXY_X")
+	fmt.Println("result:", err)
+	return 0
+}
+
+// TestPromptBackgroundProcessGroup: a process in a background process group
+// of its terminal does not prompt there (the read would stop it with SIGTTIN,
+// or race the foreground job for keystrokes); it falls through to the next
+// method and fails with the hint.
+func TestPromptBackgroundProcessGroup(t *testing.T) {
+	master, slavePath, err := openPTY()
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer master.Close()
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	var shown ptyReader
+	go shown.run(master)
+	exe, _ := os.Executable()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=bgsession")
+	cmd.Stdin = slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		t.Fatalf("the background prompt hung (stopped by SIGTTIN/SIGTTOU?); terminal shows %q", shown.String())
+	}
+	if err != nil {
+		t.Fatalf("child: %v %s", err, out)
+	}
+	if !strings.Contains(string(out), "foreground job") || !strings.Contains(string(out), "set SSMPROXY_X") {
+		t.Fatalf("want a refusal naming the reason and the hint, got %q", out)
+	}
+	if strings.Contains(shown.String(), "background passphrase") {
+		t.Fatalf("the prompt was written to the terminal: %q", shown.String())
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -32,7 +33,7 @@ var ErrNoRegion = errors.New("no AWS region configured: use --region, AWS_REGION
 // AWS_ENDPOINT_URL_SSM reach only the clients built from the result with
 // NewFromConfig, one service at a time.
 func Load(ctx context.Context, o Options) (aws.Config, error) {
-	var opts []func(*config.LoadOptions) error
+	opts := []func(*config.LoadOptions) error{config.WithHTTPClient(HTTPClient())}
 	if o.Profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(o.Profile))
 	}
@@ -53,12 +54,39 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	return cfg, nil
 }
 
+// HTTPClient is the SDK's buildable HTTP client with the loopback rule built
+// into its transport. Pass it to config.LoadDefaultConfig: a custom CA bundle
+// (AWS_CA_BUNDLE, the profile's ca_bundle) can only be added to a
+// *BuildableClient, and the clients the SDK builds internally while it
+// resolves credentials (SSO, the STS of a role chain, ...) keep the rule.
+// Wrap the loaded cfg.HTTPClient with LoopbackOnlyHTTP afterwards as well.
+func HTTPClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		next := tr.Proxy
+		// The transport consults Proxy for every request, with its URL.
+		tr.Proxy = func(req *http.Request) (*url.URL, error) {
+			if err := checkScheme(req.URL); err != nil {
+				return nil, err
+			}
+			if next == nil {
+				return nil, nil
+			}
+			return next(req)
+		}
+	})
+}
+
 // LoopbackOnlyHTTP wraps an HTTP client so that it refuses plain HTTP to
 // anything but loopback: a session token sent in the clear would be a
-// leaked secret. TLS verification stays the SDK's default (on).
+// leaked secret. TLS verification stays the SDK's default (on). Apply it to
+// a loaded configuration's client, never pass the result to
+// config.WithHTTPClient (the SDK could then not add a custom CA bundle).
 func LoopbackOnlyHTTP(next aws.HTTPClient) aws.HTTPClient {
 	if next == nil {
-		next = awshttp.NewBuildableClient()
+		next = HTTPClient()
+	}
+	if _, ok := next.(loopbackOnlyHTTP); ok {
+		return next
 	}
 	return loopbackOnlyHTTP{next}
 }
@@ -66,10 +94,17 @@ func LoopbackOnlyHTTP(next aws.HTTPClient) aws.HTTPClient {
 type loopbackOnlyHTTP struct{ next aws.HTTPClient }
 
 func (c loopbackOnlyHTTP) Do(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !IsLoopbackHost(req.URL.Hostname()) {
-		return nil, fmt.Errorf("refusing plain-HTTP endpoint %s: only loopback endpoints may skip TLS", req.URL.Host)
+	if err := checkScheme(req.URL); err != nil {
+		return nil, err
 	}
 	return c.next.Do(req)
+}
+
+func checkScheme(u *url.URL) error {
+	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("refusing plain-HTTP endpoint %s: only loopback endpoints may skip TLS", u.Host)
+	}
+	return nil
 }
 
 // IsLoopbackHost reports whether host is localhost or a loopback address.
@@ -81,17 +116,36 @@ func IsLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// ScrubEnv returns env without the AWS credential variables, for child
-// processes that must use a profile rather than inherited keys.
+// SecretEnv lists the environment variables that carry secrets: AWS keys
+// (including the legacy AWS_ACCESS_KEY/AWS_SECRET_KEY spellings) and
+// ssmproxy's own (file keyring passphrase, login key, MFA code). No child
+// process gets them.
+var SecretEnv = []string{
+	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+	"AWS_ACCESS_KEY", "AWS_SECRET_KEY",
+	"SSMPROXY_FILE_PASSPHRASE", "SSMPROXY_LOGIN_ACCESS_KEY_ID", "SSMPROXY_LOGIN_SECRET_ACCESS_KEY", "SSMPROXY_MFA_TOKEN",
+}
+
+// ScrubEnv returns env without the SecretEnv variables, for child processes
+// (credential_process, mfa_process, askpass) that must use a profile rather
+// than inherited keys and must never see ssmproxy's secrets.
 func ScrubEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN":
+		if isSecretEnv(k) {
 			continue
 		}
 		out = append(out, kv)
 	}
 	return out
+}
+
+func isSecretEnv(k string) bool {
+	for _, s := range SecretEnv {
+		if k == s {
+			return true
+		}
+	}
+	return false
 }

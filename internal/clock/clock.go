@@ -131,6 +131,44 @@ func (f *Fake) Waiters() int {
 	return len(f.timers)
 }
 
+// Next returns the deadline of the earliest armed timer; ok is false when
+// none is armed. Advance fires every timer whose deadline it reaches before
+// it returns, so a timer still armed after an Advance has provably not
+// fired: tests use it to check that something is NOT due yet without
+// sleeping.
+func (f *Fake) Next() (at time.Time, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range f.timers {
+		if !ok || t.when.Before(at) {
+			at, ok = t.when, true
+		}
+	}
+	return at, ok
+}
+
+// WaitForNext blocks until the earliest armed timer is due at exactly at, or
+// the timeout passes; it reports whether that happened.
+func (f *Fake) WaitForNext(at time.Time, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		f.mu.Lock()
+		ch := f.changed
+		f.mu.Unlock()
+		if next, ok := f.Next(); ok && next.Equal(at) {
+			return true
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		select {
+		case <-ch:
+		case <-time.After(min(left, 10*time.Millisecond)):
+		}
+	}
+}
+
 // WaitForTimers blocks until at least n timers are armed or the timeout passes;
 // it reports whether n were reached. Tests use it to let goroutines arm their
 // timers before advancing.

@@ -55,3 +55,24 @@ func TestWaitForTimers(t *testing.T) {
 		t.Fatal("reported a second timer")
 	}
 }
+
+func TestNextTimer(t *testing.T) {
+	start := time.Unix(0, 0)
+	f := NewFake(start)
+	if _, ok := f.Next(); ok {
+		t.Fatal("no timer armed yet")
+	}
+	late := f.NewTimer(2 * time.Hour)
+	f.NewTimer(time.Hour)
+	if at, ok := f.Next(); !ok || !at.Equal(start.Add(time.Hour)) {
+		t.Fatalf("Next %v %v", at, ok)
+	}
+	f.Advance(time.Hour)
+	if !f.WaitForNext(start.Add(2*time.Hour), time.Second) {
+		t.Fatal("the fired timer is still reported")
+	}
+	late.Stop()
+	if _, ok := f.Next(); ok {
+		t.Fatal("a stopped timer is reported")
+	}
+}

@@ -45,16 +45,15 @@ type Options struct {
 // ErrTimeout is returned (wrapped) when the lock was not obtained in time.
 var ErrTimeout = errors.New("timed out waiting for the lock")
 
-// Dir returns the per-user directory for lock files: $SSMPROXY_LOCK_DIR, else
-// $XDG_RUNTIME_DIR/ssmproxy/locks (a local tmpfs on systemd systems, where
-// flock is reliable even when the home directory is on NFS), else
-// os.UserCacheDir()/ssmproxy/locks.
+// Dir returns the per-user directory for lock files: $SSMPROXY_LOCK_DIR,
+// else os.UserCacheDir()/ssmproxy/locks. There is exactly one location per
+// user, whatever else differs between the processes' environments (a
+// ProxyCommand started by an IDE may lack XDG_RUNTIME_DIR while a shell has
+// it): two processes that computed different directories would each hold
+// "the" lock and mint at once.
 func Dir() (string, error) {
-	if d := os.Getenv("SSMPROXY_LOCK_DIR"); d != "" {
+	if d := os.Getenv(EnvDir); d != "" {
 		return d, nil
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "ssmproxy", "locks"), nil
 	}
 	c, err := os.UserCacheDir()
 	if err != nil {
@@ -62,6 +61,9 @@ func Dir() (string, error) {
 	}
 	return filepath.Join(c, "ssmproxy", "locks"), nil
 }
+
+// EnvDir overrides the lock directory.
+const EnvDir = "SSMPROXY_LOCK_DIR"
 
 // inProcess holds one semaphore per lock path. flock already excludes two
 // descriptors of one process from each other on Linux, but not every

@@ -3,6 +3,7 @@ package lockfile
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -88,5 +89,29 @@ func TestFileLockHeldElsewhere(t *testing.T) {
 	defer release()
 	if waited := time.Since(start); waited < 350*time.Millisecond || notices != 1 {
 		t.Fatalf("waited %s with %d notices", waited, notices)
+	}
+}
+
+// TestDirIgnoresRuntimeDir: the lock directory is one per user, the same
+// whether or not a process has XDG_RUNTIME_DIR; only SSMPROXY_LOCK_DIR moves it.
+func TestDirIgnoresRuntimeDir(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache)
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv(EnvDir, "")
+	c, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(c, "ssmproxy", "locks")
+	for _, runtime := range []string{"", t.TempDir()} {
+		t.Setenv("XDG_RUNTIME_DIR", runtime)
+		if got, err := Dir(); err != nil || got != want {
+			t.Fatalf("XDG_RUNTIME_DIR=%q: Dir() = %q, %v; want %q", runtime, got, err, want)
+		}
+	}
+	t.Setenv(EnvDir, "/explicit/locks")
+	if got, _ := Dir(); got != "/explicit/locks" {
+		t.Fatalf("override: %q", got)
 	}
 }

@@ -1,0 +1,95 @@
+package awsconf
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+)
+
+// writeCABundle writes a real (self-signed) PEM certificate and returns
+// its path, for AWS_CA_BUNDLE.
+func writeCABundle(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ssmproxy test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestHTTPClientWithCABundle: LoadDefaultConfig accepts the guarded client
+// when AWS_CA_BUNDLE is set (the SDK adds the bundle to it), and the loaded
+// client still talks to loopback and refuses plain HTTP elsewhere, both the
+// wrapped cfg.HTTPClient and the transport itself.
+func TestHTTPClientWithCABundle(t *testing.T) {
+	t.Setenv("AWS_CA_BUNDLE", writeCABundle(t))
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	defer srv.Close()
+	bc := HTTPClient()
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"), config.WithHTTPClient(bc))
+	if err != nil {
+		t.Fatalf("LoadDefaultConfig with AWS_CA_BUNDLE: %v", err)
+	}
+	cfg.HTTPClient = LoopbackOnlyHTTP(cfg.HTTPClient)
+	for name, c := range map[string]interface {
+		Do(*http.Request) (*http.Response, error)
+	}{"loaded client": cfg.HTTPClient, "bare transport": bc} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: loopback request: %v", name, err)
+		}
+		resp.Body.Close()
+		req, _ = http.NewRequest(http.MethodGet, "http://192.0.2.1/", nil)
+		if _, err := c.Do(req); err == nil || !strings.Contains(err.Error(), "refusing plain-HTTP") {
+			t.Fatalf("%s: plain HTTP to a remote host: %v", name, err)
+		}
+	}
+	if _, err := Load(context.Background(), Options{Region: "us-east-1"}); err != nil {
+		t.Fatalf("Load with AWS_CA_BUNDLE: %v", err)
+	}
+}
+
+// TestScrubEnv: no AWS key (in any spelling) and none of ssmproxy's own
+// secrets reach a child.
+func TestScrubEnv(t *testing.T) {
+	env := []string{"PATH=/bin", "AWS_REGION=eu-west-1", "AWS_PROFILE=dev"}
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+		"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "SSMPROXY_FILE_PASSPHRASE", "SSMPROXY_LOGIN_SECRET_ACCESS_KEY",
+		"SSMPROXY_LOGIN_ACCESS_KEY_ID", "SSMPROXY_MFA_TOKEN"} {
+		env = append(env, k+"=secret-of-"+k)
+	}
+	out := ScrubEnv(env)
+	if strings.Contains(strings.Join(out, "\n"), "secret-of-") {
+		t.Fatalf("a secret survived: %q", out)
+	}
+	if len(out) != 3 {
+		t.Fatalf("ordinary variables must stay: %q", out)
+	}
+}
