@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,21 +16,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/ssmproxy/ssmproxy/internal/rig"
 	"github.com/ssmproxy/ssmproxy/internal/sshserver"
 )
-
-// pipeConn is a net.Conn over a ProxyCommand's stdin/stdout, which is how ssh
-// uses ssmproxy.
-type pipeConn struct {
-	io.Reader
-	io.WriteCloser
-}
-
-func (pipeConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (pipeConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (pipeConn) SetDeadline(time.Time) error      { return nil }
-func (pipeConn) SetReadDeadline(time.Time) error  { return nil }
-func (pipeConn) SetWriteDeadline(time.Time) error { return nil }
 
 // proxyDial starts `ssmproxy connect target port` and returns an SSH client
 // speaking over its stdin/stdout, and the process.
@@ -46,7 +33,7 @@ func proxyDial(t *testing.T, env []string, port string, signer ssh.Signer) (*ssh
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	conn := pipeConn{stdout, stdin}
+	conn := rig.PipeConn{Reader: stdout, WriteCloser: stdin}
 	c, chans, reqs, err := ssh.NewClientConn(conn, "ssm", &ssh.ClientConfig{
 		User: "test", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second,

@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -281,7 +280,7 @@ func (d *demo) goClientSteps(port, keyPath, up, upSum, down, downSum string) err
 		return err
 	}
 	defer func() { stdin.Close(); _ = cmd.Wait() }()
-	c, chans, reqs, err := ssh.NewClientConn(pipeConn{stdout, stdin}, "ssm", &ssh.ClientConfig{
+	c, chans, reqs, err := ssh.NewClientConn(rig.PipeConn{Reader: stdout, WriteCloser: stdin}, "ssm", &ssh.ClientConfig{
 		User: "demo", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
 	if err != nil {
 		return err
@@ -414,14 +413,3 @@ func (t *throttled) Read(p []byte) (int, error) {
 	t.n += n
 	return n, err
 }
-
-type pipeConn struct {
-	io.Reader
-	io.WriteCloser
-}
-
-func (pipeConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (pipeConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (pipeConn) SetDeadline(time.Time) error      { return nil }
-func (pipeConn) SetReadDeadline(time.Time) error  { return nil }
-func (pipeConn) SetWriteDeadline(time.Time) error { return nil }

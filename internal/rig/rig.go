@@ -348,3 +348,17 @@ func Run(ctx context.Context, env []string, stdin io.Reader, name string, args .
 	}
 	return out.String(), errb.String(), err
 }
+
+// PipeConn is a net.Conn over a ProxyCommand's stdout (Reader) and stdin
+// (WriteCloser), which is how ssh talks through ssmproxy. Deadlines are not
+// supported.
+type PipeConn struct {
+	io.Reader
+	io.WriteCloser
+}
+
+func (PipeConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (PipeConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (PipeConn) SetDeadline(time.Time) error      { return nil }
+func (PipeConn) SetReadDeadline(time.Time) error  { return nil }
+func (PipeConn) SetWriteDeadline(time.Time) error { return nil }
