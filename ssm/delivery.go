@@ -3,6 +3,7 @@ package ssm
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // DefaultDeliveryBuffer is the size of the queue between the websocket reader
@@ -23,6 +24,7 @@ type delivery struct {
 	notEmpty chan struct{} // signalled when data arrives or the ring closes
 	done     chan struct{} // closed by close
 	room     chan struct{} // signalled when a reader made room (for the drainer)
+	wantRoom atomic.Bool   // a push was refused: signal room on the next read
 	total    int64
 }
 
@@ -51,6 +53,7 @@ func (d *delivery) push(p []byte) bool {
 		return true
 	}
 	if len(d.buf)-d.n < len(p) {
+		d.wantRoom.Store(true)
 		return false
 	}
 	w := (d.r + d.n) % len(d.buf)
@@ -76,7 +79,7 @@ func (d *delivery) Read(p []byte) (int, error) {
 			d.r = (d.r + k) % len(d.buf)
 			d.n -= k
 			d.mu.Unlock()
-			signal(d.room)
+			d.madeRoom()
 			return k, nil
 		}
 		if d.closed {
@@ -126,11 +129,20 @@ func (d *delivery) WriteTo(w io.Writer) (int64, error) {
 		d.r = (d.r + n) % len(d.buf)
 		d.n -= n
 		d.mu.Unlock()
-		signal(d.room)
+		d.madeRoom()
 		total += int64(n)
 		if err != nil {
 			return total, err
 		}
+	}
+}
+
+// madeRoom wakes the drainer, but only when a push was refused since the
+// last wake: waking it for every read would cost a context switch per
+// message at the agent's 1 KiB-per-millisecond pace.
+func (d *delivery) madeRoom() {
+	if d.wantRoom.Swap(false) {
+		signal(d.room)
 	}
 }
 
