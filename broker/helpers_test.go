@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
+	"github.com/ssmproxy/ssmproxy/internal/rig"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -37,24 +36,6 @@ const (
 	testSerial = "arn:aws:iam::123456789012:mfa/alice"
 )
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testEnv is an in-process fake AWS plus everything a Broker needs, with a
 // clean AWS environment: nothing from the developer's own setup leaks in.
 type testEnv struct {
@@ -62,7 +43,7 @@ type testEnv struct {
 	ts                   *fakeaws.TestServer
 	cacheDir, lockDir    string
 	persistent, volatile *keyring.Memory
-	notice, logs         *syncBuffer
+	notice, logs         *rig.SyncBuffer
 	roleARN              string
 }
 
@@ -82,7 +63,7 @@ func newTestEnv(t *testing.T, o fakeaws.Options) *testEnv {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	t.Setenv("AWS_ENDPOINT_URL_STS", ts.URL())
 	return &testEnv{t: t, ts: ts, cacheDir: filepath.Join(t.TempDir(), "creds"), lockDir: filepath.Join(t.TempDir(), "locks"),
-		persistent: keyring.NewMemory(), volatile: keyring.NewMemory(), notice: &syncBuffer{}, logs: &syncBuffer{},
+		persistent: keyring.NewMemory(), volatile: keyring.NewMemory(), notice: &rig.SyncBuffer{}, logs: &rig.SyncBuffer{},
 		roleARN: ts.IAM.RoleARN(testRole)}
 }
 

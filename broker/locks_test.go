@@ -13,6 +13,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 	"github.com/ssmproxy/ssmproxy/internal/lockfile"
+	"github.com/ssmproxy/ssmproxy/internal/rig"
 )
 
 // TestMFAPromptOutsideRoleLock: while one process waits for a human to
@@ -44,7 +45,7 @@ func TestMFAPromptOutsideRoleLock(t *testing.T) {
 	}
 	release()
 
-	secondNotice := &syncBuffer{}
+	secondNotice := &rig.SyncBuffer{}
 	second := e.newBroker(func(o *Options) { o.Notice = secondNotice })
 	second.lockNoticeAfter = 20 * time.Millisecond
 	go func() { errs <- second.Prepare(ctx) }()

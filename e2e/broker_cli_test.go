@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/fakeaws"
+	"github.com/ssmproxy/ssmproxy/internal/rig"
 )
 
 const mfaSerial = "arn:aws:iam::123456789012:mfa/alice"
@@ -90,7 +91,7 @@ func connectOnce(t *testing.T, env []string, port, input string) (string, string
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuf
+	var out rig.SyncBuffer
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/ssmproxy/ssmproxy/internal/rig"
 )
 
 // brokerWorld is one user's machine: a home, caches, a file keyring.
@@ -127,7 +127,7 @@ func echoSession(env []string, port string, id int, d time.Duration) error {
 	cmd.Env = env
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
-	var stderr syncBuf
+	var stderr rig.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return err
@@ -153,22 +153,4 @@ func echoSession(env []string, port string, id int, d time.Duration) error {
 		return fmt.Errorf("%w\nstderr: %s", failure, stderr.String())
 	}
 	return nil
-}
-
-// syncBuf is a strings.Builder safe for a writer goroutine and a reader.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

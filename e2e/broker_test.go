@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/fakeaws"
+	"github.com/ssmproxy/ssmproxy/internal/rig"
 )
 
 // The credential broker end to end: bin/ssmproxy against bin/fakeaws, whose
@@ -172,7 +173,7 @@ func TestBrokerExportedCredentialsExpire(t *testing.T) {
 	px.Env = env
 	pin, _ := px.StdinPipe()
 	pout, _ := px.StdoutPipe()
-	var perr syncBuf
+	var perr rig.SyncBuffer
 	px.Stderr = &perr
 	start := time.Now()
 	if err := px.Start(); err != nil {
@@ -181,7 +182,7 @@ func TestBrokerExportedCredentialsExpire(t *testing.T) {
 	conf := d.sshConfig(t, "")
 	sshCmd := exec.CommandContext(ctx, "ssh", "-F", conf, target, "while sleep 1; do echo tick; done")
 	sshCmd.Env = env
-	var sshErr syncBuf
+	var sshErr rig.SyncBuffer
 	sshCmd.Stderr = &sshErr
 	sshOut, _ := sshCmd.StdoutPipe()
 	if err := sshCmd.Start(); err != nil {

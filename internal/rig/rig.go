@@ -31,22 +31,24 @@ type Fake struct {
 	cmd  *exec.Cmd
 	Env  []string // the env file's variables as KEY=VALUE
 	URL  string   // FAKEAWS_URL: API and admin endpoint
-	Log  *syncBuffer
+	Log  *SyncBuffer
 	once sync.Once
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers
+// (a child process's output read while it runs).
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -56,7 +58,7 @@ func (s *syncBuffer) String() string {
 // it is ready.
 func StartFake(bin, dir string, args ...string) (*Fake, error) {
 	envFile := filepath.Join(dir, "fakeaws.env")
-	f := &Fake{Log: &syncBuffer{}}
+	f := &Fake{Log: &SyncBuffer{}}
 	f.cmd = exec.Command(bin, append([]string{"-env-file", envFile}, args...)...)
 	f.cmd.Stdout, f.cmd.Stderr = f.Log, f.Log
 	if err := f.cmd.Start(); err != nil {
