@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
+	"github.com/ssmproxy/ssmproxy/internal/testkit"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -93,7 +93,7 @@ type termResult struct {
 // interact may read what the terminal shows and type into it.
 func runOnTerminal(t *testing.T, env []string, interact func(terminal func() string, typeIn func(string)), args ...string) termResult {
 	t.Helper()
-	master, slavePath, err := openPTY()
+	master, slavePath, err := testkit.OpenPTY()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
@@ -157,23 +157,4 @@ func waitFor(d time.Duration, cond func() bool) bool {
 		}
 	}
 	return cond()
-}
-
-// openPTY opens a pseudo-terminal pair and returns the master and the
-// slave's path.
-func openPTY() (*os.File, string, error) {
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		return nil, "", err
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		m.Close()
-		return nil, "", err
-	}
-	return m, fmt.Sprintf("/dev/pts/%d", n), nil
 }

@@ -2,16 +2,9 @@ package broker
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,6 +20,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 	"github.com/ssmproxy/ssmproxy/internal/rig"
+	"github.com/ssmproxy/ssmproxy/internal/testkit"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -188,27 +182,6 @@ func (e *testEnv) writeAWSFiles(config, credentials string) {
 	}
 }
 
-// useCABundle points AWS_CA_BUNDLE at a real (self-signed) PEM certificate,
-// as a corporate TLS proxy setup would.
-func useCABundle(t *testing.T) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ssmproxy test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("AWS_CA_BUNDLE", p)
-}
-
 // processScript writes a credential_process script that prints session
 // credentials with a new access key id at every run (ASIAPROCESSKEY000N,
 // counting its runs in a file) and the expiry read from expFile, and
@@ -242,4 +215,11 @@ func writeExpiry(t *testing.T, path string, at time.Time) {
 	if err := os.WriteFile(path, []byte(at.UTC().Format(time.RFC3339)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// useCABundle points AWS_CA_BUNDLE at a real (self-signed) PEM certificate,
+// as a corporate TLS proxy setup would.
+func useCABundle(t *testing.T) {
+	t.Helper()
+	t.Setenv("AWS_CA_BUNDLE", testkit.WriteCABundle(t))
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -134,5 +133,4 @@ func TestPureGoSSH(t *testing.T) {
 	if st.API["TerminateSession"]["200"] != 1 {
 		t.Fatalf("TerminateSession %v, want one call on stdin EOF", st.API["TerminateSession"])
 	}
-	_ = os.Stderr
 }

@@ -71,8 +71,8 @@ func (ts *TestServer) API(cfg aws.Config) ssm.API {
 	return ssm.NewAPI(cfg, func(o *ssmsdk.Options) { o.BaseEndpoint = aws.String(ts.URL()) })
 }
 
-// Target registers and returns a TCP listener on loopback running handle for
-// each connection; the listener closes when t ends. It returns the port.
+// Listen starts a TCP listener on loopback that runs handle for each
+// connection, closes it when t ends, and returns its port.
 func Listen(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ssmproxy/ssmproxy/internal/testkit"
 )
 
 // ptyReader collects everything the terminal shows.
@@ -57,7 +59,7 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 // prompt is written to the terminal, echo is off while the answer is typed
 // (the secret never shows), and neither touches stdin or stdout.
 func TestPromptTTY(t *testing.T) {
-	master, slave, err := openPTY()
+	master, slave, err := testkit.OpenPTY()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
@@ -137,7 +139,7 @@ func bgPromptChild() int {
 // or race the foreground job for keystrokes); it falls through to the next
 // method and fails with the hint.
 func TestPromptBackgroundProcessGroup(t *testing.T) {
-	master, slavePath, err := openPTY()
+	master, slavePath, err := testkit.OpenPTY()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
@@ -169,23 +171,4 @@ func TestPromptBackgroundProcessGroup(t *testing.T) {
 	if strings.Contains(shown.String(), "background passphrase") {
 		t.Fatalf("the prompt was written to the terminal: %q", shown.String())
 	}
-}
-
-// openPTY opens a pseudo-terminal pair and returns the master and the
-// slave's path.
-func openPTY() (*os.File, string, error) {
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		return nil, "", err
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		m.Close()
-		return nil, "", err
-	}
-	return m, fmt.Sprintf("/dev/pts/%d", n), nil
 }

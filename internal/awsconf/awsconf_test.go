@@ -2,51 +2,23 @@ package awsconf
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
-)
 
-// writeCABundle writes a real (self-signed) PEM certificate and returns
-// its path, for AWS_CA_BUNDLE.
-func writeCABundle(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ssmproxy test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+	"github.com/ssmproxy/ssmproxy/internal/testkit"
+)
 
 // TestHTTPClientWithCABundle: LoadDefaultConfig accepts the guarded client
 // when AWS_CA_BUNDLE is set (the SDK adds the bundle to it), and the loaded
 // client still talks to loopback and refuses plain HTTP elsewhere, both the
 // wrapped cfg.HTTPClient and the transport itself.
 func TestHTTPClientWithCABundle(t *testing.T) {
-	t.Setenv("AWS_CA_BUNDLE", writeCABundle(t))
+	t.Setenv("AWS_CA_BUNDLE", testkit.WriteCABundle(t))
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }))
