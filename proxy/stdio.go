@@ -7,8 +7,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"sync/atomic"
 	"time"
+
+	"github.com/ssmproxy/ssmproxy/internal/clock"
 )
 
 // Stream is the part of *ssm.Session the proxy uses.
@@ -33,6 +34,9 @@ type StdioOptions struct {
 	LingerIdle time.Duration
 	LingerMax  time.Duration
 	Log        *slog.Logger
+	// Clock times the drain, the linger and the last-output wait (default:
+	// the real clock); tests inject a fake one.
+	Clock clock.Clock
 }
 
 // Stdio runs the ProxyCommand data path: in → session, session → out.
@@ -55,7 +59,8 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	cw := &countingWriter{w: out}
+	o.Clock = clock.Or(o.Clock)
+	cw := &activityWriter{w: out, wrote: make(chan struct{}, 1)}
 	downDone := make(chan error, 1)
 	go func() {
 		// Session → out. io.Copy returns nil at the session's io.EOF.
@@ -107,7 +112,7 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 		// Everything already received goes out before we return.
 		select {
 		case <-downDone:
-		case <-time.After(o.DrainTimeout):
+		case <-o.Clock.After(o.DrainTimeout):
 			o.Log.Warn("writing the last output timed out")
 		}
 		if serr := s.Err(); serr != nil {
@@ -120,42 +125,55 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 		_ = s.Close()
 		select {
 		case <-downDone:
-		case <-time.After(o.DrainTimeout):
+		case <-o.Clock.After(o.DrainTimeout):
 		}
 		return ctx.Err()
 	}
 }
 
 // linger waits until the output has been quiet for LingerIdle, the session
-// ended, or LingerMax passed.
-func linger(s Stream, cw *countingWriter, o StdioOptions) {
-	start := time.Now()
-	last, since := cw.n.Load(), time.Now()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for time.Since(start) < o.LingerMax {
+// ended, or LingerMax passed. Every write to out restarts the idle timer.
+func linger(s Stream, w *activityWriter, o StdioOptions) {
+	limit := o.Clock.NewTimer(o.LingerMax)
+	defer limit.Stop()
+	idle := o.Clock.NewTimer(o.LingerIdle)
+	defer idle.Stop()
+	for {
 		select {
 		case <-s.Done():
 			return
-		case <-tick.C:
-		}
-		if n := cw.n.Load(); n != last {
-			last, since = n, time.Now()
-		} else if time.Since(since) >= o.LingerIdle {
+		case <-limit.C():
 			return
+		case <-idle.C():
+			return
+		case <-w.wrote:
+			if !idle.Stop() {
+				// It fired while we took the write: drop the stale tick.
+				select {
+				case <-idle.C():
+				default:
+				}
+			}
+			idle.Reset(o.LingerIdle)
 		}
 	}
 }
 
-// countingWriter counts what reaches out.
-type countingWriter struct {
-	w io.Writer
-	n atomic.Int64
+// activityWriter passes writes to out and signals each one on wrote (a
+// one-slot channel: a pending signal stands for any number of writes).
+type activityWriter struct {
+	w     io.Writer
+	wrote chan struct{}
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
+func (c *activityWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
+	if n > 0 {
+		select {
+		case c.wrote <- struct{}{}:
+		default:
+		}
+	}
 	return n, err
 }
 
