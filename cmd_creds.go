@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/broker"
@@ -188,8 +187,9 @@ func cmdCredentialProcess(ctx context.Context, args []string) error {
 	return nil
 }
 
-// credsError is a failure to obtain credentials (exit code 3).
+// credsError is a failure to obtain credentials (exit code 3, unless a more
+// specific cause inside it has its own).
 type credsError struct{ err error }
 
-func (e *credsError) Error() string { return strings.TrimPrefix(e.err.Error(), "broker: ") }
+func (e *credsError) Error() string { return e.err.Error() }
 func (e *credsError) Unwrap() error { return e.err }

@@ -2,18 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/ssmproxy/ssmproxy/broker"
-	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/proxy"
 	"github.com/ssmproxy/ssmproxy/ssm"
 )
@@ -70,10 +66,6 @@ Exit codes:
   1  unexpected internal error, or gave up waiting for another ssmproxy process's
      credentials lock; 128+N when stopped by signal N
 `
-
-// instanceID accepts EC2 instance ids and managed-instance ids. Names and
-// tags are resolved to ids here once lookup exists.
-var instanceID = regexp.MustCompile(`^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17})$`)
 
 type connectOptions struct {
 	profile, region, document, reason, logFile, clientVersion string
@@ -137,9 +129,6 @@ func parseConnect(args []string) (connectOptions, error) {
 	default:
 		return o, usagef("connect: want TARGET [PORT], got %d arguments (see ssmproxy help connect)", len(pos))
 	}
-	if !instanceID.MatchString(o.target) {
-		return o, usagef("connect: target %q is not an instance id (i-... or mi-...); name and tag lookup is not supported yet", o.target)
-	}
 	if p, err := strconv.Atoi(o.port); err != nil || p < 1 || p > 65535 || strings.HasPrefix(o.port, "0") {
 		return o, usagef("connect: port %q is not a number from 1 to 65535", o.port)
 	}
@@ -173,87 +162,29 @@ func cmdConnect(ctx context.Context, args []string) error {
 	}
 	defer closeLog()
 
-	// The broker is the one credentials provider of this process: prompts
-	// (MFA code, file keyring passphrase) may use the terminal only here,
-	// before the first SSH byte; later re-mints never prompt.
-	profile := resolveProfile(ctx, o.profile)
-	b, err := broker.New(ctx, brokerOptions(profile, o.region, o.broker, o.target, o.document, log, os.Stderr))
-	if err != nil {
-		return setupFailure(err)
-	}
-	defer b.Close()
-	if err := b.Prepare(ctx); err != nil {
-		return setupFailure(err)
-	}
-	sharedProfile := ""
-	if b.InSharedConfig() {
-		sharedProfile = b.Profile()
-	}
-	cfg, err := awsconf.Load(ctx, awsconf.Options{Profile: sharedProfile, Region: b.Region(), Credentials: b})
+	sess, err := openSession(ctx, sessionRequest{
+		target:     o.target,
+		document:   o.document,
+		parameters: map[string][]string{"portNumber": {o.port}},
+		reason:     o.reason,
+		profile:    o.profile,
+		region:     o.region,
+		broker:     o.broker,
+		tuning: sessionTuning{handshakeTimeout: o.handshakeTimeout, resumeBudget: o.resumeBudget,
+			signDial: o.signDial, clientVersion: o.clientVersion},
+		log: log,
+	})
 	if err != nil {
 		return err
 	}
-	// LoadDefaultConfig wraps the provider in the SDK's CredentialsCache,
-	// which has no window (it would serve credentials to their last second)
-	// and would swallow Invalidate. The broker caches and refreshes itself.
-	cfg.Credentials = b
-	if err := b.Start(); err != nil {
-		return err
-	}
-	api := ssm.NewAPI(cfg)
-	scfg := ssm.Config{
-		Target:           o.target,
-		DocumentName:     o.document,
-		Parameters:       map[string][]string{"portNumber": {o.port}},
-		Reason:           o.reason,
-		API:              api,
-		Credentials:      b,
-		Region:           cfg.Region,
-		SignDial:         o.signDial,
-		ClientVersion:    o.clientVersion,
-		HandshakeTimeout: o.handshakeTimeout,
-		ResumeBudget:     o.resumeBudget,
-		Log:              log,
-	}
-	sess, err := ssm.Start(ctx, scfg)
-	if err != nil {
-		return brokerFailure(err)
-	}
-	log.Info("connected", "session", sess.ID(), "target", o.target, "port", o.port, "agentVersion", sess.AgentVersion())
-	err = proxy.Stdio(ctx, sess, stdin, stdout, proxy.StdioOptions{Log: log})
+	defer sess.release()
+	log.Info("connected", "session", sess.ID(), "target", sess.Instance, "port", o.port, "agentVersion", sess.AgentVersion())
+	err = proxy.Stdio(ctx, sess.Session, stdin, stdout, proxy.StdioOptions{Log: log})
 	st := sess.Stats()
 	log.Info("session over", "session", sess.ID(), "bytesIn", st.BytesIn, "bytesOut", st.BytesOut,
 		"reconnects", st.Reconnects, "retransmits", st.Sender.Retransmits)
 	if closed, reason := sess.ClosedByPeer(); closed && reason != "" && err == nil {
 		log.Info("the service closed the session", "reason", reason)
 	}
-	return brokerFailure(err)
-}
-
-// brokerFailure surfaces the broker's own message when the session ended
-// because the source of credentials expired or was refused: that one line
-// (what expired, when, the fix) is what the user needs, not the SSM call it
-// happened in.
-func brokerFailure(err error) error {
-	var se *broker.SourceError
-	if errors.As(err, &se) {
-		return se
-	}
-	return err
-}
-
-// setupFailure classifies a failure to obtain the first credentials. Only
-// credential problems become the credentials exit code (3): IAM refusing
-// the mint is access denied (4), an unreachable STS a network failure (7), a
-// lock held too long by another process an internal failure (1), each with
-// its own message.
-func setupFailure(err error) error {
-	var se *broker.SourceError
-	switch {
-	case errors.As(err, &se):
-		return se
-	case !isCredentialsProblem(err):
-		return err
-	}
-	return &credsError{err}
+	return sessionFailure(err)
 }

@@ -34,24 +34,42 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-// exitCode maps an error to its documented exit code.
+// exitCode is the one classifier from errors to the documented exit codes.
+// It looks at types only (errors.As/errors.Is through every wrapper), never
+// at error text. The order matters where types nest: the broker's failures
+// come first because ssm wraps them when a resume needed credentials, and
+// the commands' catch-all credential wrappers come last so that the more
+// specific causes inside them keep their own codes.
 func exitCode(err error) int {
-	if err == nil {
-		return exitOK
-	}
-	var ue usageError
-	var ae *ssm.APIError
-	var ce *ssm.CredentialsError
-	var se *ssm.SessionEndedError
-	var re *ssm.ResumeError
-	var he *ssm.HandshakeError
-	var hr *ssm.HandshakeRefusedError
-	if code, ok := brokerExitCode(err); ok {
-		return code
-	}
+	var (
+		ue  usageError
+		cfg *broker.ConfigError
+		src *broker.SourceError
+		ad  *broker.AccessDeniedError
+		ne  *broker.NetworkError
+		se  *ssm.SessionEndedError
+		re  *ssm.ResumeError
+		ce  *ssm.CredentialsError
+		ae  *ssm.APIError
+		hr  *ssm.HandshakeRefusedError
+		he  *ssm.HandshakeError
+		cre *credsError
+		le  *loginError
+	)
 	switch {
-	case errors.As(err, &ue):
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue), errors.As(err, &cfg), errors.Is(err, awsconf.ErrNoRegion):
 		return exitUsage
+	case errors.As(err, &src):
+		return exitCredentials
+	case errors.As(err, &ad):
+		return exitAccessDenied
+	case errors.As(err, &ne):
+		return exitChannelLost
+	case errors.Is(err, lockfile.ErrTimeout):
+		// Another ssmproxy held the credentials lock too long.
+		return exitInternal
 	case errors.As(err, &se):
 		return exitSessionEnded
 	case errors.As(err, &re):
@@ -63,79 +81,33 @@ func exitCode(err error) int {
 	case errors.As(err, &ce):
 		return exitCredentials
 	case errors.As(err, &ae):
-		switch ae.Kind {
-		case ssm.KindCredentials:
-			return exitCredentials
-		case ssm.KindAccessDenied:
-			return exitAccessDenied
-		case ssm.KindTargetNotConnected:
-			return exitNotConnected
-		case ssm.KindSessionGone:
-			return exitSessionEnded
-		case ssm.KindThrottled, ssm.KindServer:
-			return exitChannelLost
-		default:
-			return exitAPIRefused
-		}
+		return apiExitCode(ae.Kind)
 	case errors.As(err, &hr):
 		// The document asked for something ssmproxy cannot serve.
 		return exitAPIRefused
 	case errors.As(err, &he):
 		return exitChannelLost
-	case errors.Is(err, awsconf.ErrNoRegion):
-		return exitUsage
-	case isCredentialsFailure(err):
-		return exitCredentials
 	case errors.Is(err, context.Canceled):
 		return exitOK
+	case errors.As(err, &cre), errors.As(err, &le):
+		return exitCredentials
 	}
 	return exitInternal
 }
 
-// brokerExitCode classifies the credential broker's failures wherever they
-// surface (at startup, or wrapped by ssm when a resume needed credentials):
-// IAM refusing the mint is access denied, an unreachable STS a network
-// failure, a lock held too long by another ssmproxy process an internal
-// failure, a setting that cannot work a usage error; an expired or refused
-// source is a credentials problem.
-func brokerExitCode(err error) (int, bool) {
-	var se *broker.SourceError
-	var ad *broker.AccessDeniedError
-	var ne *broker.NetworkError
-	var ce *broker.ConfigError
-	switch {
-	case errors.As(err, &se):
-		return exitCredentials, true
-	case errors.As(err, &ce):
-		return exitUsage, true
-	case errors.As(err, &ad):
-		return exitAccessDenied, true
-	case errors.As(err, &ne):
-		return exitChannelLost, true
-	case errors.Is(err, lockfile.ErrTimeout):
-		return exitInternal, true
+// apiExitCode is the code for an SSM API refusal of each kind.
+func apiExitCode(k ssm.Kind) int {
+	switch k {
+	case ssm.KindCredentials:
+		return exitCredentials
+	case ssm.KindAccessDenied:
+		return exitAccessDenied
+	case ssm.KindTargetNotConnected:
+		return exitNotConnected
+	case ssm.KindSessionGone:
+		return exitSessionEnded
+	case ssm.KindThrottled, ssm.KindServer:
+		return exitChannelLost
 	}
-	return 0, false
-}
-
-// isCredentialsProblem reports whether a failure to obtain credentials is
-// about the credentials themselves (missing, unreadable, refused), as
-// opposed to a failure brokerExitCode classifies otherwise, a usage mistake,
-// or a cancellation.
-func isCredentialsProblem(err error) bool {
-	if _, ok := brokerExitCode(err); ok {
-		var se *broker.SourceError
-		return errors.As(err, &se)
-	}
-	return !errors.Is(err, awsconf.ErrNoRegion) && !errors.Is(err, context.Canceled)
-}
-
-// isCredentialsFailure recognises the credential broker's failures: an
-// expired or refused source, and failures to obtain or store credentials in
-// the credentials commands.
-func isCredentialsFailure(err error) bool {
-	var se *broker.SourceError
-	var ce *credsError
-	var le *loginError
-	return errors.As(err, &se) || errors.As(err, &ce) || errors.As(err, &le)
+	return exitAPIRefused
 }

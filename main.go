@@ -61,7 +61,7 @@ func run(args []string) int {
 	secretenv.Take(keyring.EnvFilePassphrase, envLoginKeyID, envLoginSecret, broker.EnvMFAToken)
 	ctx, stop := signalContext()
 	defer stop()
-	defer startProfile()()
+	defer startCPUProfile()()
 	var err error
 	switch args[0] {
 	case "connect":
@@ -82,11 +82,11 @@ func run(args []string) int {
 	default:
 		err = usagef("unknown command %q (try \"ssmproxy help\")", args[0])
 	}
-	return report(err, ctx)
+	return report(ctx, err)
 }
 
 // report prints one line for a failure and returns the exit code.
-func report(err error, ctx context.Context) int {
+func report(ctx context.Context, err error) int {
 	if err == nil {
 		return exitOK
 	}

@@ -21,7 +21,11 @@ import (
 type Options struct {
 	Profile string
 	Region  string
-	// Credentials, if set, replaces the SDK's default credential chain.
+	// Credentials, if set, replaces the SDK's default credential chain and
+	// is the loaded config's provider as it is: not wrapped in the SDK's
+	// CredentialsCache, which has no refresh window (it would serve
+	// credentials to their last second) and would hide Invalidate. The
+	// broker caches and refreshes itself.
 	Credentials aws.CredentialsProvider
 }
 
@@ -51,6 +55,9 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 		return aws.Config{}, ErrNoRegion
 	}
 	cfg.HTTPClient = LoopbackOnlyHTTP(cfg.HTTPClient)
+	if o.Credentials != nil {
+		cfg.Credentials = o.Credentials
+	}
 	return cfg, nil
 }
 

@@ -19,9 +19,9 @@ func tuneGC() {
 	}
 }
 
-// startProfile writes a CPU profile to $SSMPROXY_CPUPROFILE when set; the
+// startCPUProfile writes a CPU profile to $SSMPROXY_CPUPROFILE when set; the
 // benchmark uses it to see where ssmproxy's own time goes.
-func startProfile() func() {
+func startCPUProfile() func() {
 	path := os.Getenv("SSMPROXY_CPUPROFILE")
 	if path == "" {
 		return func() {}
