@@ -150,12 +150,28 @@ func (f *Fake) Next() (at time.Time, ok bool) {
 // WaitForNext blocks until the earliest armed timer is due at exactly at, or
 // the timeout passes; it reports whether that happened.
 func (f *Fake) WaitForNext(at time.Time, timeout time.Duration) bool {
+	return f.waitFor(timeout, func() bool {
+		next, ok := f.Next()
+		return ok && next.Equal(at)
+	})
+}
+
+// WaitForTimers blocks until at least n timers are armed or the timeout passes;
+// it reports whether n were reached. Tests use it to let goroutines arm their
+// timers before advancing.
+func (f *Fake) WaitForTimers(n int, timeout time.Duration) bool {
+	return f.waitFor(timeout, func() bool { return f.Waiters() >= n })
+}
+
+// waitFor re-checks cond whenever a timer is armed (and every 10 ms, for
+// timers that are stopped or fire) until it holds or the timeout passes.
+func (f *Fake) waitFor(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		f.mu.Lock()
 		ch := f.changed
 		f.mu.Unlock()
-		if next, ok := f.Next(); ok && next.Equal(at) {
+		if cond() {
 			return true
 		}
 		left := time.Until(deadline)
@@ -165,29 +181,6 @@ func (f *Fake) WaitForNext(at time.Time, timeout time.Duration) bool {
 		select {
 		case <-ch:
 		case <-time.After(min(left, 10*time.Millisecond)):
-		}
-	}
-}
-
-// WaitForTimers blocks until at least n timers are armed or the timeout passes;
-// it reports whether n were reached. Tests use it to let goroutines arm their
-// timers before advancing.
-func (f *Fake) WaitForTimers(n int, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		f.mu.Lock()
-		count, ch := len(f.timers), f.changed
-		f.mu.Unlock()
-		if count >= n {
-			return true
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return false
-		}
-		select {
-		case <-ch:
-		case <-time.After(left):
 		}
 	}
 }
