@@ -41,8 +41,8 @@ Removes the profile's stored key, its MFA session and its cached credentials.
 
 // Environment variables login reads the key from, for scripts.
 const (
-	envLoginKeyID  = "SSMPROXY_LOGIN_ACCESS_KEY_ID"
-	envLoginSecret = "SSMPROXY_LOGIN_SECRET_ACCESS_KEY"
+	envLoginKeyID  = secretenv.LoginAccessKeyID
+	envLoginSecret = secretenv.LoginSecretAccessKey
 )
 
 func cmdLogin(ctx context.Context, args []string) error {

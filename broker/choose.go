@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -189,21 +189,10 @@ func (b *Broker) defaultSource(ctx context.Context) (source, error) {
 // passed through, and no inherited AWS keys; it also counts nesting.
 func safeProcess(command string) processcreds.NewCommandBuilder {
 	return processcreds.NewCommandBuilderFunc(func(ctx context.Context) (*exec.Cmd, error) {
-		cmd := shellCommand(ctx, command)
-		cmd.Stdin = nil
-		cmd.Stderr = os.Stderr
-		cmd.Env = append(awsconf.ScrubEnv(os.Environ()), EnvProcessDepth+"="+nextDepth())
+		cmd := secretenv.Shell(ctx, command)
+		cmd.Env = append(cmd.Env, EnvProcessDepth+"="+nextDepth())
 		return cmd, nil
 	})
-}
-
-// shellCommand runs a configured command line through the platform's shell,
-// as the AWS CLI does for credential_process.
-func shellCommand(ctx context.Context, command string) *exec.Cmd {
-	if runtime.GOOS == "windows" {
-		return exec.CommandContext(ctx, "cmd.exe", "/C", command)
-	}
-	return exec.CommandContext(ctx, "sh", "-c", command)
 }
 
 // ProcessDepth is how deeply "ssmproxy credential-process" calls are nested

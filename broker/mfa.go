@@ -14,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
-	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
@@ -166,10 +165,7 @@ func (b *Broker) mfaDriverAvailable() bool {
 func runMFAProcess(ctx context.Context, command string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := shellCommand(ctx, command)
-	cmd.Stdin = nil
-	cmd.Stderr = os.Stderr
-	cmd.Env = awsconf.ScrubEnv(os.Environ())
+	cmd := secretenv.Shell(ctx, command)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	if err := cmd.Run(); err != nil {

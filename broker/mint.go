@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/ssmproxy/ssmproxy/internal/awserr"
 )
 
 // stsCallTimeout bounds one STS call (the SDK retries inside it).
@@ -54,16 +56,6 @@ func stsMessage(err error) string {
 	return ""
 }
 
-// sourceRefused reports whether STS refused the caller's own credentials
-// (as opposed to the request): the source is dead or wrong.
-func sourceRefused(code string) bool {
-	switch code {
-	case "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException":
-		return true
-	}
-	return false
-}
-
 // stsFailure turns an STS error into one that says what failed: a
 // *NetworkError when STS could not be reached; a permanent *SourceError when
 // the source's own credentials (src) were refused and nothing here can renew
@@ -74,7 +66,7 @@ func (b *Broker) stsFailure(op string, src Credentials, err error) error {
 		return &NetworkError{Profile: b.set.profile, Op: op, Err: err}
 	}
 	code := stsCode(err)
-	if sourceRefused(code) {
+	if awserr.CredentialsRefused(code) {
 		if d := b.src.deadline(); d != nil && !d.Renewable {
 			at := d.At
 			if !at.IsZero() && at.After(b.clk.Now()) {
@@ -193,7 +185,7 @@ func (b *Broker) mintFrom(ctx context.Context, bs based) (*entry, error) {
 		switch code := stsCode(err); {
 		case code == "AccessDenied" || code == "AccessDeniedException":
 			return nil, &AccessDeniedError{Profile: b.set.profile, Op: op, Code: code, Message: stsMessage(err)}
-		case bs.mfa != "" && sourceRefused(code):
+		case bs.mfa != "" && awserr.CredentialsRefused(code):
 			// The stored MFA session was refused (revoked, or the clock
 			// jumped): forget it, so the next attempt mints a new one.
 			b.forgetMFASession(ctx, bs.mfa)

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -18,7 +19,7 @@ import (
 // the profile; these cover what the shared config cannot express.
 const (
 	EnvRoleARN            = "SSMPROXY_ROLE_ARN"             // role to assume when the profile has none
-	EnvMFAToken           = "SSMPROXY_MFA_TOKEN"            // a one-time code, for scripts (first mint only)
+	EnvMFAToken           = secretenv.MFAToken              // a one-time code, for scripts (first mint only)
 	EnvMFAProcess         = "SSMPROXY_MFA_PROCESS"          // command printing a one-time code
 	EnvMFASessionDuration = "SSMPROXY_MFA_SESSION_DURATION" // GetSessionToken duration (default 12h)
 	EnvSourceIdentity     = "SSMPROXY_SOURCE_IDENTITY"      // "off" disables SourceIdentity

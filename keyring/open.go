@@ -36,7 +36,7 @@ var order = []Backend{WinCred, Keychain, SecretService, KWallet, KeyCtl, Pass, F
 // Environment variables the package reads.
 const (
 	EnvBackend        = "SSMPROXY_KEYRING_BACKEND"
-	EnvFilePassphrase = "SSMPROXY_FILE_PASSPHRASE"
+	EnvFilePassphrase = secretenv.FilePassphrase
 )
 
 // KeyCtlScope is the kernel keyring ssmproxy uses: "user" is shared by every

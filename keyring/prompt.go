@@ -8,13 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
 	"golang.org/x/term"
 
-	"github.com/ssmproxy/ssmproxy/internal/awsconf"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 )
 
 // Prompter asks the user for a secret without ever touching stdin or stdout:
@@ -134,14 +133,11 @@ func (p Prompter) runAskpass(ctx context.Context, program, prompt string) (strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, program, prompt)
-	cmd.Stdin = nil // the null device
-	cmd.Env = awsconf.ScrubEnv(os.Environ())
+	cmd := secretenv.Command(ctx, program, prompt)
 	var out bytes.Buffer
 	cmd.Stdout = &limitedWriter{w: &out, n: 64 << 10}
-	cmd.Stderr = p.Stderr
-	if cmd.Stderr == nil {
-		cmd.Stderr = os.Stderr
+	if p.Stderr != nil {
+		cmd.Stderr = p.Stderr
 	}
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("SSH_ASKPASS program %s: %w", program, err)
