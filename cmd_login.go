@@ -9,6 +9,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 const loginHelp = `Usage: ssmproxy login [--profile P] [--mfa-serial ARN] [--keyring-backend B] [--no-verify]
@@ -64,7 +65,7 @@ func cmdLogin(ctx context.Context, args []string) error {
 
 	key := broker.SourceKey{AccessKeyID: secretenv.Get(envLoginKeyID), SecretAccessKey: secretenv.Get(envLoginSecret), MFASerial: serial}
 	if key.AccessKeyID == "" || key.SecretAccessKey == "" {
-		p := keyring.Prompter{}
+		p := prompt.Prompter{}
 		hint := envLoginKeyID + " and " + envLoginSecret
 		var err error
 		if key.AccessKeyID, err = p.Line(ctx, fmt.Sprintf("AWS access key id for profile %q", profile), hint); err != nil {

@@ -124,10 +124,10 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		o.Keyring = func(ctx context.Context, persistent bool) (keyring.Store, error) {
 			return keyring.Open(ctx, keyring.Options{Backend: backend, Persistent: persistent,
 				Notice: b.waitingNotice("finish with the keyring"),
-				Prompt: func(text string) (string, error) {
+				Prompt: func(ctx context.Context, text string) (string, error) {
 					p := prompter
 					p.NoTTY = p.NoTTY || !b.allowTTY.Load()
-					return p.Secret(context.Background(), text, keyring.EnvFilePassphrase)
+					return p.Secret(ctx, text, keyring.EnvFilePassphrase)
 				}})
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/rig"
 	"github.com/ssmproxy/ssmproxy/internal/testkit"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 const (
@@ -71,7 +72,7 @@ func (e *testEnv) options(mods ...func(*Options)) Options {
 			}
 			return e.volatile, nil
 		},
-		Prompter: keyring.Prompter{NoTTY: true, NoAskpass: true},
+		Prompter: prompt.Prompter{NoTTY: true, NoAskpass: true},
 		Notice:   e.notice,
 		Log:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

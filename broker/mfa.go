@@ -1,12 +1,10 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // Tier 2 of credentials.md 5.1: with mfa_serial, the long-term key and a
@@ -130,9 +129,9 @@ func (b *Broker) mfaCode(ctx context.Context, serial string, interactive bool) (
 		}
 	}
 	if b.set.mfaProcess != "" {
-		code, err := runMFAProcess(ctx, b.set.mfaProcess)
+		code, err := prompt.Process(ctx, b.set.mfaProcess)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("MFA process (%s): %w", EnvMFAProcess, err)
 		}
 		return checkCode(code, "the MFA process")
 	}
@@ -157,21 +156,7 @@ func checkCode(code, from string) (string, error) {
 // mfaDriverAvailable reports whether a code can be obtained mid-session
 // without the terminal, which makes an MFA session renewable.
 func (b *Broker) mfaDriverAvailable() bool {
-	return b.set.mfaProcess != "" || (!b.o.Prompter.NoAskpass && (b.o.Prompter.Askpass != "" || os.Getenv("SSH_ASKPASS") != ""))
-}
-
-// runMFAProcess runs the command with stdin null, no inherited AWS keys and
-// stderr passed through, and returns its trimmed output.
-func runMFAProcess(ctx context.Context, command string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	cmd := secretenv.Shell(ctx, command)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("MFA process (%s): %w", EnvMFAProcess, err)
-	}
-	return strings.TrimSpace(out.String()), nil
+	return b.set.mfaProcess != "" || b.o.Prompter.CanAskWithoutTerminal()
 }
 
 // noPromptWhy extracts the prompter's reasons for the error message.

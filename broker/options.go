@@ -11,6 +11,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // Environment variables for ssmproxy-only broker settings. Settings with a
@@ -79,7 +80,7 @@ type Options struct {
 	// Prompter asks for MFA codes and the file keyring passphrase. Its
 	// terminal is used only while Prepare runs (before the first SSH byte),
 	// and never with Prompter.NoTTY (credential-process without --allow-tty).
-	Prompter keyring.Prompter
+	Prompter prompt.Prompter
 
 	// CacheDir is the credential cache (default os.UserCacheDir()/ssmproxy/creds).
 	CacheDir string

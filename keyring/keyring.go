@@ -118,7 +118,7 @@ func (k *Keyring) locked(ctx context.Context, fn func() error) error {
 		if asked || k.pass == nil || !errors.Is(err, errNeedPassphrase) {
 			return err
 		}
-		if err := k.pass.ask(); err != nil {
+		if err := k.pass.ask(ctx); err != nil {
 			return err
 		}
 	}

@@ -74,10 +74,11 @@ type Options struct {
 	Notice          func()
 	LockNoticeAfter time.Duration
 	// Prompt asks the user for the file passphrase when
-	// $SSMPROXY_FILE_PASSPHRASE is unset. nil means never prompt: the
-	// backend then fails with a message naming the variable. Use
-	// Prompter.Secret; never anything that reads stdin.
-	Prompt func(prompt string) (string, error)
+	// $SSMPROXY_FILE_PASSPHRASE is unset, with the context of the keyring
+	// call that needs it (which says whether the terminal may be used). nil
+	// means never prompt: the backend then fails with a message naming the
+	// variable. Use prompt.Prompter.Secret; never anything that reads stdin.
+	Prompt func(ctx context.Context, prompt string) (string, error)
 	// Getenv reads the environment (default secretenv.Get, which also sees
 	// the secrets main moved out of the process environment); tests replace it.
 	Getenv func(string) string

@@ -1,10 +1,11 @@
 //go:build linux
 
-package keyring
+package prompt
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -106,9 +107,51 @@ func TestPromptTTY(t *testing.T) {
 	}
 }
 
-func init() {
-	childModes["bgsession"] = bgSessionChild
-	childModes["bgprompt"] = bgPromptChild
+// TestPromptTTYCancel: cancelling the context ends a terminal read nobody
+// answers, promptly, and restores the echo.
+func TestPromptTTYCancel(t *testing.T) {
+	master, slave, err := testkit.OpenPTY()
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer master.Close()
+	var shown ptyReader
+	go shown.run(master)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := Prompter{TTY: slave, NoAskpass: true}.Secret(ctx, "ssmproxy: never answered", "X")
+		done <- err
+	}()
+	if !waitUntil(10*time.Second, func() bool { return strings.Contains(shown.String(), "never answered") }) {
+		t.Fatalf("prompt not shown on the terminal: %q", shown.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("want context.Canceled, got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the terminal read did not follow the context")
+	}
+	tio, err := unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS)
+	if err != nil || tio.Lflag&unix.ECHO == 0 {
+		t.Fatalf("echo was not restored (%v)", err)
+	}
+}
+
+// childEnv selects a child mode when the test binary runs itself.
+const childEnv = "SSMPROXY_PROMPT_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "bgsession":
+		os.Exit(bgSessionChild())
+	case "bgprompt":
+		os.Exit(bgPromptChild())
+	}
+	os.Exit(m.Run())
 }
 
 // bgSessionChild leads a session whose controlling terminal is the test's
