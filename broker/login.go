@@ -129,10 +129,9 @@ func callerARN(ctx context.Context, c Credentials, region, endpoint string) (str
 		return "", err
 	}
 	cfg.HTTPClient = awsconf.LoopbackOnlyHTTP(cfg.HTTPClient)
-	b := &Broker{set: &settings{base: cfg}, o: Options{STSEndpoint: endpoint}}
 	ctx, cancel := context.WithTimeout(ctx, stsCallTimeout)
 	defer cancel()
-	out, err := b.stsFor(c).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	out, err := stsClients{base: cfg, endpoint: endpoint}.signedBy(c).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {
 		if code := stsCode(err); code != "" {
 			return "", fmt.Errorf("STS refused the key (%s)", code)

@@ -43,7 +43,7 @@ func TestMFAChain(t *testing.T) {
 		t.Fatalf("MFA session not in the keyring: %v", keys)
 	}
 	// The cache file never holds the full-power MFA session.
-	ents := b.cache.list()
+	ents := b.chain.cache.file.list()
 	if len(ents) != 1 || ents[0].Credentials.AccessKeyID == gst[0].IssuedKeyID {
 		t.Fatalf("cache entries %v", ents)
 	}
