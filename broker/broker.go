@@ -87,13 +87,10 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	}
 	note := &notifier{w: o.Notice, log: o.Log}
 	if o.Keyring == nil {
-		backend, prompter := o.KeyringBackend, o.Prompter
+		backend, ask := o.KeyringBackend, keyring.PassphrasePrompt(o.Prompter)
 		o.Keyring = func(ctx context.Context, persistent bool) (keyring.Store, error) {
 			return keyring.Open(ctx, keyring.Options{Backend: backend, Persistent: persistent,
-				Notice: note.waiting("finish with the keyring"),
-				Prompt: func(ctx context.Context, text string) (string, error) {
-					return prompter.Secret(ctx, text, keyring.EnvFilePassphrase)
-				}})
+				Notice: note.waiting("finish with the keyring"), Prompt: ask})
 		}
 	}
 	set, err := resolveSettings(ctx, o)

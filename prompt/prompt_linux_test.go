@@ -56,17 +56,25 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
-// TestPromptTTY drives the terminal prompt through a pseudo-terminal: the
-// prompt is written to the terminal, echo is off while the answer is typed
-// (the secret never shows), and neither touches stdin or stdout.
-func TestPromptTTY(t *testing.T) {
+// openTerminal opens a pseudo-terminal for the test: its master, the path
+// of its slave, and what the terminal shows.
+func openTerminal(t *testing.T) (*os.File, string, *ptyReader) {
+	t.Helper()
 	master, slave, err := testkit.OpenPTY()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
-	defer master.Close()
-	var shown ptyReader
+	t.Cleanup(func() { master.Close() })
+	shown := &ptyReader{}
 	go shown.run(master)
+	return master, slave, shown
+}
+
+// TestPromptTTY drives the terminal prompt through a pseudo-terminal: the
+// prompt is written to the terminal, echo is off while the answer is typed
+// (the secret never shows), and neither touches stdin or stdout.
+func TestPromptTTY(t *testing.T) {
+	master, slave, shown := openTerminal(t)
 	p := Prompter{TTY: slave, NoAskpass: true}
 	done := make(chan struct{})
 	var got string
@@ -110,13 +118,7 @@ func TestPromptTTY(t *testing.T) {
 // TestPromptTTYCancel: cancelling the context ends a terminal read nobody
 // answers, promptly, and restores the echo.
 func TestPromptTTYCancel(t *testing.T) {
-	master, slave, err := testkit.OpenPTY()
-	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
-	}
-	defer master.Close()
-	var shown ptyReader
-	go shown.run(master)
+	master, slave, shown := openTerminal(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
