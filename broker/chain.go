@@ -54,7 +54,9 @@ func newChain(ctx context.Context, o Options, set *settings, note *notifier) (*c
 	src := &sourceProvider{src: s, profile: set.profile, clk: clk}
 	mfa := &mfaProvider{src: src, codes: codes, stores: stores, locks: locks, sts: clients,
 		serial: set.mfaSerial, duration: set.mfaDuration, clk: clk, log: log}
-	role := &roleProvider{mfa: mfa, sts: clients, set: set, file: file, key: key, clk: clk, log: log}
+	role := &roleProvider{mfa: mfa, sts: clients, file: file, key: key, clk: clk, log: log, spec: roleSpec{
+		profile: set.profile, region: set.region, arn: set.roleARN, externalID: set.externalID,
+		sessionName: set.sessionName, duration: set.roleDuration, scope: set.scope, sourceIdentity: set.sourceIdentity}}
 	sdk, isSDK := s.(*sdkSource)
 	cache := &cacheProvider{role: role, file: file, key: key, locks: locks, deadline: s.deadline,
 		cacheable: set.roleARN != "" || (isSDK && set.mfaSerial == ""),

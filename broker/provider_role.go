@@ -23,9 +23,9 @@ import (
 // when chained (2.2). Without a role it hands over the base credentials
 // themselves.
 type roleProvider struct {
-	mfa *mfaProvider
-	sts stsClients
-	set *settings
+	mfa  *mfaProvider
+	sts  stsClients
+	spec roleSpec
 	// file and key locate the previous mint's cache entry, which records
 	// the role session name derived from the same source key.
 	file fileCache
@@ -37,6 +37,17 @@ type roleProvider struct {
 
 	mu          sync.Mutex
 	sessionName string // learned role session name
+}
+
+// roleSpec is what a role mint needs of the settings.
+type roleSpec struct {
+	profile, region string
+	arn             string // "" for no role: the base credentials are handed on
+	externalID      string
+	sessionName     string // configured; "" means the user name
+	duration        time.Duration
+	scope           Scope
+	sourceIdentity  bool
 }
 
 // Retrieve makes the link an aws.CredentialsProvider.
@@ -84,10 +95,10 @@ func (p *roleProvider) mint(ctx context.Context, rej rejection, pre *based) (*en
 		return e, nil
 	}
 	if d := e.Deadline; d != nil && !d.Renewable {
-		return nil, &SourceError{Profile: p.set.profile, What: d.What,
+		return nil, &SourceError{Profile: p.spec.profile, What: d.What,
 			Reason: "were refused by the service and cannot be renewed from here", Fix: d.Fix}
 	}
-	return nil, &SourceError{Profile: p.set.profile, What: "the credentials from " + src.src.describe(),
+	return nil, &SourceError{Profile: p.spec.profile, What: "the credentials from " + src.src.describe(),
 		Reason: "were refused by the service, and the source has no others",
 		Fix:    "check them, or store a new key with \"ssmproxy login\""}
 }
@@ -97,10 +108,10 @@ func (p *roleProvider) mint(ctx context.Context, rej rejection, pre *based) (*en
 func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, stsCallTimeout)
 	defer cancel()
-	src, base, set := bs.src, bs.base, p.set
-	e := &entry{Version: cacheVersion, Key: p.key, Profile: set.profile, Region: set.region,
+	src, base, spec := bs.src, bs.base, p.spec
+	e := &entry{Version: cacheVersion, Key: p.key, Profile: spec.profile, Region: spec.region,
 		Source: p.mfa.src.src.describe(), Deadline: bs.deadline}
-	if set.roleARN == "" {
+	if spec.arn == "" {
 		e.Credentials = base
 		return e, nil
 	}
@@ -109,29 +120,29 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	policy, err := SessionPolicy(set.scope, name)
+	policy, err := SessionPolicy(spec.scope, name)
 	if err != nil {
 		return nil, err
 	}
-	dur := set.roleDuration
+	dur := spec.duration
 	if base.Temporary() && dur > chainedMax {
 		// Role chaining: STS refuses more than an hour (credentials.md 2.2).
 		p.log.Debug("capping the role session at 1h (role chaining)", "configured", dur)
 		dur = chainedMax
 	}
 	in := &sts.AssumeRoleInput{
-		RoleArn:         aws.String(set.roleARN),
+		RoleArn:         aws.String(spec.arn),
 		RoleSessionName: aws.String(name),
 		DurationSeconds: aws.Int32(int32(dur / time.Second)),
 		Policy:          aws.String(policy),
 	}
-	if set.externalID != "" {
-		in.ExternalId = aws.String(set.externalID)
+	if spec.externalID != "" {
+		in.ExternalId = aws.String(spec.externalID)
 	}
 	// SourceIdentity only where it is ours to set: from an IAM user's own
 	// key (or its MFA session). A temporary source may already carry one,
 	// which STS would refuse to change.
-	if set.sourceIdentity && !src.Temporary() && !p.noSourceIdentity.Load() {
+	if spec.sourceIdentity && !src.Temporary() && !p.noSourceIdentity.Load() {
 		in.SourceIdentity = aws.String(name)
 	}
 	out, err := p.sts.signedBy(base).AssumeRole(ctx, in)
@@ -145,19 +156,19 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 		}
 	}
 	if err != nil {
-		op := "AssumeRole " + set.roleARN
+		op := "AssumeRole " + spec.arn
 		switch code := stsCode(err); {
 		case code == "AccessDenied" || code == "AccessDeniedException":
-			return nil, &AccessDeniedError{Profile: set.profile, Op: op, Code: code, Message: stsMessage(err)}
+			return nil, &AccessDeniedError{Profile: spec.profile, Op: op, Code: code, Message: stsMessage(err)}
 		case bs.mfa != "" && awserr.CredentialsRefused(code):
 			// The stored MFA session was refused (revoked, or the clock
 			// jumped): forget it, so the next attempt mints a new one.
 			p.mfa.forget(ctx, bs.mfa)
-			return nil, fmt.Errorf("%s with the stored MFA session for profile %q: %w (the session was discarded)", op, set.profile, err)
+			return nil, fmt.Errorf("%s with the stored MFA session for profile %q: %w (the session was discarded)", op, spec.profile, err)
 		}
 		return nil, p.mfa.src.failure(op, src, err)
 	}
-	e.RoleARN, e.Target, e.Document = set.roleARN, set.scope.Target, set.scope.Document
+	e.RoleARN, e.Target, e.Document = spec.arn, spec.scope.Target, spec.scope.Document
 	e.RoleSessionName, e.PolicyHash, e.SourceID = name, hashString(policy), hashString(src.AccessKeyID)
 	if e.Chained = base.Temporary(); e.Chained {
 		e.ParentExpires = base.Expires
@@ -166,7 +177,7 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 	if !e.Credentials.valid() || !e.Credentials.CanExpire() {
 		return nil, errors.New("AssumeRole returned incomplete credentials")
 	}
-	p.log.Info("minted scoped credentials", "role", set.roleARN, "session", name,
+	p.log.Info("minted scoped credentials", "role", spec.arn, "session", name,
 		"accessKeyId", MaskKeyID(e.Credentials.AccessKeyID), "expires", e.Credentials.Expires)
 	return e, nil
 }
@@ -176,8 +187,8 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 // process minted last from the same source key, or asked of STS
 // (GetCallerIdentity) once.
 func (p *roleProvider) roleSessionName(ctx context.Context, src, base Credentials) (string, error) {
-	if p.set.sessionName != "" {
-		return p.set.sessionName, nil
+	if p.spec.sessionName != "" {
+		return p.spec.sessionName, nil
 	}
 	p.mu.Lock()
 	name := p.sessionName
