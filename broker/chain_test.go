@@ -25,9 +25,7 @@ var (
 // credentials again from the cache file without another mint.
 func TestChainLinks(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
-	e.ts.IAM.AddMFADevice("alice", testSerial)
-	e.login("default", testSerial)
-	t.Setenv(EnvMFAToken, "123456")
+	e.loginWithMFA("default")
 	b := e.newBroker()
 	ctx := context.Background()
 	c := b.chain

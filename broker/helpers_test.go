@@ -93,6 +93,15 @@ func (e *testEnv) login(profile, serial string) {
 	}
 }
 
+// loginWithMFA gives alice her MFA device, stores her key with it for
+// profile, and exports a one-time code for the first mint.
+func (e *testEnv) loginWithMFA(profile string) {
+	e.t.Helper()
+	e.ts.IAM.AddMFADevice("alice", testSerial)
+	e.login(profile, testSerial)
+	e.t.Setenv(EnvMFAToken, "123456")
+}
+
 func (e *testEnv) newBroker(mods ...func(*Options)) *Broker {
 	e.t.Helper()
 	b, err := New(context.Background(), e.options(mods...))

@@ -108,9 +108,7 @@ func TestMFAProcess(t *testing.T) {
 // mint asks for a new code instead of reusing it.
 func TestRevokedKeys(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
-	e.ts.IAM.AddMFADevice("alice", testSerial)
-	e.login("default", testSerial)
-	t.Setenv(EnvMFAToken, "123456")
+	e.loginWithMFA("default")
 	ctx := context.Background()
 	b := e.newBroker()
 	if err := b.Prepare(ctx); err != nil {
