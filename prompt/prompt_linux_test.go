@@ -184,18 +184,12 @@ func bgPromptChild() int {
 // or race the foreground job for keystrokes); it falls through to the next
 // method and fails with the hint.
 func TestPromptBackgroundProcessGroup(t *testing.T) {
-	master, slavePath, err := testkit.OpenPTY()
-	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
-	}
-	defer master.Close()
+	_, slavePath, shown := openTerminal(t)
 	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slave.Close()
-	var shown ptyReader
-	go shown.run(master)
 	exe, _ := os.Executable()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
