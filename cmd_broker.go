@@ -11,6 +11,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // brokerFlags are the ssmproxy-only credential settings shared by connect,
@@ -98,10 +99,9 @@ func resolveProfile(ctx context.Context, flagProfile string) string {
 // openStore opens the keyring for the login commands, which may prompt on
 // the terminal (they are interactive commands, not a ProxyCommand).
 func openStore(ctx context.Context, backend string, persistent bool) (keyring.Store, error) {
-	p := keyring.Prompter{}
 	var once sync.Once
 	return keyring.Open(ctx, keyring.Options{Backend: backend, Persistent: persistent,
-		Prompt: func(text string) (string, error) { return p.Secret(ctx, text, keyring.EnvFilePassphrase) },
+		Prompt: keyring.PassphrasePrompt(prompt.Prompter{}),
 		Notice: func() {
 			once.Do(func() {
 				_, _ = io.WriteString(os.Stderr, "ssmproxy: waiting for another ssmproxy process to finish with the keyring…\n")

@@ -9,6 +9,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 const loginHelp = `Usage: ssmproxy login [--profile P] [--mfa-serial ARN] [--keyring-backend B] [--no-verify]
@@ -41,8 +42,8 @@ Removes the profile's stored key, its MFA session and its cached credentials.
 
 // Environment variables login reads the key from, for scripts.
 const (
-	envLoginKeyID  = "SSMPROXY_LOGIN_ACCESS_KEY_ID"
-	envLoginSecret = "SSMPROXY_LOGIN_SECRET_ACCESS_KEY"
+	envLoginKeyID  = secretenv.LoginAccessKeyID
+	envLoginSecret = secretenv.LoginSecretAccessKey
 )
 
 func cmdLogin(ctx context.Context, args []string) error {
@@ -64,7 +65,7 @@ func cmdLogin(ctx context.Context, args []string) error {
 
 	key := broker.SourceKey{AccessKeyID: secretenv.Get(envLoginKeyID), SecretAccessKey: secretenv.Get(envLoginSecret), MFASerial: serial}
 	if key.AccessKeyID == "" || key.SecretAccessKey == "" {
-		p := keyring.Prompter{}
+		p := prompt.Prompter{}
 		hint := envLoginKeyID + " and " + envLoginSecret
 		var err error
 		if key.AccessKeyID, err = p.Line(ctx, fmt.Sprintf("AWS access key id for profile %q", profile), hint); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 	"github.com/ssmproxy/ssmproxy/internal/lockfile"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 	"github.com/ssmproxy/ssmproxy/ssm"
 )
 
@@ -60,7 +61,7 @@ func testBroker(t *testing.T, ts *fakeaws.TestServer, mods ...func(*broker.Optio
 	o := broker.Options{Target: fakeaws.DefaultInstance, RoleARN: ts.IAM.RoleARN(testRole),
 		CacheDir: filepath.Join(t.TempDir(), "creds"), LockDir: filepath.Join(t.TempDir(), "locks"),
 		Keyring:  func(context.Context, bool) (keyring.Store, error) { return store, nil },
-		Prompter: keyring.Prompter{NoTTY: true, NoAskpass: true}}
+		Prompter: prompt.Prompter{NoTTY: true, NoAskpass: true}}
 	for _, m := range mods {
 		m(&o)
 	}

@@ -18,9 +18,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
-	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -58,7 +56,7 @@ func run(args []string) int {
 	// no child inherits them: not even those that libraries start with the
 	// full environment (the keyring's pass backend, the SDK's default
 	// credential_process runner).
-	secretenv.Take(keyring.EnvFilePassphrase, envLoginKeyID, envLoginSecret, broker.EnvMFAToken)
+	secretenv.Take(secretenv.Own...)
 	ctx, stop := signalContext()
 	defer stop()
 	defer startCPUProfile()()

@@ -13,6 +13,11 @@
 // a human, the broker says so at connect time and fails with a permanent
 // error that names what expired, when, and the fix.
 //
+// The minting is a chain of small aws.CredentialsProviders (chain.go):
+// source → MFA session → role mint → shared cache. The Broker on top keeps
+// the current credentials, the refresh timer, the deadline notices and
+// Invalidate.
+//
 // A Broker is an aws.CredentialsProvider with Invalidate. ssmproxy passes it
 // to the SSM client as is (not wrapped in the SDK's CredentialsCache, which
 // would hide both the re-mint and Invalidate), so every StartSession,
@@ -23,85 +28,47 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
-	"github.com/ssmproxy/ssmproxy/internal/lockfile"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // Broker mints, caches and refreshes credentials for one profile and scope.
 // It is safe for concurrent use.
 type Broker struct {
-	o       Options
-	set     *settings
-	src     source
-	key     string // cache key
-	cache   fileCache
-	lockDir string
-	clk     clock.Clock
-	log     *slog.Logger
-
-	// Lock waits; zero means the defaults (tests shorten them).
-	roleLockTimeout time.Duration
-	lockNoticeAfter time.Duration
-
-	krMu                 sync.Mutex
-	persistent, volatile keyring.Store
-
-	noSourceIdentity atomic.Bool
-	// allowTTY is true only while Prepare runs: the terminal may be used
-	// before the first SSH byte, never mid-session (ssh owns it then).
-	allowTTY       *atomic.Bool
-	waitNoticeOnce sync.Once
+	set    *settings
+	chain  *chain
+	clk    clock.Clock
+	log    *slog.Logger
+	note   *notifier
+	jitter func() float64
 
 	mintMu sync.Mutex // one refresh at a time in this process
 
-	mu          sync.Mutex
-	cur         *entry
-	due         time.Time // when this process re-mints cur
-	finalAt     time.Time // set when due is the final mint before a hard deadline
-	finalDone   time.Time // the deadline whose final mint has happened
-	rej         rejection // credentials the service refused (Invalidate)
-	served      handedOut // the credentials Retrieve handed out last
-	prevServed  handedOut // and the different ones before them
-	sessionName string    // learned role session name
-	failures    int       // consecutive failed early refreshes; -1 after a permanent one
-	retryAt     time.Time
-	warnAt      []time.Time // pending deadline warnings
+	mu        sync.Mutex
+	cur       *entry
+	due       time.Time // when this process re-mints cur
+	finalAt   time.Time // set when due is the final mint before a hard deadline
+	finalDone time.Time // the deadline whose final mint has happened
+	rej       rejection // credentials the service refused (Invalidate)
+	handed    handout   // the credentials Retrieve handed out
+	failures  int       // consecutive failed early refreshes; -1 after a permanent one
+	retryAt   time.Time
+	warnAt    []time.Time // pending deadline warnings
 
 	wake    chan struct{}
 	stop    context.CancelFunc
 	done    chan struct{}
 	started bool
 }
-
-// rejection names credentials the service refused.
-type rejection struct {
-	key string // access key id; "" for none
-	// sure is false when other credentials, handed out just before these,
-	// may have been the refused ones.
-	sure bool
-}
-
-// handedOut records credentials Retrieve returned, and when it last did.
-type handedOut struct {
-	key string
-	at  time.Time
-}
-
-// refusalWindow is how long after credentials were last handed out a call
-// signed with them may still come back refused (ssm's calls time out after
-// 30 s).
-const refusalWindow = time.Minute
 
 // New resolves the settings and chooses the source. It makes no AWS call and
 // reads no secret (it only lists keyring items), so it never prompts.
@@ -118,45 +85,29 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Jitter == nil {
 		o.Jitter = rand.Float64
 	}
-	b := &Broker{clk: o.Clock, log: o.Log, wake: make(chan struct{}, 1), allowTTY: new(atomic.Bool)}
+	note := &notifier{w: o.Notice, log: o.Log}
 	if o.Keyring == nil {
-		backend, prompter := o.KeyringBackend, o.Prompter
+		backend, ask := o.KeyringBackend, keyring.PassphrasePrompt(o.Prompter)
 		o.Keyring = func(ctx context.Context, persistent bool) (keyring.Store, error) {
 			return keyring.Open(ctx, keyring.Options{Backend: backend, Persistent: persistent,
-				Notice: b.waitingNotice("finish with the keyring"),
-				Prompt: func(text string) (string, error) {
-					p := prompter
-					p.NoTTY = p.NoTTY || !b.allowTTY.Load()
-					return p.Secret(context.Background(), text, keyring.EnvFilePassphrase)
-				}})
+				Notice: note.waiting("finish with the keyring"), Prompt: ask})
 		}
 	}
-	b.o = o
 	set, err := resolveSettings(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	b.set = set
 	if o.CacheDir == "" {
 		if o.CacheDir, err = defaultCacheDir(); err != nil {
 			return nil, err
 		}
-		b.o.CacheDir = o.CacheDir
 	}
-	b.cache = fileCache{dir: o.CacheDir}
-	b.lockDir = o.LockDir
-	if b.lockDir == "" {
-		if b.lockDir, err = lockfile.Dir(); err != nil {
-			return nil, err
-		}
-	}
-	if b.src, err = b.chooseSource(ctx); err != nil {
+	c, err := newChain(ctx, o, set, note)
+	if err != nil {
 		return nil, err
 	}
-	b.key = set.cacheKey(b.src.fingerprint())
-	b.log.Debug("credential broker", "profile", set.profile, "source", b.src.describe(), "role", set.roleARN,
-		"region", set.region, "target", set.scope.Target)
-	return b, nil
+	return &Broker{set: set, chain: c, clk: o.Clock, log: o.Log, note: note, jitter: o.Jitter,
+		wake: make(chan struct{}, 1)}, nil
 }
 
 // Region is the resolved region.
@@ -173,10 +124,7 @@ func (b *Broker) InSharedConfig() bool { return b.set.inConfig }
 // forbids it), and prints the connect-time notice when the source has a
 // hard deadline.
 func (b *Broker) Prepare(ctx context.Context) error {
-	b.allowTTY.Store(true)
-	_, err := b.refresh(ctx, true)
-	b.allowTTY.Store(false)
-	if err != nil {
+	if _, err := b.refresh(ctx); err != nil {
 		return err
 	}
 	b.mu.Lock()
@@ -191,7 +139,7 @@ func (b *Broker) Prepare(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 	if line := connectNotice(b.set.profile, e.Deadline, authorisedUntil(e, now), now); line != "" {
-		b.notify(line)
+		b.note.line(line)
 	}
 	return nil
 }
@@ -203,7 +151,7 @@ func (b *Broker) Prepare(ctx context.Context) error {
 // a refresh (cache file or STS, one process at a time) only when the current
 // credentials are unusable or were refused, or when no timer runs. A source
 // that can no longer be renewed yields a permanent error once they are not
-// usable.
+// usable. It never prompts on the terminal: ssh owns it mid-session.
 func (b *Broker) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	b.mu.Lock()
 	cur, due, rejected, retryAt, failures, running := b.cur, b.due, b.rej.key, b.retryAt, b.failures, b.stop != nil
@@ -227,7 +175,7 @@ func (b *Broker) Retrieve(ctx context.Context) (aws.Credentials, error) {
 			b.mintMu.Unlock()
 		}
 	}
-	e, err := b.refresh(ctx, false)
+	e, err := b.refresh(prompt.WithoutTerminal(ctx))
 	if err == nil {
 		return b.serve(e), nil
 	}
@@ -240,49 +188,10 @@ func (b *Broker) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	return aws.Credentials{}, err
 }
 
-// serve records that e's credentials are handed out now, for Invalidate.
-func (b *Broker) serve(e *entry) aws.Credentials {
-	now := b.clk.Now()
-	b.mu.Lock()
-	if b.served.key != e.Credentials.AccessKeyID {
-		b.prevServed = b.served
-	}
-	b.served = handedOut{key: e.Credentials.AccessKeyID, at: now}
-	b.mu.Unlock()
-	return e.Credentials.AWS(e.Source)
-}
-
-// Invalidate is called when the service refused credentials this broker
-// handed out. The next Retrieve mints for real (it does not take the same
-// credentials from the cache file or the source's cache again). Only the
-// credentials that may have signed the refused call are affected: when the
-// timer has adopted new ones that nobody has used yet, the refusal was of
-// the old ones and the new ones stay.
-func (b *Broker) Invalidate() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cur == nil {
-		return
-	}
-	cur := b.cur.Credentials.AccessKeyID
-	switch {
-	case b.served.key != "" && b.served.key != cur:
-		b.log.Info("refused credentials were already replaced; keeping the new ones",
-			"refused", MaskKeyID(b.served.key), "current", MaskKeyID(cur))
-		return
-	case b.served.key == cur && b.prevServed.key != "" && b.clk.Now().Sub(b.prevServed.at) < refusalWindow:
-		// The previous credentials were handed out moments ago too: the
-		// refused call may have been signed with either.
-		b.rej = rejection{key: cur}
-	default:
-		b.rej = rejection{key: cur, sure: true}
-	}
-	b.log.Info("credentials were refused by the service; the next call mints new ones", "accessKeyId", MaskKeyID(cur))
-}
-
-// refresh obtains credentials (adopting the current ones when another
-// goroutine refreshed meanwhile) and makes them current.
-func (b *Broker) refresh(ctx context.Context, interactive bool) (*entry, error) {
+// refresh obtains credentials from the chain (adopting the current ones when
+// another goroutine refreshed meanwhile) and makes them current. ctx says
+// whether prompts may use the terminal.
+func (b *Broker) refresh(ctx context.Context) (*entry, error) {
 	b.mintMu.Lock()
 	defer b.mintMu.Unlock()
 	b.mu.Lock()
@@ -298,7 +207,7 @@ func (b *Broker) refresh(ctx context.Context, interactive bool) (*entry, error) 
 		// now on (here or by another process) extend the connection.
 		notBefore = finalAt
 	}
-	e, err := b.obtain(ctx, interactive, rej, notBefore)
+	e, err := b.chain.cache.obtain(ctx, rej, notBefore)
 	if err != nil {
 		b.noteFailure(ctx, err)
 		return nil, err
@@ -344,7 +253,7 @@ func (b *Broker) adopt(e *entry) {
 	now := b.clk.Now()
 	b.mu.Lock()
 	b.cur = e
-	b.due = refreshAt(e.Credentials, b.o.Jitter())
+	b.due = refreshAt(e.Credentials, b.jitter())
 	if !b.due.IsZero() && !b.due.After(now) {
 		// A source that hands back the same credentials (exported session
 		// credentials, a stored MFA session) cannot be refreshed early:
@@ -360,12 +269,6 @@ func (b *Broker) adopt(e *entry) {
 	b.retryAt = time.Time{}
 	b.mu.Unlock()
 	b.kick()
-}
-
-// notify writes one user-facing line to Notice and the log.
-func (b *Broker) notify(line string) {
-	b.log.Warn(line)
-	_, _ = fmt.Fprintf(b.o.Notice, "ssmproxy: %s\n", line)
 }
 
 func (b *Broker) kick() {

@@ -106,7 +106,7 @@ func TestCacheSharedAndInvalidate(t *testing.T) {
 	if c3.AccessKeyID == c1.AccessKeyID || e.sts("AssumeRole") != 2 {
 		t.Fatalf("Invalidate did not mint (same key %v, AssumeRole %d)", c3.AccessKeyID == c1.AccessKeyID, e.sts("AssumeRole"))
 	}
-	ent, err := b1.cache.read(b1.key)
+	ent, err := b1.chain.cache.file.read(b1.chain.cache.key)
 	if err != nil || ent == nil || ent.Credentials.AccessKeyID != c3.AccessKeyID {
 		t.Fatalf("the cache file does not hold the new credentials: %v", err)
 	}
@@ -261,11 +261,11 @@ func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 	if strings.Contains(string(r), "not-for-children") || !strings.Contains(string(r), "stdin=\n") {
 		t.Fatalf("credential_process child saw %q", r)
 	}
-	if len(b.cache.list()) != 1 {
+	if len(b.chain.cache.file.list()) != 1 {
 		t.Fatal("no-role temporary credentials from a profile still go through the cache")
 	}
-	if !strings.Contains(b.src.describe(), `profile "proc" (credential_process)`) {
-		t.Fatalf("source %q", b.src.describe())
+	if !strings.Contains(b.chain.src.src.describe(), `profile "proc" (credential_process)`) {
+		t.Fatalf("source %q", b.chain.src.src.describe())
 	}
 }
 

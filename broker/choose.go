@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -20,14 +19,24 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
-	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 )
 
 // EnvProcessDepth guards against a credential_process that calls ssmproxy
 // credential-process for the same profile, forever.
 const EnvProcessDepth = "SSMPROXY_CREDENTIAL_PROCESS_DEPTH"
 
-// chooseSource picks the source in the order a user expects (issue 3):
+// chooser picks the source of credentials, the first link of the chain. It
+// reads no secret (it only lists keyring items), so it never prompts.
+type chooser struct {
+	set    *settings
+	stores *keyrings
+	codes  *mfaCodes // for an SDK role chain with mfa_serial
+	clk    clock.Clock
+}
+
+// choose picks the source in the order a user expects (issue 3):
 //
 //  1. a long-term key stored in the keyring by "ssmproxy login" for the
 //     source profile;
@@ -38,9 +47,9 @@ const EnvProcessDepth = "SSMPROXY_CREDENTIAL_PROCESS_DEPTH"
 //
 // A profile named explicitly beats exported keys, as it does in the SDK
 // when set in code; without a name, exported keys win, as they always do.
-func (b *Broker) chooseSource(ctx context.Context) (source, error) {
-	s := b.set
-	now := b.clk.Now()
+func (c *chooser) choose(ctx context.Context) (source, error) {
+	s := c.set
+	now := c.clk.Now()
 
 	// With role_arn in the profile, the source is what the profile names:
 	// source_profile, credential_source or, with neither, the keyring key
@@ -49,7 +58,7 @@ func (b *Broker) chooseSource(ctx context.Context) (source, error) {
 	if s.roleFromProfile && s.shared.SourceProfileName != "" {
 		srcProfile = s.shared.SourceProfileName
 	}
-	if ks, err := b.keyringSource(ctx, srcProfile); err != nil {
+	if ks, err := c.keyringSource(ctx, srcProfile); err != nil {
 		return nil, err
 	} else if ks != nil {
 		return ks, nil
@@ -57,50 +66,50 @@ func (b *Broker) chooseSource(ctx context.Context) (source, error) {
 	if s.roleFromProfile {
 		switch {
 		case s.shared.SourceProfileName != "":
-			return b.profileSource(ctx, s.shared.SourceProfileName, s.shared.Source)
+			return c.profileSource(ctx, s.shared.SourceProfileName, s.shared.Source)
 		case strings.EqualFold(s.shared.CredentialSource, "Environment"):
-			c, ok, err := envCredentials(now)
+			env, ok, err := envCredentials(now)
 			if err != nil {
 				return nil, err
 			}
 			if !ok {
 				return nil, fmt.Errorf("profile %q has credential_source = Environment but no AWS_ACCESS_KEY_ID is exported", s.profile)
 			}
-			return &envSource{profile: s.profile, creds: c}, nil
+			return &envSource{profile: s.profile, creds: env}, nil
 		case strings.EqualFold(s.shared.CredentialSource, "Ec2InstanceMetadata"):
-			return &sdkSource{profile: s.profile, kind: "instance role", clk: b.clk,
+			return &sdkSource{profile: s.profile, kind: "instance role", clk: c.clk,
 				provider: aws.NewCredentialsCache(ec2rolecreds.New())}, nil
 		case s.shared.CredentialSource != "":
-			return b.defaultSource(ctx)
+			return c.defaultSource(ctx)
 		}
 		return nil, fmt.Errorf("profile %q has role_arn but no source: run \"ssmproxy login --profile %s\" to store a key for it, "+
 			"or add source_profile", s.profile, s.profile)
 	}
 	if s.profileExplicit && s.inConfig && hasCredentials(s.shared) {
-		return b.profileSource(ctx, s.profile, &s.shared)
+		return c.profileSource(ctx, s.profile, &s.shared)
 	}
-	c, ok, err := envCredentials(now)
+	env, ok, err := envCredentials(now)
 	if err != nil {
 		return nil, err
 	}
 	if ok {
-		return &envSource{profile: s.profile, creds: c}, nil
+		return &envSource{profile: s.profile, creds: env}, nil
 	}
 	if s.inConfig && hasCredentials(s.shared) {
-		return b.profileSource(ctx, s.profile, &s.shared)
+		return c.profileSource(ctx, s.profile, &s.shared)
 	}
 	if s.profileExplicit && !s.inConfig {
 		return nil, fmt.Errorf("no credentials for profile %q: it is not in the AWS config files and has no key in the keyring; "+
 			"run \"ssmproxy login --profile %s\"", s.profile, s.profile)
 	}
-	return b.defaultSource(ctx)
+	return c.defaultSource(ctx)
 }
 
 // keyringSource looks for a stored key in the persistent store, and also in
 // the automatically chosen volatile one (keyctl) when that differs.
-func (b *Broker) keyringSource(ctx context.Context, profile string) (*keyringSource, error) {
+func (c *chooser) keyringSource(ctx context.Context, profile string) (*keyringSource, error) {
 	for _, persistent := range []bool{true, false} {
-		store, err := b.openKeyring(ctx, persistent)
+		store, err := c.stores.get(ctx, persistent)
 		if err != nil {
 			if persistent {
 				return nil, err
@@ -113,7 +122,7 @@ func (b *Broker) keyringSource(ctx context.Context, profile string) (*keyringSou
 		}
 		for _, k := range keys {
 			if k == SourceItemKey(profile) {
-				return &keyringSource{store: store, profile: profile, clk: b.clk}, nil
+				return &keyringSource{store: store, profile: profile, clk: c.clk}, nil
 			}
 		}
 	}
@@ -131,13 +140,13 @@ func hasCredentials(sc config.SharedConfig) bool {
 // plain credential_process, which ssmproxy starts itself so that the child
 // gets stdin null and no inherited AWS keys (the SDK's default command
 // builder passes os.Stdin, which in a ProxyCommand is the SSH stream).
-func (b *Broker) profileSource(ctx context.Context, profile string, sc *config.SharedConfig) (source, error) {
+func (c *chooser) profileSource(ctx context.Context, profile string, sc *config.SharedConfig) (source, error) {
 	kind := "static keys"
 	switch {
 	case sc == nil:
 		kind = "shared config"
 	case sc.CredentialProcess != "" && sc.RoleARN == "":
-		return &sdkSource{profile: profile, kind: "credential_process", clk: b.clk,
+		return &sdkSource{profile: profile, kind: "credential_process", clk: c.clk,
 			provider: aws.NewCredentialsCache(processcreds.NewProviderCommand(safeProcess(sc.CredentialProcess),
 				func(o *processcreds.Options) { o.Timeout = 2 * time.Minute }))}, nil
 	case sc.SSOSession != nil || sc.SSOStartURL != "":
@@ -147,21 +156,24 @@ func (b *Broker) profileSource(ctx context.Context, profile string, sc *config.S
 	case sc.RoleARN != "":
 		kind = "role chain"
 	}
+	src := &sdkSource{profile: profile, kind: kind, clk: c.clk}
 	cfg, err := config.LoadDefaultConfig(ctx,
 		config.WithSharedConfigProfile(profile),
-		config.WithRegion(b.set.region),
-		config.WithHTTPClient(b.set.sdkHTTP),
+		config.WithRegion(c.set.region),
+		config.WithHTTPClient(c.set.sdkHTTP),
 		config.WithAssumeRoleCredentialOptions(func(o *stscreds.AssumeRoleOptions) {
 			// Never stscreds.StdinTokenProvider: stdin is the SSH stream.
+			// The SDK calls this without a context: the source says
+			// whether the retrieve it is serving may use the terminal.
 			o.TokenProvider = func() (string, error) {
-				return b.mfaCode(context.Background(), aws.ToString(o.SerialNumber), b.allowTTY.Load())
+				return c.codes.code(src.promptContext(), aws.ToString(o.SerialNumber))
 			}
 		}))
 	if err != nil {
 		return nil, fmt.Errorf("load profile %q: %w", profile, err)
 	}
 	cfg.HTTPClient = awsconf.LoopbackOnlyHTTP(cfg.HTTPClient)
-	src := &sdkSource{profile: profile, kind: kind, provider: cfg.Credentials, clk: b.clk}
+	src.provider = cfg.Credentials
 	if kind == "SSO" && sc != nil {
 		key := sc.SSOStartURL
 		if sc.SSOSession != nil {
@@ -173,8 +185,8 @@ func (b *Broker) profileSource(ctx context.Context, profile string, sc *config.S
 }
 
 // defaultSource is the SDK's default chain without a profile.
-func (b *Broker) defaultSource(ctx context.Context) (source, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(b.set.region), config.WithHTTPClient(b.set.sdkHTTP))
+func (c *chooser) defaultSource(ctx context.Context) (source, error) {
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(c.set.region), config.WithHTTPClient(c.set.sdkHTTP))
 	if err != nil {
 		return nil, fmt.Errorf("load the AWS SDK default credential chain: %w", err)
 	}
@@ -182,28 +194,17 @@ func (b *Broker) defaultSource(ctx context.Context) (source, error) {
 	if cfg.Credentials == nil {
 		return nil, errors.New("no AWS credentials found: run \"ssmproxy login\", name a profile with --profile, or export credentials")
 	}
-	return &sdkSource{kind: "default chain", provider: cfg.Credentials, clk: b.clk}, nil
+	return &sdkSource{kind: "default chain", provider: cfg.Credentials, clk: c.clk}, nil
 }
 
 // safeProcess builds credential_process children with stdin null, stderr
 // passed through, and no inherited AWS keys; it also counts nesting.
 func safeProcess(command string) processcreds.NewCommandBuilder {
 	return processcreds.NewCommandBuilderFunc(func(ctx context.Context) (*exec.Cmd, error) {
-		cmd := shellCommand(ctx, command)
-		cmd.Stdin = nil
-		cmd.Stderr = os.Stderr
-		cmd.Env = append(awsconf.ScrubEnv(os.Environ()), EnvProcessDepth+"="+nextDepth())
+		cmd := secretenv.Shell(ctx, command)
+		cmd.Env = append(cmd.Env, EnvProcessDepth+"="+nextDepth())
 		return cmd, nil
 	})
-}
-
-// shellCommand runs a configured command line through the platform's shell,
-// as the AWS CLI does for credential_process.
-func shellCommand(ctx context.Context, command string) *exec.Cmd {
-	if runtime.GOOS == "windows" {
-		return exec.CommandContext(ctx, "cmd.exe", "/C", command)
-	}
-	return exec.CommandContext(ctx, "sh", "-c", command)
 }
 
 // ProcessDepth is how deeply "ssmproxy credential-process" calls are nested
@@ -248,23 +249,4 @@ func ssoDeadline(profile, key string) *Deadline {
 func isSSOExpired(err error) bool {
 	var ite *ssocreds.InvalidTokenError
 	return errors.As(err, &ite)
-}
-
-// openKeyring opens (once per kind) the persistent or the volatile store.
-func (b *Broker) openKeyring(ctx context.Context, persistent bool) (keyring.Store, error) {
-	b.krMu.Lock()
-	defer b.krMu.Unlock()
-	slot := &b.volatile
-	if persistent {
-		slot = &b.persistent
-	}
-	if *slot != nil {
-		return *slot, nil
-	}
-	st, err := b.o.Keyring(ctx, persistent)
-	if err != nil {
-		return nil, err
-	}
-	*slot = st
-	return st, nil
 }

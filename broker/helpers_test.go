@@ -22,6 +22,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/rig"
 	"github.com/ssmproxy/ssmproxy/internal/testkit"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 const (
@@ -71,7 +72,7 @@ func (e *testEnv) options(mods ...func(*Options)) Options {
 			}
 			return e.volatile, nil
 		},
-		Prompter: keyring.Prompter{NoTTY: true, NoAskpass: true},
+		Prompter: prompt.Prompter{NoTTY: true, NoAskpass: true},
 		Notice:   e.notice,
 		Log:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -90,6 +91,15 @@ func (e *testEnv) login(profile, serial string) {
 	if err := e.persistent.Set(context.Background(), keyring.Item{Key: SourceItemKey(profile), Data: data}); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// loginWithMFA gives alice her MFA device, stores her key with it for
+// profile, and exports a one-time code for the first mint.
+func (e *testEnv) loginWithMFA(profile string) {
+	e.t.Helper()
+	e.ts.IAM.AddMFADevice("alice", testSerial)
+	e.login(profile, testSerial)
+	e.t.Setenv(EnvMFAToken, "123456")
 }
 
 func (e *testEnv) newBroker(mods ...func(*Options)) *Broker {

@@ -39,7 +39,7 @@ func TestMFAPromptOutsideRoleLock(t *testing.T) {
 	if !fakeaws.WaitFor(10*time.Second, func() bool { _, err := os.Stat(asking); return err == nil }) {
 		t.Fatal("the MFA process was not started")
 	}
-	release, err := lockfile.Acquire(ctx, first.lockPath("role-"+first.key), lockfile.Options{Timeout: 2 * time.Second, Poll: 10 * time.Millisecond})
+	release, err := lockfile.Acquire(ctx, first.chain.locks.path("role-"+first.chain.cache.key), lockfile.Options{Timeout: 2 * time.Second, Poll: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("the role lock is held while a code is asked for: %v", err)
 	}
@@ -47,7 +47,7 @@ func TestMFAPromptOutsideRoleLock(t *testing.T) {
 
 	secondNotice := &rig.SyncBuffer{}
 	second := e.newBroker(func(o *Options) { o.Notice = secondNotice })
-	second.lockNoticeAfter = 20 * time.Millisecond
+	second.chain.locks.noticeAfter = 20 * time.Millisecond
 	go func() { errs <- second.Prepare(ctx) }()
 	if !fakeaws.WaitFor(10*time.Second, func() bool { return strings.Contains(secondNotice.String(), "waiting for another ssmproxy process") }) {
 		t.Fatalf("the waiting process says nothing: %q", secondNotice.String())
@@ -75,8 +75,8 @@ func TestLockTimeoutIsNotCredentials(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
 	e.login("default", "")
 	b := e.newBroker()
-	b.roleLockTimeout, b.lockNoticeAfter = 200*time.Millisecond, 50*time.Millisecond
-	release, err := lockfile.Acquire(context.Background(), b.lockPath("role-"+b.key), lockfile.Options{})
+	b.chain.cache.lockWait, b.chain.locks.noticeAfter = 200*time.Millisecond, 50*time.Millisecond
+	release, err := lockfile.Acquire(context.Background(), b.chain.locks.path("role-"+b.chain.cache.key), lockfile.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

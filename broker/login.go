@@ -8,13 +8,13 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
+	"github.com/ssmproxy/ssmproxy/internal/clock"
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
@@ -29,6 +29,8 @@ type LoginOptions struct {
 	// us-east-1); STSEndpoint overrides the endpoint (tests).
 	Region      string
 	STSEndpoint string
+	// Clock stamps the key's creation time (default the real clock).
+	Clock clock.Clock
 }
 
 var longTermKeyID = regexp.MustCompile(`^AKIA[A-Z0-9]{12,124}$`)
@@ -55,7 +57,11 @@ func Login(ctx context.Context, store keyring.Store, cacheDir string, o LoginOpt
 		k.ARN = arn
 	}
 	if k.Created.IsZero() {
-		k.Created = time.Now().UTC()
+		clk := o.Clock
+		if clk == nil {
+			clk = clock.Real()
+		}
+		k.Created = clk.Now().UTC()
 	}
 	data, err := json.Marshal(k)
 	if err != nil {
@@ -123,10 +129,9 @@ func callerARN(ctx context.Context, c Credentials, region, endpoint string) (str
 		return "", err
 	}
 	cfg.HTTPClient = awsconf.LoopbackOnlyHTTP(cfg.HTTPClient)
-	b := &Broker{set: &settings{base: cfg}, o: Options{STSEndpoint: endpoint}}
 	ctx, cancel := context.WithTimeout(ctx, stsCallTimeout)
 	defer cancel()
-	out, err := b.stsFor(c).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	out, err := stsClients{base: cfg, endpoint: endpoint}.signedBy(c).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {
 		if code := stsCode(err); code != "" {
 			return "", fmt.Errorf("STS refused the key (%s)", code)

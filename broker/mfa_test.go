@@ -43,7 +43,7 @@ func TestMFAChain(t *testing.T) {
 		t.Fatalf("MFA session not in the keyring: %v", keys)
 	}
 	// The cache file never holds the full-power MFA session.
-	ents := b.cache.list()
+	ents := b.chain.cache.file.list()
 	if len(ents) != 1 || ents[0].Credentials.AccessKeyID == gst[0].IssuedKeyID {
 		t.Fatalf("cache entries %v", ents)
 	}
@@ -108,9 +108,7 @@ func TestMFAProcess(t *testing.T) {
 // mint asks for a new code instead of reusing it.
 func TestRevokedKeys(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
-	e.ts.IAM.AddMFADevice("alice", testSerial)
-	e.login("default", testSerial)
-	t.Setenv(EnvMFAToken, "123456")
+	e.loginWithMFA("default")
 	ctx := context.Background()
 	b := e.newBroker()
 	if err := b.Prepare(ctx); err != nil {

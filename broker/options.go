@@ -9,7 +9,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // Environment variables for ssmproxy-only broker settings. Settings with a
@@ -18,7 +20,7 @@ import (
 // the profile; these cover what the shared config cannot express.
 const (
 	EnvRoleARN            = "SSMPROXY_ROLE_ARN"             // role to assume when the profile has none
-	EnvMFAToken           = "SSMPROXY_MFA_TOKEN"            // a one-time code, for scripts (first mint only)
+	EnvMFAToken           = secretenv.MFAToken              // a one-time code, for scripts (first mint only)
 	EnvMFAProcess         = "SSMPROXY_MFA_PROCESS"          // command printing a one-time code
 	EnvMFASessionDuration = "SSMPROXY_MFA_SESSION_DURATION" // GetSessionToken duration (default 12h)
 	EnvSourceIdentity     = "SSMPROXY_SOURCE_IDENTITY"      // "off" disables SourceIdentity
@@ -78,7 +80,7 @@ type Options struct {
 	// Prompter asks for MFA codes and the file keyring passphrase. Its
 	// terminal is used only while Prepare runs (before the first SSH byte),
 	// and never with Prompter.NoTTY (credential-process without --allow-tty).
-	Prompter keyring.Prompter
+	Prompter prompt.Prompter
 
 	// CacheDir is the credential cache (default os.UserCacheDir()/ssmproxy/creds).
 	CacheDir string

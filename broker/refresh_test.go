@@ -66,7 +66,7 @@ func TestRetrieveDoesNotWaitForRefresh(t *testing.T) {
 	b.mu.Lock()
 	b.due = fc.Now().Add(-time.Second)
 	b.mu.Unlock()
-	if err := os.Remove(b.cache.path(b.key)); err != nil {
+	if err := os.Remove(b.chain.cache.file.path(b.chain.cache.key)); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

@@ -8,18 +8,21 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 	"github.com/ssmproxy/ssmproxy/keyring"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // A source is tier 1 of credentials.md 5.1: what the broker mints from.
 type source interface {
-	// retrieve returns the source credentials; interactive allows prompts.
-	retrieve(ctx context.Context, interactive bool) (Credentials, error)
+	// retrieve returns the source credentials; ctx says whether a prompt
+	// may use the terminal (package prompt).
+	retrieve(ctx context.Context) (Credentials, error)
 	// describe says where the credentials come from, for messages.
 	describe() string
 	// deadline is the source's own hard deadline, nil when it renews itself.
@@ -79,7 +82,7 @@ func loadSourceKey(ctx context.Context, store keyring.Store, profile string) (*S
 	return &k, nil
 }
 
-func (s *keyringSource) retrieve(ctx context.Context, _ bool) (Credentials, error) {
+func (s *keyringSource) retrieve(ctx context.Context) (Credentials, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.key == nil {
@@ -172,7 +175,7 @@ func envCredentials(now time.Time) (Credentials, bool, error) {
 	return c, true, nil
 }
 
-func (s *envSource) retrieve(context.Context, bool) (Credentials, error) { return s.creds, nil }
+func (s *envSource) retrieve(context.Context) (Credentials, error) { return s.creds, nil }
 
 func (s *envSource) describe() string {
 	if s.creds.Temporary() {
@@ -204,6 +207,10 @@ type sdkSource struct {
 	// ssoDeadline reads the SSO token cache; nil for other kinds.
 	ssoDeadline func() *Deadline
 
+	// terminal is whether the retrieve in progress may prompt on the
+	// terminal, for the SDK's MFA token provider, which gets no context.
+	terminal atomic.Bool
+
 	mu     sync.Mutex
 	seenID string    // access key id of the credentials last returned
 	seenAt time.Time // when they were first seen: their estimated issue time
@@ -213,7 +220,8 @@ type sdkSource struct {
 // credentials until their very last second, but the broker re-mints (and
 // other processes take the cache entry) only while a refresh window of their
 // lifetime remains: inside that window, ask the SDK for new ones.
-func (s *sdkSource) retrieve(ctx context.Context, _ bool) (Credentials, error) {
+func (s *sdkSource) retrieve(ctx context.Context) (Credentials, error) {
+	s.terminal.Store(prompt.TerminalAllowed(ctx))
 	a, err := s.provider.Retrieve(ctx)
 	if err != nil {
 		return Credentials{}, s.wrap(err)
@@ -278,6 +286,14 @@ func (s *sdkSource) invalidate() {
 }
 
 func (s *sdkSource) fingerprint() string { return "sdk:" + s.kind + ":" + hashString(s.profile) }
+
+// promptContext is the context the SDK's MFA token provider asks in.
+func (s *sdkSource) promptContext() context.Context {
+	if s.terminal.Load() {
+		return context.Background()
+	}
+	return prompt.WithoutTerminal(context.Background())
+}
 
 // mayPrompt reports whether the SDK may ask for an MFA code while resolving
 // (a role chain with mfa_serial calls the broker's token provider).

@@ -61,8 +61,8 @@ func TestSDKSourcesWithCABundle(t *testing.T) {
 				role = "" // its keys are not the fake's: use them directly
 			}
 			b := e.newBroker(func(o *Options) { o.Profile, o.RoleARN = c.profile, role })
-			if _, ok := b.src.(*sdkSource); !ok {
-				t.Fatalf("source %s, want an SDK source", b.src.describe())
+			if _, ok := b.chain.src.src.(*sdkSource); !ok {
+				t.Fatalf("source %s, want an SDK source", b.chain.src.src.describe())
 			}
 			if err := b.Prepare(context.Background()); err != nil {
 				t.Fatalf("with AWS_CA_BUNDLE: %v", err)
@@ -143,7 +143,7 @@ func TestStaticKeysNeverCached(t *testing.T) {
 		}
 		return nil
 	})
-	if n := len(b.cache.list()); n != 0 {
+	if n := len(b.chain.cache.file.list()); n != 0 {
 		t.Fatalf("%d cache entries for a long-term key", n)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/ssmproxy/ssmproxy/internal/clock"
 )
 
 // Status is what "ssmproxy creds" shows: where credentials come from, every
@@ -43,43 +45,46 @@ type EntryStatus struct {
 // Status reports the broker's view without minting anything. Reading the
 // stored key and the MFA session may ask for the file keyring's passphrase,
 // on the terminal too: it is for interactive commands, not a ProxyCommand.
-func (b *Broker) Status(ctx context.Context) Status {
-	b.allowTTY.Store(true)
-	defer b.allowTTY.Store(false)
-	if ks, ok := b.src.(*keyringSource); ok {
-		_, _ = ks.retrieve(ctx, false) // learn the stored MFA serial; the key stays in memory only
+func (b *Broker) Status(ctx context.Context) Status { return b.chain.status(ctx, b.clk) }
+
+// status reads every link's state.
+func (c *chain) status(ctx context.Context, clk clock.Clock) Status {
+	ks, isKeyring := c.src.src.(*keyringSource)
+	if isKeyring {
+		_, _ = ks.retrieve(ctx) // learn the stored MFA serial; the key stays in memory only
 	}
-	st := Status{Profile: b.set.profile, InConfig: b.set.inConfig, Region: b.set.region, RoleARN: b.set.roleARN,
-		Source: b.src.describe(), Deadline: b.src.deadline(), CacheDir: b.cache.dir}
+	set := c.set
+	st := Status{Profile: set.profile, InConfig: set.inConfig, Region: set.region, RoleARN: set.roleARN,
+		Source: c.src.src.describe(), Deadline: c.src.src.deadline(), CacheDir: c.cache.file.dir}
 	// The store the source key was found in; else where "ssmproxy login"
 	// would put one.
-	if ks, ok := b.src.(*keyringSource); ok {
+	if isKeyring {
 		st.KeyringBackend = ks.store.Backend()
-	} else if store, err := b.openKeyring(ctx, true); err == nil {
+	} else if store, err := c.stores.get(ctx, true); err == nil {
 		st.KeyringBackend = store.Backend()
 	}
-	if store, err := b.openKeyring(ctx, false); err == nil {
+	if store, err := c.stores.get(ctx, false); err == nil {
 		st.MFAKeyringBackend = store.Backend()
 	}
-	st.MFASerial = b.mfaSerial()
+	st.MFASerial = c.mfa.deviceSerial()
 	if st.MFASerial != "" {
-		st.MFASessionExpires = b.mfaExpiry(ctx, st.MFASerial)
-		if !st.MFASessionExpires.IsZero() && !b.mfaDriverAvailable() {
+		st.MFASessionExpires = c.mfa.expiry(ctx, st.MFASerial)
+		if !st.MFASessionExpires.IsZero() && !c.mfa.codes.renewable() {
 			st.Deadline = &Deadline{At: st.MFASessionExpires, What: "the MFA session",
 				Fix: "reconnect from a terminal to enter a new code, or set " + EnvMFAProcess}
 		}
 	}
-	now := b.clk.Now()
-	for _, e := range b.cache.list() {
-		if e.Profile != b.set.profile {
+	now := clk.Now()
+	for _, e := range c.cache.file.list() {
+		if e.Profile != set.profile {
 			continue
 		}
-		c := e.Credentials
-		w := window(lifetimeOf(c))
+		cr := e.Credentials
+		w := window(lifetimeOf(cr))
 		es := EntryStatus{RoleARN: e.RoleARN, Target: e.Target, Document: e.Document, RoleSessionName: e.RoleSessionName,
-			AccessKeyID: MaskKeyID(c.AccessKeyID), Expires: c.Expires, Fresh: fresh(c, now), Deadline: e.Deadline}
-		if c.CanExpire() {
-			es.ReMintFrom, es.ReMintBy = c.Expires.Add(-w), c.Expires.Add(-time.Duration(minJitterShare*float64(w)))
+			AccessKeyID: MaskKeyID(cr.AccessKeyID), Expires: cr.Expires, Fresh: fresh(cr, now), Deadline: e.Deadline}
+		if cr.CanExpire() {
+			es.ReMintFrom, es.ReMintBy = cr.Expires.Add(-w), cr.Expires.Add(-time.Duration(minJitterShare*float64(w)))
 		}
 		st.Entries = append(st.Entries, es)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // The SDK's CredentialsCache is lazy: nothing refreshes until a call needs
@@ -95,7 +97,7 @@ func (b *Broker) nextEvent() (time.Time, bool) {
 // timerRefresh re-mints ahead of expiry; refresh records a failure and
 // its retry time, which nextEvent then schedules.
 func (b *Broker) timerRefresh(ctx context.Context) {
-	if _, err := b.refresh(ctx, false); err == nil {
+	if _, err := b.refresh(prompt.WithoutTerminal(ctx)); err == nil {
 		b.mu.Lock()
 		if b.cur != nil && !b.due.After(b.clk.Now()) {
 			b.due = time.Time{} // expired and adopted anyway: nothing to schedule
@@ -118,5 +120,5 @@ func (b *Broker) emitWarning() {
 		return
 	}
 	now := b.clk.Now()
-	b.notify(warningNotice(b.set.profile, e.Deadline, authorisedUntil(e, now), now))
+	b.note.line(warningNotice(b.set.profile, e.Deadline, authorisedUntil(e, now), now))
 }

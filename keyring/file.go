@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -50,7 +51,7 @@ func (p *passphrase) libFunc(string) (string, error) {
 
 // ask prompts for the passphrase unless it is known. Goroutines of this
 // process asking at once wait for the one prompt.
-func (p *passphrase) ask() error {
+func (p *passphrase) ask(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.pw != "" || p.o.getenv(EnvFilePassphrase) != "" {
@@ -59,7 +60,7 @@ func (p *passphrase) ask() error {
 	if p.o.Prompt == nil {
 		return errNoPassphrase
 	}
-	pw, err := p.o.Prompt("ssmproxy: passphrase for the file keyring in " + p.o.FileDir)
+	pw, err := p.o.Prompt(ctx, "ssmproxy: passphrase for the file keyring in "+p.o.FileDir)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNoPassphrase, err)
 	}

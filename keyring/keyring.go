@@ -8,7 +8,7 @@
 //     scope, then pass, then the encrypted file), with the reasons each
 //     backend was skipped instead of the library's bare ErrNoAvailImpl;
 //   - prompts that never touch stdin or stdout, which are the SSH stream when
-//     ssmproxy runs as a ProxyCommand (see Prompter);
+//     ssmproxy runs as a ProxyCommand (see package prompt);
 //   - serialised access: an in-process semaphore plus a cross-process flock
 //     around every call, because the file backend tears under concurrent
 //     writers and macOS keychain writes race too;
@@ -118,7 +118,7 @@ func (k *Keyring) locked(ctx context.Context, fn func() error) error {
 		if asked || k.pass == nil || !errors.Is(err, errNeedPassphrase) {
 			return err
 		}
-		if err := k.pass.ask(); err != nil {
+		if err := k.pass.ask(ctx); err != nil {
 			return err
 		}
 	}

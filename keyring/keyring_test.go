@@ -203,7 +203,7 @@ func TestFileNeedsPassphrase(t *testing.T) {
 	}
 	// With a prompt, it is asked once per handle.
 	calls := 0
-	o.Prompt = func(string) (string, error) { calls++; return "typed", nil }
+	o.Prompt = func(context.Context, string) (string, error) { calls++; return "typed", nil }
 	k, _ = Open(ctx, o)
 	for i := 0; i < 3; i++ {
 		if err := k.Set(ctx, Item{Key: fmt.Sprint("k", i), Data: []byte("v")}); err != nil {

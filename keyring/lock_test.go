@@ -16,7 +16,7 @@ func TestPassphrasePromptOutsideLock(t *testing.T) {
 	ctx := context.Background()
 	o := fileOpts(t, filepath.Join(t.TempDir(), "kr"), filepath.Join(t.TempDir(), "kr.lock"), "")
 	asking, answer := make(chan struct{}), make(chan string)
-	o.Prompt = func(string) (string, error) { close(asking); return <-answer, nil }
+	o.Prompt = func(context.Context, string) (string, error) { close(asking); return <-answer, nil }
 	k, err := Open(ctx, o)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/internal/lockfile"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // Backend names one secret store.
@@ -36,7 +37,7 @@ var order = []Backend{WinCred, Keychain, SecretService, KWallet, KeyCtl, Pass, F
 // Environment variables the package reads.
 const (
 	EnvBackend        = "SSMPROXY_KEYRING_BACKEND"
-	EnvFilePassphrase = "SSMPROXY_FILE_PASSPHRASE"
+	EnvFilePassphrase = secretenv.FilePassphrase
 )
 
 // KeyCtlScope is the kernel keyring ssmproxy uses: "user" is shared by every
@@ -74,13 +75,20 @@ type Options struct {
 	Notice          func()
 	LockNoticeAfter time.Duration
 	// Prompt asks the user for the file passphrase when
-	// $SSMPROXY_FILE_PASSPHRASE is unset. nil means never prompt: the
-	// backend then fails with a message naming the variable. Use
-	// Prompter.Secret; never anything that reads stdin.
-	Prompt func(prompt string) (string, error)
+	// $SSMPROXY_FILE_PASSPHRASE is unset, with the context of the keyring
+	// call that needs it (which says whether the terminal may be used). nil
+	// means never prompt: the backend then fails with a message naming the
+	// variable. Use PassphrasePrompt; never anything that reads stdin.
+	Prompt func(ctx context.Context, prompt string) (string, error)
 	// Getenv reads the environment (default secretenv.Get, which also sees
 	// the secrets main moved out of the process environment); tests replace it.
 	Getenv func(string) string
+}
+
+// PassphrasePrompt is an Options.Prompt that asks with p, naming
+// $SSMPROXY_FILE_PASSPHRASE when no prompt method works.
+func PassphrasePrompt(p prompt.Prompter) func(ctx context.Context, text string) (string, error) {
+	return func(ctx context.Context, text string) (string, error) { return p.Secret(ctx, text, EnvFilePassphrase) }
 }
 
 func (o Options) getenv(k string) string {

@@ -11,6 +11,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
+
+	"github.com/ssmproxy/ssmproxy/internal/awserr"
 )
 
 // SessionInfo is what StartSession and ResumeSession return.
@@ -262,6 +264,10 @@ func classify(op, resource string, err error) error {
 		e.Message = ce.Err.Error()
 		return e
 	}
+	if awserr.CredentialsRefused(e.Code) {
+		e.Kind = KindCredentials
+		return e
+	}
 	switch e.Code {
 	case "TargetNotConnected":
 		e.Kind = KindTargetNotConnected
@@ -271,9 +277,6 @@ func classify(op, resource string, err error) error {
 		e.Kind = KindInvalidDocument
 	case "InvalidParameters", "ValidationException", "ValidationError", "SerializationException":
 		e.Kind = KindInvalidRequest
-	case "ExpiredTokenException", "ExpiredToken", "UnrecognizedClientException", "InvalidSignatureException",
-		"InvalidClientTokenId", "MissingAuthenticationTokenException", "IncompleteSignatureException", "SignatureDoesNotMatch":
-		e.Kind = KindCredentials
 	case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
 		e.Kind = KindThrottled
 	case "InternalServerError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException":

@@ -122,37 +122,3 @@ func IsLoopbackHost(host string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
-
-// SecretEnv lists the environment variables that carry secrets: AWS keys
-// (including the legacy AWS_ACCESS_KEY/AWS_SECRET_KEY spellings) and
-// ssmproxy's own (file keyring passphrase, login key, MFA code). No child
-// process gets them.
-var SecretEnv = []string{
-	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-	"AWS_ACCESS_KEY", "AWS_SECRET_KEY",
-	"SSMPROXY_FILE_PASSPHRASE", "SSMPROXY_LOGIN_ACCESS_KEY_ID", "SSMPROXY_LOGIN_SECRET_ACCESS_KEY", "SSMPROXY_MFA_TOKEN",
-}
-
-// ScrubEnv returns env without the SecretEnv variables, for child processes
-// (credential_process, mfa_process, askpass) that must use a profile rather
-// than inherited keys and must never see ssmproxy's secrets.
-func ScrubEnv(env []string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		if isSecretEnv(k) {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
-
-func isSecretEnv(k string) bool {
-	for _, s := range SecretEnv {
-		if k == s {
-			return true
-		}
-	}
-	return false
-}

@@ -1,16 +1,43 @@
-// Package secretenv keeps ssmproxy's own secret environment variables (the
-// file keyring passphrase, the login key, a one-time MFA code) out of the
-// process environment once they have been read, so that no child process
-// inherits them, including children that libraries start with the full
-// os.Environ() (the keyring library's "pass" backend, the SDK's default
-// credential_process runner). awsconf.ScrubEnv covers the children ssmproxy
-// starts itself.
+// Package secretenv is the one place that knows which environment variables
+// carry secrets, and keeps them from child processes (credentials.md 5.9).
+//
+// ssmproxy's own secrets (the file keyring passphrase, the login key, a
+// one-time MFA code) leave the process environment once read (Take), so that
+// no child inherits them, including children that libraries start with the
+// full os.Environ() (the keyring library's "pass" backend, the SDK's default
+// credential_process runner). The children ssmproxy starts itself (Command,
+// Shell) also lose the AWS keys: they must use a profile rather than
+// inherited keys, and must never see ssmproxy's secrets.
 package secretenv
 
 import (
+	"context"
 	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 )
+
+// ssmproxy's own secret variables.
+const (
+	FilePassphrase       = "SSMPROXY_FILE_PASSPHRASE"         // the file keyring's passphrase
+	LoginAccessKeyID     = "SSMPROXY_LOGIN_ACCESS_KEY_ID"     // "ssmproxy login" without a prompt
+	LoginSecretAccessKey = "SSMPROXY_LOGIN_SECRET_ACCESS_KEY" // "ssmproxy login" without a prompt
+	MFAToken             = "SSMPROXY_MFA_TOKEN"               // a one-time code, for scripts
+)
+
+// Own lists ssmproxy's own secret variables, for Take.
+var Own = []string{FilePassphrase, LoginAccessKeyID, LoginSecretAccessKey, MFAToken}
+
+// Names lists every variable that carries a secret: the AWS keys (including
+// the legacy AWS_ACCESS_KEY/AWS_SECRET_KEY spellings) and ssmproxy's own. No
+// child process gets them.
+var Names = append([]string{
+	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+	"AWS_ACCESS_KEY", "AWS_SECRET_KEY",
+}, Own...)
 
 var (
 	mu    sync.Mutex
@@ -39,6 +66,37 @@ func Get(name string) string {
 		return v
 	}
 	return os.Getenv(name)
+}
+
+// Scrub returns env without the Names variables.
+func Scrub(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(Names, k) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// Command is a child process with stdin null, stderr passed through to the
+// user, and a scrubbed environment; the caller sets Stdout.
+func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = nil // the null device
+	cmd.Stderr = os.Stderr
+	cmd.Env = Scrub(os.Environ())
+	return cmd
+}
+
+// Shell is Command for a configured command line, run through the
+// platform's shell as the AWS CLI runs credential_process.
+func Shell(ctx context.Context, line string) *exec.Cmd {
+	if runtime.GOOS == "windows" {
+		return Command(ctx, "cmd.exe", "/C", line)
+	}
+	return Command(ctx, "sh", "-c", line)
 }
 
 // reset forgets every taken value (tests).

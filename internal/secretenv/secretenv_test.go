@@ -34,3 +34,21 @@ func TestTakeHidesFromChildren(t *testing.T) {
 		t.Fatal("Get must fall back to the environment")
 	}
 }
+
+// TestScrub: no AWS key (in any spelling) and none of ssmproxy's own
+// secrets reach a child.
+func TestScrub(t *testing.T) {
+	env := []string{"PATH=/bin", "AWS_REGION=eu-west-1", "AWS_PROFILE=dev"}
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+		"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "SSMPROXY_FILE_PASSPHRASE", "SSMPROXY_LOGIN_SECRET_ACCESS_KEY",
+		"SSMPROXY_LOGIN_ACCESS_KEY_ID", "SSMPROXY_MFA_TOKEN"} {
+		env = append(env, k+"=secret-of-"+k)
+	}
+	out := Scrub(env)
+	if strings.Contains(strings.Join(out, "\n"), "secret-of-") {
+		t.Fatalf("a secret survived: %q", out)
+	}
+	if len(out) != 3 {
+		t.Fatalf("ordinary variables must stay: %q", out)
+	}
+}

@@ -1,4 +1,4 @@
-package keyring
+package prompt
 
 import (
 	"context"
@@ -53,5 +53,36 @@ echo "second line ignored"
 	}
 	if strings.Contains(r, "inherited-secret") || strings.Contains(r, "inherited-token") || !strings.Contains(r, "AWS_REGION=eu-west-1") {
 		t.Fatalf("askpass environment not scrubbed: %q", r)
+	}
+}
+
+// TestWithoutTerminal: a mid-session context keeps every prompt off the
+// terminal, and says so in the error; askpass still works there.
+func TestWithoutTerminal(t *testing.T) {
+	ctx := WithoutTerminal(context.Background())
+	if TerminalAllowed(ctx) || !TerminalAllowed(context.Background()) {
+		t.Fatal("TerminalAllowed does not follow WithoutTerminal")
+	}
+	_, err := Prompter{NoAskpass: true}.Secret(ctx, "x", "V")
+	if !errors.Is(err, ErrNoPrompt) || !strings.Contains(err.Error(), "may not be used") {
+		t.Fatalf("want the terminal refused, got %v", err)
+	}
+	if (Prompter{NoAskpass: true}).CanAskWithoutTerminal() || !(Prompter{Askpass: "/bin/true"}).CanAskWithoutTerminal() {
+		t.Fatal("CanAskWithoutTerminal does not follow the askpass settings")
+	}
+}
+
+// TestProcess: an MFA process runs through the shell with stdin null and no
+// inherited secrets, and its output is trimmed; a cancelled context stops it.
+func TestProcess(t *testing.T) {
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "inherited-secret")
+	got, err := Process(context.Background(), `echo " $(cat) ${AWS_SECRET_ACCESS_KEY:-none} 123456 "`)
+	if err != nil || got != "none 123456" {
+		t.Fatalf("Process: %q %v", got, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Process(ctx, "sleep 30"); err == nil {
+		t.Fatal("a cancelled process must fail")
 	}
 }

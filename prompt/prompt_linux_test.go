@@ -1,10 +1,11 @@
 //go:build linux
 
-package keyring
+package prompt
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -55,17 +56,25 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
-// TestPromptTTY drives the terminal prompt through a pseudo-terminal: the
-// prompt is written to the terminal, echo is off while the answer is typed
-// (the secret never shows), and neither touches stdin or stdout.
-func TestPromptTTY(t *testing.T) {
+// openTerminal opens a pseudo-terminal for the test: its master, the path
+// of its slave, and what the terminal shows.
+func openTerminal(t *testing.T) (*os.File, string, *ptyReader) {
+	t.Helper()
 	master, slave, err := testkit.OpenPTY()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
-	defer master.Close()
-	var shown ptyReader
+	t.Cleanup(func() { master.Close() })
+	shown := &ptyReader{}
 	go shown.run(master)
+	return master, slave, shown
+}
+
+// TestPromptTTY drives the terminal prompt through a pseudo-terminal: the
+// prompt is written to the terminal, echo is off while the answer is typed
+// (the secret never shows), and neither touches stdin or stdout.
+func TestPromptTTY(t *testing.T) {
+	master, slave, shown := openTerminal(t)
 	p := Prompter{TTY: slave, NoAskpass: true}
 	done := make(chan struct{})
 	var got string
@@ -106,9 +115,45 @@ func TestPromptTTY(t *testing.T) {
 	}
 }
 
-func init() {
-	childModes["bgsession"] = bgSessionChild
-	childModes["bgprompt"] = bgPromptChild
+// TestPromptTTYCancel: cancelling the context ends a terminal read nobody
+// answers, promptly, and restores the echo.
+func TestPromptTTYCancel(t *testing.T) {
+	master, slave, shown := openTerminal(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := Prompter{TTY: slave, NoAskpass: true}.Secret(ctx, "ssmproxy: never answered", "X")
+		done <- err
+	}()
+	if !waitUntil(10*time.Second, func() bool { return strings.Contains(shown.String(), "never answered") }) {
+		t.Fatalf("prompt not shown on the terminal: %q", shown.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("want context.Canceled, got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the terminal read did not follow the context")
+	}
+	tio, err := unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS)
+	if err != nil || tio.Lflag&unix.ECHO == 0 {
+		t.Fatalf("echo was not restored (%v)", err)
+	}
+}
+
+// childEnv selects a child mode when the test binary runs itself.
+const childEnv = "SSMPROXY_PROMPT_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "bgsession":
+		os.Exit(bgSessionChild())
+	case "bgprompt":
+		os.Exit(bgPromptChild())
+	}
+	os.Exit(m.Run())
 }
 
 // bgSessionChild leads a session whose controlling terminal is the test's
@@ -139,18 +184,12 @@ func bgPromptChild() int {
 // or race the foreground job for keystrokes); it falls through to the next
 // method and fails with the hint.
 func TestPromptBackgroundProcessGroup(t *testing.T) {
-	master, slavePath, err := testkit.OpenPTY()
-	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
-	}
-	defer master.Close()
+	_, slavePath, shown := openTerminal(t)
 	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slave.Close()
-	var shown ptyReader
-	go shown.run(master)
 	exe, _ := os.Executable()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
