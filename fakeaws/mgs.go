@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // openingDeadline bounds the wait for a leg's opening text frame.
@@ -168,7 +168,7 @@ func (ss *session) attach(l *leg) {
 	}
 	ss.stateLocked()
 	if peer != nil {
-		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypeStartPublication), false)
+		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypeStartPublication), false)
 	}
 	ss.mu.Unlock()
 	ss.srv.stats.legOpened(l.kind)
@@ -190,12 +190,12 @@ func (ss *session) detach(l *leg, readErr error) {
 	if l.kind == "client" && ss.client == l {
 		ss.client, current = nil, true
 		if ss.agent != nil && ss.state < stateTerminating {
-			_ = ss.agent.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+			_ = ss.agent.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypePausePublication), false)
 		}
 	} else if l.kind == "agent" && ss.agent == l {
 		ss.agent, current = nil, true
 		if ss.client != nil && ss.state < stateTerminating {
-			_ = ss.client.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+			_ = ss.client.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypePausePublication), false)
 		}
 	}
 	ss.stateLocked()
@@ -248,11 +248,11 @@ type frameInfo struct {
 	ok          bool
 	messageType string
 	seq         int64
-	payloadType ssm.PayloadType
+	payloadType wire.PayloadType
 }
 
 func peek(b []byte) frameInfo {
-	f, err := ssm.DecodeHeader(b)
+	f, err := wire.DecodeHeader(b)
 	if err != nil {
 		return frameInfo{}
 	}
@@ -269,7 +269,7 @@ func (ss *session) fromClient(msg []byte) {
 	fi := peek(msg)
 	ss.val.clientFrame(msg)
 	ss.srv.stats.frame(dirClientToAgent, fi, len(msg), ss.countRetransmit(true, fi))
-	if fi.messageType == ssm.TypeInputStreamData {
+	if fi.messageType == wire.TypeInputStreamData {
 		ss.touch()
 	}
 	ss.faultsClient.apply(msg, fi, func(out []byte) { ss.forward(true, out) })
@@ -277,21 +277,21 @@ func (ss *session) fromClient(msg []byte) {
 
 func (ss *session) fromAgent(msg []byte) {
 	fi := peek(msg)
-	if fi.messageType == ssm.TypeAgentSessionState {
+	if fi.messageType == wire.TypeAgentSessionState {
 		// Consumed by MGS; never forwarded.
 		return
 	}
 	retransmit := ss.countRetransmit(false, fi)
 	ss.srv.stats.frame(dirAgentToClient, fi, len(msg), retransmit)
 	switch fi.messageType {
-	case ssm.TypeOutputStreamData:
+	case wire.TypeOutputStreamData:
 		ss.touch()
-		if !retransmit && fi.payloadType == ssm.PayloadOutput {
-			ss.noteAgentOutput(len(msg) - ssm.FrameHeaderSize)
+		if !retransmit && fi.payloadType == wire.PayloadOutput {
+			ss.noteAgentOutput(len(msg) - wire.FrameHeaderSize)
 		}
-	case ssm.TypeAcknowledge:
-		if len(msg) > ssm.FrameHeaderSize {
-			if seq, ok := ssm.ParseAckSequence(msg[ssm.FrameHeaderSize:]); ok {
+	case wire.TypeAcknowledge:
+		if len(msg) > wire.FrameHeaderSize {
+			if seq, ok := wire.ParseAckSequence(msg[wire.FrameHeaderSize:]); ok {
 				ss.val.agentAck(seq)
 			}
 		}
@@ -307,7 +307,7 @@ func (ss *session) fromAgent(msg []byte) {
 // countRetransmit reports whether a stream frame repeats a sequence number
 // already seen in its direction.
 func (ss *session) countRetransmit(in bool, fi frameInfo) bool {
-	if !fi.ok || (fi.messageType != ssm.TypeInputStreamData && fi.messageType != ssm.TypeOutputStreamData) {
+	if !fi.ok || (fi.messageType != wire.TypeInputStreamData && fi.messageType != wire.TypeOutputStreamData) {
 		return false
 	}
 	ss.mu.Lock()

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // idGen produces v4 UUIDs for MessageIds from a ChaCha8 stream seeded from
@@ -43,11 +43,11 @@ func (g *idGen) next() uuid.UUID {
 }
 
 // encodeFrame builds a complete agent frame in a new buffer.
-func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt ssm.PayloadType, payload []byte) []byte {
-	buf := make([]byte, ssm.FrameHeaderSize+len(payload))
-	f := ssm.Frame{
+func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt wire.PayloadType, payload []byte) []byte {
+	buf := make([]byte, wire.FrameHeaderSize+len(payload))
+	f := wire.Frame{
 		MessageType:    msgType,
-		SchemaVersion:  ssm.SchemaVersion,
+		SchemaVersion:  wire.SchemaVersion,
 		CreatedDate:    uint64(s.clk.Now().UnixMilli()),
 		SequenceNumber: seq,
 		Flags:          flags,
@@ -55,7 +55,7 @@ func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt ssm.Pa
 		PayloadType:    pt,
 		Payload:        payload,
 	}
-	if err := ssm.EncodeInto(buf, &f); err != nil {
+	if err := wire.EncodeInto(buf, &f); err != nil {
 		// Only an oversized payload or a bad message type can fail, and the
 		// agent builds neither; treat it as a programming error but never
 		// crash the session over it.
@@ -71,21 +71,21 @@ func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt ssm.Pa
 // encoding stays off the reader goroutine.
 func (s *session) appendAck(dst []byte, id uuid.UUID, seq int64) []byte {
 	base := len(dst)
-	dst = append(dst, make([]byte, ssm.FrameHeaderSize)...)
-	dst = ssm.AppendAcknowledge(dst, ssm.TypeInputStreamData, id, seq)
+	dst = append(dst, make([]byte, wire.FrameHeaderSize)...)
+	dst = wire.AppendAcknowledge(dst, wire.TypeInputStreamData, id, seq)
 	b := dst[base:]
-	f := ssm.Frame{
-		MessageType:   ssm.TypeAcknowledge,
-		SchemaVersion: ssm.SchemaVersion,
+	f := wire.Frame{
+		MessageType:   wire.TypeAcknowledge,
+		SchemaVersion: wire.SchemaVersion,
 		CreatedDate:   uint64(s.clk.Now().UnixMilli()),
-		Flags:         ssm.FlagsAck,
+		Flags:         wire.FlagsAck,
 		MessageID:     s.ids.next(),
-		PayloadType:   ssm.PayloadNone,
+		PayloadType:   wire.PayloadNone,
 		// The payload already sits where EncodeInto copies it to; the copy
 		// onto itself is harmless and the digest is computed beforehand.
-		Payload: b[ssm.FrameHeaderSize:],
+		Payload: b[wire.FrameHeaderSize:],
 	}
-	if err := ssm.EncodeInto(b, &f); err != nil {
+	if err := wire.EncodeInto(b, &f); err != nil {
 		s.log.Error("encode ack", "err", err)
 		return dst[:base]
 	}
