@@ -2,7 +2,6 @@ package fakeaws
 
 import (
 	"encoding/binary"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -11,8 +10,12 @@ import (
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// openingDeadline bounds the wait for a leg's opening text frame.
-const openingDeadline = 10 * time.Second
+const (
+	// openingDeadline bounds the wait for a leg's opening text frame.
+	openingDeadline = 10 * time.Second
+	// maxLegMessage bounds one websocket message on either leg.
+	maxLegMessage = 1 << 20
+)
 
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  64 << 10,
@@ -68,7 +71,7 @@ func (s *Server) handleDataChannel(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	ws.SetReadLimit(1 << 20)
+	ws.SetReadLimit(maxLegMessage)
 	_ = ws.SetReadDeadline(time.Now().Add(openingDeadline))
 	mt, first, err := ws.ReadMessage()
 	if err != nil {
@@ -225,7 +228,9 @@ func (ss *session) relay(l *leg) error {
 		if err != nil {
 			return err
 		}
-		msg, err := readAllInto(r)
+		// A new buffer for every message: relayed frames are queued and
+		// held, so their storage is never reused.
+		msg, err := wire.ReadMessage(r, make([]byte, 0, 1280), maxLegMessage)
 		if err != nil {
 			return err
 		}
@@ -374,23 +379,6 @@ func (ss *session) forward(toAgent bool, msg []byte) bool {
 	}
 	ss.mu.Unlock()
 	return dst.send(msg) == nil
-}
-
-func readAllInto(r interface{ Read([]byte) (int, error) }) ([]byte, error) {
-	buf := make([]byte, 0, 1280)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 // be is shorthand for the frames' byte order.

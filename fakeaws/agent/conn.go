@@ -442,9 +442,11 @@ func (s *session) readLoop(l *link) error {
 			s.log.Warn("dropping non-binary websocket message", "type", mt)
 			continue
 		}
-		b, err := readMessage(r, s.rbuf[:0])
+		// A message beyond the frame size bound is not kept: gorilla
+		// skips the rest when the next message is requested.
+		b, err := wire.ReadMessage(r, s.rbuf, wire.MaxFrameSize)
 		s.rbuf = b[:0]
-		if errors.Is(err, errMessageTooLarge) {
+		if errors.Is(err, wire.ErrMessageTooLarge) {
 			s.log.Warn("dropping oversized websocket message")
 			continue
 		}

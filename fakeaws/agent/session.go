@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -221,31 +220,6 @@ func (s *session) pluginRun() {
 	if err := s.performHandshake(); err != nil {
 		s.end(err)
 		return
-	}
-}
-
-// errMessageTooLarge marks a websocket message beyond the frame size bound.
-var errMessageTooLarge = errors.New("websocket message too large")
-
-// readMessage reads one websocket message into buf (reused across calls). A
-// message larger than wire.MaxFrameSize is not kept: gorilla skips the rest
-// when the next message is requested.
-func readMessage(r io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			if len(buf) > wire.MaxFrameSize {
-				return buf[:0], errMessageTooLarge
-			}
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
 	}
 }
 
