@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	crand "crypto/rand"
 	"encoding/binary"
 	"math/rand/v2"
@@ -90,43 +89,4 @@ func (s *session) appendAck(dst []byte, id uuid.UUID, seq int64) []byte {
 		return dst[:base]
 	}
 	return dst
-}
-
-var (
-	ackPrefix = []byte(`{"AcknowledgedMessageType":"`)
-	ackSeqKey = []byte(`"AcknowledgedMessageSequenceNumber":`)
-)
-
-// parseAckSeq extracts AcknowledgedMessageSequenceNumber from an acknowledge
-// payload in the canonical layout every real peer emits, without reflection.
-// The real agent uses only that field. It reports false for anything it is
-// not sure about; the caller then falls back to encoding/json.
-func parseAckSeq(p []byte) (int64, bool) {
-	if !bytes.HasPrefix(p, ackPrefix) || len(p) == 0 || p[len(p)-1] != '}' {
-		return 0, false
-	}
-	i := bytes.Index(p, ackSeqKey)
-	if i < 0 || bytes.Count(p, ackSeqKey) != 1 {
-		return 0, false
-	}
-	rest := p[i+len(ackSeqKey):]
-	neg := len(rest) > 0 && rest[0] == '-'
-	if neg {
-		rest = rest[1:]
-	}
-	var n int64
-	end := 0
-	for ; end < len(rest) && rest[end] >= '0' && rest[end] <= '9'; end++ {
-		if end >= 18 { // would overflow int64; let encoding/json decide
-			return 0, false
-		}
-		n = n*10 + int64(rest[end]-'0')
-	}
-	if end == 0 || end == len(rest) || (rest[end] != ',' && rest[end] != '}') {
-		return 0, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, true
 }

@@ -273,14 +273,11 @@ func (s *session) drainIncoming() {
 func (s *session) handleAck(f *wire.Frame) {
 	s.setPaused(false)
 	s.stats.AcksIn.Add(1)
-	seq, ok := parseAckSeq(f.Payload)
+	seq, ok := wire.ParseAckSequence(f.Payload)
 	if !ok {
-		a, err := wire.ParseAcknowledge(f.Payload)
-		if err != nil {
-			s.log.Warn("dropping unparsable acknowledge", "err", err)
-			return
-		}
-		seq = a.AcknowledgedMessageSequenceNumber
+		_, err := wire.ParseAcknowledge(f.Payload) // only for the reason
+		s.log.Warn("dropping unparsable acknowledge", "err", err)
+		return
 	}
 	s.out.ack(seq, s.clk.Now())
 }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -70,26 +68,6 @@ func TestOutBufferSelectiveAndHeadOnly(t *testing.T) {
 	// Capacity is about unacked messages: room again.
 	if !o.add(10, []byte{10}, later) {
 		t.Fatal("not stored after acks")
-	}
-}
-
-func TestParseAckSeq(t *testing.T) {
-	id := uuid.New()
-	for _, seq := range []int64{0, 1, 42, 1 << 40} {
-		p := wire.AppendAcknowledge(nil, wire.TypeOutputStreamData, id, seq)
-		if got, ok := parseAckSeq(p); !ok || got != seq {
-			t.Fatalf("parseAckSeq(%s) = %d, %v", p, got, ok)
-		}
-	}
-	for _, p := range []string{
-		``, `{}`, `{"AcknowledgedMessageSequenceNumber":3}`,
-		`{"AcknowledgedMessageType":"x","AcknowledgedMessageSequenceNumber":"3"}`,
-		`{"AcknowledgedMessageType":"x","AcknowledgedMessageSequenceNumber":3.5}`,
-		`{"AcknowledgedMessageType":"x","AcknowledgedMessageSequenceNumber":99999999999999999999}`,
-	} {
-		if _, ok := parseAckSeq([]byte(p)); ok {
-			t.Fatalf("parseAckSeq(%s) accepted", p)
-		}
 	}
 }
 
