@@ -227,7 +227,9 @@ func isDottedVersion(v string) bool {
 // compareVersions compares dotted versions the way the agent does
 // (protocol.md section 11.2): components numerically where both are numeric,
 // else as text; when all shared components are equal, fewer components is
-// smaller. It returns -1, 0 or +1.
+// smaller. It returns -1, 0 or +1. This is a deliberate agent quirk, kept
+// here rather than using wire.VersionGreater, which is the plugin's stricter
+// compare (same number of numeric components or never greater).
 func compareVersions(a, b string) int {
 	as, bs := strings.Split(a, "."), strings.Split(b, ".")
 	for i := 0; i < len(as) && i < len(bs); i++ {
