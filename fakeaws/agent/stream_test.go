@@ -340,3 +340,15 @@ func TestPauseClearedByIncomingTraffic(t *testing.T) {
 		t.Fatalf("got %s seq %d %q", f.MessageType, f.SequenceNumber, f.Payload)
 	}
 }
+
+// A websocket message beyond wire.MaxFrameSize is dropped without being read
+// whole; the session carries on.
+func TestOversizedMessageDropped(t *testing.T) {
+	s, c := established(t, false, Config{})
+	if err := s.l.send(make([]byte, wire.MaxFrameSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	in, b := inputFrame(1, wire.PayloadOutput, []byte("x"))
+	sendUntilAcked(t, s.l, in, b)
+	readExactly(t, c, "x")
+}
