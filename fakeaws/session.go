@@ -386,16 +386,6 @@ func (ss *session) stateLocked() {
 	}
 }
 
-// opening is the first (text) frame of either leg.
-type opening struct {
-	MessageSchemaVersion string `json:"MessageSchemaVersion"`
-	RequestID            string `json:"RequestId"`
-	TokenValue           string `json:"TokenValue"`
-	ClientID             string `json:"ClientId"`
-	ClientVersion        string `json:"ClientVersion"`
-	ClientInstanceID     string `json:"ClientInstanceId"`
-}
-
 // consumeToken validates and consumes an opening token; it reports the leg
 // kind the token was issued for.
 func (ss *session) consumeToken(tok string) (agentLeg bool, err error) {
@@ -423,8 +413,9 @@ func isLoopbackRemote(addr string) bool {
 	return ip != nil && ip.IsLoopback() || strings.EqualFold(host, "localhost")
 }
 
-func unmarshalOpening(b []byte) (opening, error) {
-	var o opening
+// unmarshalOpening decodes the first (text) frame of either leg.
+func unmarshalOpening(b []byte) (wire.OpenDataChannel, error) {
+	var o wire.OpenDataChannel
 	err := json.Unmarshal(b, &o)
 	return o, err
 }

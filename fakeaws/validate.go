@@ -75,7 +75,7 @@ func (v *validator) violation(sev severity, code, detail string) {
 	v.srv.stats.violation(Violation{Time: v.srv.clk.Now(), Session: v.session, Severity: string(sev), Code: code, Detail: detail})
 }
 
-func (v *validator) clientOpening(o opening) {
+func (v *validator) clientOpening(o wire.OpenDataChannel) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.srv.clk.Now()

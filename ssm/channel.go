@@ -30,8 +30,6 @@ const (
 	DefaultPingInterval = 20 * time.Second
 	// defaultWriteTimeout bounds one batch of socket writes.
 	defaultWriteTimeout = 30 * time.Second
-	// MessageSchemaVersion of the opening frame.
-	MessageSchemaVersion = "1.0"
 	// DefaultClientVersion mirrors a current official plugin release. It must
 	// be a four-part version above 1.2.331.0: agents key smux keepalive and
 	// mux mode on it (protocol.md section 11.5).
@@ -196,7 +194,7 @@ func dialChannel(ctx context.Context, streamURL, token string, dc dialConfig) (*
 	}
 	ws.SetReadLimit(maxWebsocketMessage)
 	open := wire.OpenDataChannel{
-		MessageSchemaVersion: MessageSchemaVersion,
+		MessageSchemaVersion: wire.MessageSchemaVersion,
 		RequestID:            uuid.NewString(),
 		TokenValue:           token,
 		ClientID:             dc.ClientID,
