@@ -44,7 +44,7 @@ e2e:
 	SSMPROXY_E2E_REQUIRE_OPENSSH=1 $(GO) test -count=1 -timeout 25m -v ./e2e/
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./ssm/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./ssm/wire/
 
 bench: bin/ssmproxy bin/fakeaws bin/bench
 	bin/bench -bin bin $(BENCHFLAGS)

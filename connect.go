@@ -12,6 +12,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/proxy"
 	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 const connectHelp = `Usage: ssmproxy connect [flags] TARGET [PORT]
@@ -132,7 +133,7 @@ func parseConnect(args []string) (connectOptions, error) {
 	if p, err := strconv.Atoi(o.port); err != nil || p < 1 || p > 65535 || strings.HasPrefix(o.port, "0") {
 		return o, usagef("connect: port %q is not a number from 1 to 65535", o.port)
 	}
-	if !ssm.ValidClientVersion(o.clientVersion) {
+	if !wire.ValidClientVersion(o.clientVersion) {
 		return o, usagef("connect: --client-version %q must be a four-part version above 1.2.331.0", o.clientVersion)
 	}
 	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {

@@ -12,9 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
-	"github.com/ssmproxy/ssmproxy/ssm"
 )
 
 // DefaultInstance is the instance every harness registers.
@@ -55,7 +53,9 @@ func StartTest(t testing.TB, o Options) *TestServer {
 }
 
 // AWSConfig returns an aws.Config for c (default: the user key) in the
-// fake's region. Endpoints are per client: see API.
+// fake's region. Endpoints are per client: point each SDK client's
+// BaseEndpoint at URL(). The fake hands out endpoints and credentials, never
+// a client of ssmproxy's: callers build their own.
 func (ts *TestServer) AWSConfig(c *iam.Credential) aws.Config {
 	if c == nil {
 		c = &ts.User
@@ -64,11 +64,6 @@ func (ts *TestServer) AWSConfig(c *iam.Credential) aws.Config {
 		Region:      ts.opts.Region,
 		Credentials: aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)),
 	}
-}
-
-// API returns an SDK-backed ssm.API pointed at the fake.
-func (ts *TestServer) API(cfg aws.Config) ssm.API {
-	return ssm.NewAPI(cfg, func(o *ssmsdk.Options) { o.BaseEndpoint = aws.String(ts.URL()) })
 }
 
 // Listen starts a TCP listener on loopback that runs handle for each

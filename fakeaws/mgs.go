@@ -2,17 +2,20 @@ package fakeaws
 
 import (
 	"encoding/binary"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// openingDeadline bounds the wait for a leg's opening text frame.
-const openingDeadline = 10 * time.Second
+const (
+	// openingDeadline bounds the wait for a leg's opening text frame.
+	openingDeadline = 10 * time.Second
+	// maxLegMessage bounds one websocket message on either leg.
+	maxLegMessage = 1 << 20
+)
 
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  64 << 10,
@@ -68,7 +71,7 @@ func (s *Server) handleDataChannel(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	ws.SetReadLimit(1 << 20)
+	ws.SetReadLimit(maxLegMessage)
 	_ = ws.SetReadDeadline(time.Now().Add(openingDeadline))
 	mt, first, err := ws.ReadMessage()
 	if err != nil {
@@ -168,7 +171,7 @@ func (ss *session) attach(l *leg) {
 	}
 	ss.stateLocked()
 	if peer != nil {
-		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypeStartPublication), false)
+		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypeStartPublication), false)
 	}
 	ss.mu.Unlock()
 	ss.srv.stats.legOpened(l.kind)
@@ -190,12 +193,12 @@ func (ss *session) detach(l *leg, readErr error) {
 	if l.kind == "client" && ss.client == l {
 		ss.client, current = nil, true
 		if ss.agent != nil && ss.state < stateTerminating {
-			_ = ss.agent.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+			_ = ss.agent.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypePausePublication), false)
 		}
 	} else if l.kind == "agent" && ss.agent == l {
 		ss.agent, current = nil, true
 		if ss.client != nil && ss.state < stateTerminating {
-			_ = ss.client.enqueue(websocket.BinaryMessage, ss.publicationFrame(ssm.TypePausePublication), false)
+			_ = ss.client.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypePausePublication), false)
 		}
 	}
 	ss.stateLocked()
@@ -225,7 +228,9 @@ func (ss *session) relay(l *leg) error {
 		if err != nil {
 			return err
 		}
-		msg, err := readAllInto(r)
+		// A new buffer for every message: relayed frames are queued and
+		// held, so their storage is never reused.
+		msg, err := wire.ReadMessage(r, make([]byte, 0, 1280), maxLegMessage)
 		if err != nil {
 			return err
 		}
@@ -248,11 +253,11 @@ type frameInfo struct {
 	ok          bool
 	messageType string
 	seq         int64
-	payloadType ssm.PayloadType
+	payloadType wire.PayloadType
 }
 
 func peek(b []byte) frameInfo {
-	f, err := ssm.DecodeHeader(b)
+	f, err := wire.DecodeHeader(b)
 	if err != nil {
 		return frameInfo{}
 	}
@@ -269,7 +274,7 @@ func (ss *session) fromClient(msg []byte) {
 	fi := peek(msg)
 	ss.val.clientFrame(msg)
 	ss.srv.stats.frame(dirClientToAgent, fi, len(msg), ss.countRetransmit(true, fi))
-	if fi.messageType == ssm.TypeInputStreamData {
+	if fi.messageType == wire.TypeInputStreamData {
 		ss.touch()
 	}
 	ss.faultsClient.apply(msg, fi, func(out []byte) { ss.forward(true, out) })
@@ -277,21 +282,21 @@ func (ss *session) fromClient(msg []byte) {
 
 func (ss *session) fromAgent(msg []byte) {
 	fi := peek(msg)
-	if fi.messageType == ssm.TypeAgentSessionState {
+	if fi.messageType == wire.TypeAgentSessionState {
 		// Consumed by MGS; never forwarded.
 		return
 	}
 	retransmit := ss.countRetransmit(false, fi)
 	ss.srv.stats.frame(dirAgentToClient, fi, len(msg), retransmit)
 	switch fi.messageType {
-	case ssm.TypeOutputStreamData:
+	case wire.TypeOutputStreamData:
 		ss.touch()
-		if !retransmit && fi.payloadType == ssm.PayloadOutput {
-			ss.noteAgentOutput(len(msg) - ssm.FrameHeaderSize)
+		if !retransmit && fi.payloadType == wire.PayloadOutput {
+			ss.noteAgentOutput(len(msg) - wire.FrameHeaderSize)
 		}
-	case ssm.TypeAcknowledge:
-		if len(msg) > ssm.FrameHeaderSize {
-			if seq, ok := ssm.ParseAckSequence(msg[ssm.FrameHeaderSize:]); ok {
+	case wire.TypeAcknowledge:
+		if len(msg) > wire.FrameHeaderSize {
+			if seq, ok := wire.ParseAckSequence(msg[wire.FrameHeaderSize:]); ok {
 				ss.val.agentAck(seq)
 			}
 		}
@@ -307,7 +312,7 @@ func (ss *session) fromAgent(msg []byte) {
 // countRetransmit reports whether a stream frame repeats a sequence number
 // already seen in its direction.
 func (ss *session) countRetransmit(in bool, fi frameInfo) bool {
-	if !fi.ok || (fi.messageType != ssm.TypeInputStreamData && fi.messageType != ssm.TypeOutputStreamData) {
+	if !fi.ok || (fi.messageType != wire.TypeInputStreamData && fi.messageType != wire.TypeOutputStreamData) {
 		return false
 	}
 	ss.mu.Lock()
@@ -374,23 +379,6 @@ func (ss *session) forward(toAgent bool, msg []byte) bool {
 	}
 	ss.mu.Unlock()
 	return dst.send(msg) == nil
-}
-
-func readAllInto(r interface{ Read([]byte) (int, error) }) ([]byte, error) {
-	buf := make([]byte, 0, 1280)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 // be is shorthand for the frames' byte order.

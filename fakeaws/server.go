@@ -5,6 +5,8 @@
 // the wire, quirks included, and records the client's protocol violations.
 //
 // It backs tests, benchmarks and the demo; production code never imports it.
+// Of the client it imports only package ssm/wire, the wire format pinned by
+// the golden vectors; it hands out endpoints and credentials, never a client.
 package fakeaws
 
 import (

@@ -15,7 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // Session states (fakeaws.md section 4).
@@ -346,21 +346,21 @@ func (ss *session) wait() {
 func (ss *session) channelClosedFrame(reason string) ([]byte, error) {
 	now := ss.srv.clk.Now()
 	id := uuid.New()
-	payload, err := ssm.MarshalPayload(ssm.ChannelClosed{
+	payload, err := wire.MarshalPayload(wire.ChannelClosed{
 		MessageID: id.String(), CreatedDate: now.UTC().Format("2006-01-02T15:04:05.000Z"),
-		DestinationID: ss.target.ID, SessionID: ss.id, MessageType: ssm.TypeChannelClosed,
+		DestinationID: ss.target.ID, SessionID: ss.id, MessageType: wire.TypeChannelClosed,
 		SchemaVersion: 1, Output: reason,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return ssm.Encode(&ssm.Frame{MessageType: ssm.TypeChannelClosed, SchemaVersion: 1, CreatedDate: uint64(now.UnixMilli()),
+	return wire.Encode(&wire.Frame{MessageType: wire.TypeChannelClosed, SchemaVersion: 1, CreatedDate: uint64(now.UnixMilli()),
 		MessageID: id, Payload: payload})
 }
 
 func (ss *session) publicationFrame(kind string) []byte {
-	f := &ssm.Frame{MessageType: kind, SchemaVersion: 1, CreatedDate: uint64(ss.srv.clk.Now().UnixMilli()), MessageID: uuid.New()}
-	b, _ := ssm.Encode(f)
+	f := &wire.Frame{MessageType: kind, SchemaVersion: 1, CreatedDate: uint64(ss.srv.clk.Now().UnixMilli()), MessageID: uuid.New()}
+	b, _ := wire.Encode(f)
 	if ss.srv.opts.MinimalPublicationHeaders {
 		// Zero date and digest: the minimal header MGS appears to send.
 		clear(b[40:48])
@@ -384,16 +384,6 @@ func (ss *session) stateLocked() {
 	case ss.agent == nil && ss.client != nil:
 		ss.state = stateAgentDisconnected
 	}
-}
-
-// opening is the first (text) frame of either leg.
-type opening struct {
-	MessageSchemaVersion string `json:"MessageSchemaVersion"`
-	RequestID            string `json:"RequestId"`
-	TokenValue           string `json:"TokenValue"`
-	ClientID             string `json:"ClientId"`
-	ClientVersion        string `json:"ClientVersion"`
-	ClientInstanceID     string `json:"ClientInstanceId"`
 }
 
 // consumeToken validates and consumes an opening token; it reports the leg
@@ -423,8 +413,9 @@ func isLoopbackRemote(addr string) bool {
 	return ip != nil && ip.IsLoopback() || strings.EqualFold(host, "localhost")
 }
 
-func unmarshalOpening(b []byte) (opening, error) {
-	var o opening
+// unmarshalOpening decodes the first (text) frame of either leg.
+func unmarshalOpening(b []byte) (wire.OpenDataChannel, error) {
+	var o wire.OpenDataChannel
 	err := json.Unmarshal(b, &o)
 	return o, err
 }

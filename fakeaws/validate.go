@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 type severity string
@@ -75,7 +75,7 @@ func (v *validator) violation(sev severity, code, detail string) {
 	v.srv.stats.violation(Violation{Time: v.srv.clk.Now(), Session: v.session, Severity: string(sev), Code: code, Detail: detail})
 }
 
-func (v *validator) clientOpening(o opening) {
+func (v *validator) clientOpening(o wire.OpenDataChannel) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.srv.clk.Now()
@@ -99,7 +99,7 @@ func (v *validator) clientOpening(o opening) {
 	}
 	if o.ClientVersion == "" {
 		v.violation(sevWarning, "opening-client-version", "ClientVersion missing from the opening frame")
-	} else if !ssm.ValidClientVersion(o.ClientVersion) {
+	} else if !wire.ValidClientVersion(o.ClientVersion) {
 		v.violation(sevWarning, "opening-client-version", fmt.Sprintf("ClientVersion %q is not a four-part version above 1.2.331.0", o.ClientVersion))
 	}
 	v.opens = rateCheck(v, v.opens, now, "reconnect-rate", "opens")
@@ -132,11 +132,11 @@ func (v *validator) resumeCalled() {
 func (v *validator) clientFrame(b []byte) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(b) < ssm.FrameHeaderSize {
+	if len(b) < wire.FrameHeaderSize {
 		v.violation(sevError, "frame-short", fmt.Sprintf("%d-byte frame", len(b)))
 		return
 	}
-	if hl := be.Uint32(b[0:4]); hl != ssm.HeaderLength {
+	if hl := be.Uint32(b[0:4]); hl != wire.HeaderLength {
 		v.violation(sevError, "header-length", fmt.Sprintf("HeaderLength %d, want 116", hl))
 		return
 	}
@@ -168,8 +168,8 @@ func (v *validator) clientFrame(b []byte) {
 	if b[78]>>4 != 4 || b[64]>>6 != 2 {
 		v.violation(sevError, "message-id-layout", fmt.Sprintf("MessageId wire bytes %x are not a half-swapped v4 UUID", b[64:80]))
 	}
-	id := ssm.WireMessageID(b[64:80])
-	pt := ssm.PayloadType(be.Uint32(b[112:116]))
+	id := wire.WireMessageID(b[64:80])
+	pt := wire.PayloadType(be.Uint32(b[112:116]))
 	plen := be.Uint32(b[116:120])
 	payload := b[120:]
 	if int(plen) != len(payload) {
@@ -180,19 +180,19 @@ func (v *validator) clientFrame(b []byte) {
 	}
 	if len(payload) == 0 {
 		v.violation(sevError, "empty-payload", "a frame with an empty payload")
-	} else if len(payload) > ssm.MaxPayload && mtype == ssm.TypeInputStreamData {
+	} else if len(payload) > wire.MaxPayload && mtype == wire.TypeInputStreamData {
 		v.violation(sevWarning, "payload-over-1024", fmt.Sprintf("%d-byte payload", len(payload)))
 	}
 	// Frames the client sent before it read channel_closed may still be in
 	// flight; anything later than that is a violation.
-	if v.closedSent && mtype == ssm.TypeInputStreamData && v.srv.clk.Since(v.closedAt) > time.Second {
+	if v.closedSent && mtype == wire.TypeInputStreamData && v.srv.clk.Since(v.closedAt) > time.Second {
 		v.violation(sevError, "data-after-channel-closed", fmt.Sprintf("input_stream_data %s after channel_closed", v.srv.clk.Since(v.closedAt)))
 	}
 	switch mtype {
-	case ssm.TypeInputStreamData:
+	case wire.TypeInputStreamData:
 		v.inputData(b, seq, id, pt, payload)
-	case ssm.TypeAcknowledge:
-		if seq != 0 || flags != ssm.FlagsAck || pt != 0 {
+	case wire.TypeAcknowledge:
+		if seq != 0 || flags != wire.FlagsAck || pt != 0 {
 			v.violation(sevError, "ack-header", fmt.Sprintf("ack with seq %d, flags %d, payload type %d (want 0, 3, 0)", seq, flags, pt))
 		}
 		v.clientAck(payload)
@@ -201,16 +201,16 @@ func (v *validator) clientFrame(b []byte) {
 	}
 }
 
-func (v *validator) inputData(b []byte, seq int64, id uuid.UUID, pt ssm.PayloadType, payload []byte) {
+func (v *validator) inputData(b []byte, seq int64, id uuid.UUID, pt wire.PayloadType, payload []byte) {
 	switch pt {
-	case ssm.PayloadOutput, ssm.PayloadSize, ssm.PayloadHandshakeResponse, ssm.PayloadEncChallengeResponse, ssm.PayloadFlag:
+	case wire.PayloadOutput, wire.PayloadSize, wire.PayloadHandshakeResponse, wire.PayloadEncChallengeResponse, wire.PayloadFlag:
 	default:
 		v.violation(sevError, "input-payload-type", fmt.Sprintf("input_stream_data with PayloadType %d", pt))
 	}
 	// The header includes the digest, which was checked against the
 	// payload above, so hashing the header identifies the whole frame.
 	h := fnv.New64a()
-	h.Write(b[:ssm.FrameHeaderSize])
+	h.Write(b[:wire.FrameHeaderSize])
 	sum := h.Sum64()
 	switch {
 	case seq < 0:
@@ -242,18 +242,18 @@ func (v *validator) inputData(b []byte, seq int64, id uuid.UUID, pt ssm.PayloadT
 	}
 	v.inIDs[id] = seq
 	v.inUnacked[seq] = true
-	if pt == ssm.PayloadHandshakeResponse {
+	if pt == wire.PayloadHandshakeResponse {
 		v.handshakeResponse(payload)
 	}
-	if (pt == ssm.PayloadOutput || pt == ssm.PayloadFlag) && v.handshakeSeq < 0 {
+	if (pt == wire.PayloadOutput || pt == wire.PayloadFlag) && v.handshakeSeq < 0 {
 		v.violation(sevError, "data-before-handshake-complete", fmt.Sprintf("seq %d (payload type %d) sent before HandshakeComplete; the agent discards it", seq, pt))
 	}
-	if pt == ssm.PayloadFlag {
+	if pt == wire.PayloadFlag {
 		if len(payload) != 4 {
 			v.violation(sevError, "flag-payload", fmt.Sprintf("Flag payload of %d bytes", len(payload)))
 		} else if f := be.Uint32(payload); f < 1 || f > 3 {
 			v.violation(sevError, "flag-value", fmt.Sprintf("Flag value %d", f))
-		} else if ssm.Flag(f) == ssm.FlagTerminateSession {
+		} else if wire.Flag(f) == wire.FlagTerminateSession {
 			v.terminateSeen["flag"] = true
 			// The agent cancels the session on this flag and may never get
 			// its ack out; only the data before it must be acked.
@@ -263,17 +263,17 @@ func (v *validator) inputData(b []byte, seq int64, id uuid.UUID, pt ssm.PayloadT
 }
 
 func (v *validator) handshakeResponse(p []byte) {
-	var r ssm.HandshakeResponse
+	var r wire.HandshakeResponse
 	if err := json.Unmarshal(p, &r); err != nil {
 		v.violation(sevError, "handshake-response-json", err.Error())
 		return
 	}
-	if !ssm.ValidClientVersion(r.ClientVersion) {
+	if !wire.ValidClientVersion(r.ClientVersion) {
 		v.violation(sevError, "handshake-client-version", fmt.Sprintf("ClientVersion %q must be four-part and above 1.2.331.0", r.ClientVersion))
 	}
 	ok := false
 	for _, a := range r.ProcessedClientActions {
-		if a.ActionType == ssm.ActionSessionType && a.ActionStatus == ssm.ActionSuccess {
+		if a.ActionType == wire.ActionSessionType && a.ActionStatus == wire.ActionSuccess {
 			ok = true
 		}
 	}
@@ -284,21 +284,21 @@ func (v *validator) handshakeResponse(p []byte) {
 
 func (v *validator) clientAck(p []byte) {
 	// Fast path: the canonical payload for the sequence number it names.
-	if seq, ok := ssm.ParseAckSequence(p); ok && seq >= 0 && seq < int64(len(v.outIDs)) && v.outIDs[seq] != uuid.Nil {
+	if seq, ok := wire.ParseAckSequence(p); ok && seq >= 0 && seq < int64(len(v.outIDs)) && v.outIDs[seq] != uuid.Nil {
 		var buf [256]byte
-		if bytes.Equal(p, ssm.AppendAcknowledge(buf[:0], ssm.TypeOutputStreamData, v.outIDs[seq], seq)) {
+		if bytes.Equal(p, wire.AppendAcknowledge(buf[:0], wire.TypeOutputStreamData, v.outIDs[seq], seq)) {
 			v.acked(seq)
 			return
 		}
 	}
-	a, err := ssm.ParseAcknowledge(p)
+	a, err := wire.ParseAcknowledge(p)
 	if err != nil {
 		v.violation(sevError, "ack-json", err.Error())
 		return
 	}
 	seq := a.AcknowledgedMessageSequenceNumber
 	switch {
-	case a.AcknowledgedMessageType != ssm.TypeOutputStreamData:
+	case a.AcknowledgedMessageType != wire.TypeOutputStreamData:
 		v.violation(sevError, "ack-type", fmt.Sprintf("ack names type %q", a.AcknowledgedMessageType))
 	case !a.IsSequentialMessage:
 		v.violation(sevError, "ack-sequential", "IsSequentialMessage is false")
@@ -322,8 +322,8 @@ func (v *validator) acked(seq int64) {
 // client leg. It runs before the forward, so an ack can never overtake the
 // record; undo reverts it when the frame could not be delivered after all.
 func (v *validator) agentFrameDelivering(b []byte) (undo func()) {
-	f, err := ssm.DecodeHeader(b)
-	if err != nil || f.MessageType != ssm.TypeOutputStreamData || f.SequenceNumber < 0 {
+	f, err := wire.DecodeHeader(b)
+	if err != nil || f.MessageType != wire.TypeOutputStreamData || f.SequenceNumber < 0 {
 		return func() {}
 	}
 	v.mu.Lock()
@@ -335,7 +335,7 @@ func (v *validator) agentFrameDelivering(b []byte) (undo func()) {
 	v.outIDs[seq] = f.MessageID
 	prev, had := v.outDelivered[seq]
 	v.outDelivered[seq] = v.srv.clk.Now()
-	if f.PayloadType == ssm.PayloadHandshakeComplete && v.handshakeSeq < 0 {
+	if f.PayloadType == wire.PayloadHandshakeComplete && v.handshakeSeq < 0 {
 		v.handshakeSeq = seq
 	}
 	return func() {

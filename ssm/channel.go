@@ -20,6 +20,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // Websocket constants (protocol.md sections 3 and 9.1).
@@ -29,14 +30,12 @@ const (
 	DefaultPingInterval = 20 * time.Second
 	// defaultWriteTimeout bounds one batch of socket writes.
 	defaultWriteTimeout = 30 * time.Second
-	// MessageSchemaVersion of the opening frame.
-	MessageSchemaVersion = "1.0"
 	// DefaultClientVersion mirrors a current official plugin release. It must
 	// be a four-part version above 1.2.331.0: agents key smux keepalive and
 	// mux mode on it (protocol.md section 11.5).
 	DefaultClientVersion = "1.2.804.0"
 	// maxWebsocketMessage bounds what the websocket reader accepts; frames
-	// above MaxFrameSize are dropped by the decoder, larger messages end the
+	// above wire.MaxFrameSize are dropped by the decoder, larger messages end the
 	// connection (which is then resumed).
 	maxWebsocketMessage = 1 << 20
 	// batchLimit bounds the bytes buffered before a socket write.
@@ -194,8 +193,8 @@ func dialChannel(ctx context.Context, streamURL, token string, dc dialConfig) (*
 		return nil, nil, &DialError{Err: err}
 	}
 	ws.SetReadLimit(maxWebsocketMessage)
-	open := OpenDataChannel{
-		MessageSchemaVersion: MessageSchemaVersion,
+	open := wire.OpenDataChannel{
+		MessageSchemaVersion: wire.MessageSchemaVersion,
 		RequestID:            uuid.NewString(),
 		TokenValue:           token,
 		ClientID:             dc.ClientID,
@@ -265,21 +264,3 @@ func (e *DialError) Error() string {
 }
 
 func (e *DialError) Unwrap() error { return e.Err }
-
-// readMessage reads one websocket message into buf, reusing its storage.
-func readMessage(r io.Reader, buf []byte) ([]byte, error) {
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}

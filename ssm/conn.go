@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // wsConn is one websocket leg of a session. The session outlives it: a
@@ -96,7 +97,7 @@ func (c *wsConn) readLoop() {
 			c.dead(err)
 			return
 		}
-		buf, err = readMessage(r, buf)
+		buf, err = wire.ReadMessage(r, buf, maxWebsocketMessage)
 		if err != nil {
 			c.dead(err)
 			return
@@ -256,7 +257,7 @@ func (q *ackQueue) clear() {
 // handleFrame dispatches one binary message from the websocket reader. It
 // reports whether the message was a valid frame.
 func (s *Session) handleFrame(b []byte) bool {
-	f, err := Decode(b)
+	f, err := wire.Decode(b)
 	if err != nil {
 		// Dropped without an ack: the agent resends (protocol.md 4.4).
 		s.invalidFrames.Add(1)
@@ -264,20 +265,20 @@ func (s *Session) handleFrame(b []byte) bool {
 		return false
 	}
 	switch f.MessageType {
-	case TypeOutputStreamData:
+	case wire.TypeOutputStreamData:
 		s.send.setPaused(false)
 		s.handleStreamData(f)
-	case TypeAcknowledge:
+	case wire.TypeAcknowledge:
 		s.send.setPaused(false)
-		seq, ok := ParseAckSequence(f.Payload)
+		seq, ok := wire.ParseAckSequence(f.Payload)
 		if !ok {
 			s.invalidFrames.Add(1)
 			s.log.Debug("dropping malformed acknowledge")
 			return false
 		}
 		s.send.ack(seq)
-	case TypeChannelClosed:
-		var cc ChannelClosed
+	case wire.TypeChannelClosed:
+		var cc wire.ChannelClosed
 		_ = json.Unmarshal(f.Payload, &cc)
 		s.mu.Lock()
 		s.peerClosed = true
@@ -286,10 +287,10 @@ func (s *Session) handleFrame(b []byte) bool {
 		s.mu.Unlock()
 		s.log.Info("channel closed by the service", "output", cc.Output)
 		s.finish(refusal)
-	case TypePausePublication:
+	case wire.TypePausePublication:
 		s.log.Debug("pause_publication")
 		s.send.setPaused(true)
-	case TypeStartPublication:
+	case wire.TypeStartPublication:
 		s.log.Debug("start_publication")
 		s.send.setPaused(false)
 		s.wake()
@@ -299,9 +300,9 @@ func (s *Session) handleFrame(b []byte) bool {
 	return true
 }
 
-func (s *Session) handleStreamData(f *Frame) {
-	handshakeType := f.PayloadType == PayloadHandshakeRequest || f.PayloadType == PayloadHandshakeComplete ||
-		f.PayloadType == PayloadEncChallengeRequest
+func (s *Session) handleStreamData(f *wire.Frame) {
+	handshakeType := f.PayloadType == wire.PayloadHandshakeRequest || f.PayloadType == wire.PayloadHandshakeComplete ||
+		f.PayloadType == wire.PayloadEncChallengeRequest
 	v := s.recv.receive(f.SequenceNumber, f.PayloadType, f.Payload)
 	if v == verdictDrop {
 		return
@@ -338,14 +339,14 @@ func putAckBuf(b []byte) {
 // ackFrame builds the acknowledge for an output_stream_data message.
 func (s *Session) ackFrame(seq int64, id uuid.UUID) ([]byte, error) {
 	var payload [256]byte
-	p := AppendAcknowledge(payload[:0], TypeOutputStreamData, id, seq)
+	p := wire.AppendAcknowledge(payload[:0], wire.TypeOutputStreamData, id, seq)
 	buf := *ackBufs.Get().(*[]byte)
-	buf = buf[:FrameHeaderSize+len(p)]
-	err := EncodeInto(buf, &Frame{
-		MessageType:   TypeAcknowledge,
-		SchemaVersion: SchemaVersion,
+	buf = buf[:wire.FrameHeaderSize+len(p)]
+	err := wire.EncodeInto(buf, &wire.Frame{
+		MessageType:   wire.TypeAcknowledge,
+		SchemaVersion: wire.SchemaVersion,
 		CreatedDate:   uint64(s.clk.Now().UnixMilli()),
-		Flags:         FlagsAck,
+		Flags:         wire.FlagsAck,
 		MessageID:     uuid.New(),
 		Payload:       p,
 	})
@@ -420,9 +421,9 @@ func (s *Session) reackRecent() int {
 }
 
 // deliver is the receiver's in-order callback.
-func (s *Session) deliver(pt PayloadType, p []byte) bool {
+func (s *Session) deliver(pt wire.PayloadType, p []byte) bool {
 	switch pt {
-	case PayloadOutput:
+	case wire.PayloadOutput:
 		select {
 		case <-s.ready:
 		default:
@@ -431,8 +432,8 @@ func (s *Session) deliver(pt PayloadType, p []byte) bool {
 			return false
 		}
 		return s.deliv.push(p)
-	case PayloadHandshakeRequest:
-		var req HandshakeRequest
+	case wire.PayloadHandshakeRequest:
+		var req wire.HandshakeRequest
 		if err := json.Unmarshal(p, &req); err != nil {
 			s.log.Warn("malformed HandshakeRequest", "err", err)
 			s.fail(&HandshakeRefusedError{SessionID: s.info.SessionID, What: "malformed handshake request: " + err.Error()})
@@ -441,14 +442,14 @@ func (s *Session) deliver(pt PayloadType, p []byte) bool {
 		s.mu.Lock()
 		s.pendingHS = &req
 		s.mu.Unlock()
-	case PayloadHandshakeComplete:
+	case wire.PayloadHandshakeComplete:
 		s.handleHandshakeComplete(p)
-	case PayloadEncChallengeRequest:
+	case wire.PayloadEncChallengeRequest:
 		s.fail(&HandshakeRefusedError{SessionID: s.info.SessionID, What: "the agent requested a KMS challenge, which ssmproxy does not implement"})
-	case PayloadFlag:
-		fl, _ := ParseFlag(p)
+	case wire.PayloadFlag:
+		fl, _ := wire.ParseFlag(p)
 		s.log.Info("flag from the agent", "flag", fl.String())
-	case PayloadStdErr, PayloadError:
+	case wire.PayloadStdErr, wire.PayloadError:
 		s.log.Info("agent error output", "text", string(bytes.TrimSpace(p)))
 	default:
 		s.log.Debug("ignoring stream payload", "payloadType", pt)

@@ -104,7 +104,7 @@ func startSession(t *testing.T, ts *fakeaws.TestServer, port string, mod func(*s
 	cfg := ts.AWSConfig(nil)
 	c := ssm.Config{
 		Target: fakeaws.DefaultInstance, Parameters: map[string][]string{"portNumber": {port}},
-		API: ts.API(cfg), Credentials: cfg.Credentials, Region: cfg.Region, HandshakeTimeout: 20 * time.Second,
+		API: fakeAPI(ts, cfg), Credentials: cfg.Credentials, Region: cfg.Region, HandshakeTimeout: 20 * time.Second,
 	}
 	if mod != nil {
 		mod(&c)
@@ -330,7 +330,7 @@ func TestBadInput(t *testing.T) {
 		bad := ts.User
 		bad.SecretAccessKey = "x" + bad.SecretAccessKey[1:]
 		cfg := ts.AWSConfig(&bad)
-		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.API = ts.API(cfg) })
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.API = fakeAPI(ts, cfg) })
 		if kind(err) != ssm.KindCredentials {
 			t.Fatal(err)
 		}
@@ -490,7 +490,7 @@ func TestSignedDialAndCredentialExpiry(t *testing.T) {
 	}), func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = time.Second })
 	cfg := aws.Config{Region: userCfg.Region, Credentials: provider}
 	s := mustStart(t, ts, port, func(c *ssm.Config) {
-		c.SignDial, c.API, c.Credentials = true, ts.API(cfg), provider
+		c.SignDial, c.API, c.Credentials = true, fakeAPI(ts, cfg), provider
 	})
 	if !fakeaws.WaitFor(15*time.Second, func() bool { return ts.Stats().SignedLegsExpired >= 2 && s.Stats().Reconnects >= 2 }) {
 		t.Fatalf("signed legs expired %d, reconnects %d", ts.Stats().SignedLegsExpired, s.Stats().Reconnects)

@@ -4,41 +4,43 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // answerHandshake builds the HandshakeResponse for a HandshakeRequest
 // (protocol.md section 7). It returns a non-nil error when the session cannot
 // go on (a session type other than Port, KMS encryption); the response still
 // reports the refusal to the agent.
-func (s *Session) answerHandshake(req *HandshakeRequest) (HandshakeResponse, error) {
-	resp := HandshakeResponse{ClientVersion: s.cfg.ClientVersion}
+func (s *Session) answerHandshake(req *wire.HandshakeRequest) (wire.HandshakeResponse, error) {
+	resp := wire.HandshakeResponse{ClientVersion: s.cfg.ClientVersion}
 	var refusal error
 	for _, a := range req.RequestedClientActions {
-		pa := ProcessedClientAction{ActionType: a.ActionType, ActionStatus: ActionSuccess}
+		pa := wire.ProcessedClientAction{ActionType: a.ActionType, ActionStatus: wire.ActionSuccess}
 		switch a.ActionType {
-		case ActionSessionType:
-			var st SessionTypeRequest
+		case wire.ActionSessionType:
+			var st wire.SessionTypeRequest
 			if err := json.Unmarshal(a.ActionParameters, &st); err != nil {
-				pa.ActionStatus = ActionFailed
+				pa.ActionStatus = wire.ActionFailed
 				pa.Error = "malformed SessionType parameters: " + err.Error()
 				refusal = &HandshakeRefusedError{SessionID: s.info.SessionID, What: pa.Error}
 				break
 			}
-			if st.SessionType != SessionTypePort {
-				pa.ActionStatus = ActionUnsupported
+			if st.SessionType != wire.SessionTypePort {
+				pa.ActionStatus = wire.ActionUnsupported
 				pa.Error = fmt.Sprintf("ssmproxy supports only Port sessions, not %q", st.SessionType)
 				refusal = &HandshakeRefusedError{SessionID: s.info.SessionID,
 					What: fmt.Sprintf("the document started a %q session; ssmproxy supports only port documents", st.SessionType)}
 				break
 			}
 			s.properties = st.Properties
-		case ActionKMSEncryption:
-			pa.ActionStatus = ActionUnsupported
+		case wire.ActionKMSEncryption:
+			pa.ActionStatus = wire.ActionUnsupported
 			pa.Error = "KMS encryption is not supported by ssmproxy"
 			refusal = &HandshakeRefusedError{SessionID: s.info.SessionID,
 				What: "the agent requested KMS encryption, which port sessions never use and ssmproxy does not implement"}
 		default:
-			pa.ActionStatus = ActionUnsupported
+			pa.ActionStatus = wire.ActionUnsupported
 			pa.Error = fmt.Sprintf("unsupported action %q", a.ActionType)
 			s.log.Warn("agent requested an unknown handshake action", "action", a.ActionType)
 		}
@@ -52,13 +54,13 @@ func (s *Session) answerHandshake(req *HandshakeRequest) (HandshakeResponse, err
 
 // handleHandshakeRequest answers the agent; it runs after the ack for the
 // request has been queued, as the plugin does.
-func (s *Session) handleHandshakeRequest(req *HandshakeRequest) {
+func (s *Session) handleHandshakeRequest(req *wire.HandshakeRequest) {
 	s.agentVersion.Store(req.AgentVersion)
 	s.log.Debug("handshake request", "agentVersion", req.AgentVersion)
 	resp, refusal := s.answerHandshake(req)
-	b, err := MarshalPayload(resp)
+	b, err := wire.MarshalPayload(resp)
 	if err == nil {
-		err = s.send.enqueue(s.ctx, PayloadHandshakeResponse, b)
+		err = s.send.enqueue(s.ctx, wire.PayloadHandshakeResponse, b)
 	}
 	if err != nil && refusal == nil {
 		refusal = fmt.Errorf("send handshake response: %w", err)
@@ -81,7 +83,7 @@ func (s *Session) handleHandshakeRequest(req *HandshakeRequest) {
 }
 
 func (s *Session) handleHandshakeComplete(p []byte) {
-	var hc HandshakeComplete
+	var hc wire.HandshakeComplete
 	if err := json.Unmarshal(p, &hc); err != nil {
 		s.log.Warn("malformed HandshakeComplete", "err", err)
 	}

@@ -2,6 +2,8 @@ package ssm
 
 import (
 	"sync"
+
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // DefaultMaxOutOfOrder bounds the messages held ahead of a gap. Beyond it,
@@ -11,7 +13,7 @@ const DefaultMaxOutOfOrder = 4096
 
 // inMsg is a received stream message held until its turn.
 type inMsg struct {
-	payloadType PayloadType
+	payloadType wire.PayloadType
 	payload     []byte
 }
 
@@ -35,12 +37,12 @@ type receiver struct {
 	// deliver hands an in-order message to the session. It returns false when
 	// the session is not ready for it; the message is then neither acked nor
 	// consumed, and the sender's retransmission brings it again.
-	deliver func(pt PayloadType, payload []byte) bool
+	deliver func(pt wire.PayloadType, payload []byte) bool
 
 	duplicates, outOfOrder, notReady int64
 }
 
-func newReceiver(maxOOO int, deliver func(PayloadType, []byte) bool) *receiver {
+func newReceiver(maxOOO int, deliver func(wire.PayloadType, []byte) bool) *receiver {
 	if maxOOO <= 0 {
 		maxOOO = DefaultMaxOutOfOrder
 	}
@@ -51,7 +53,7 @@ func newReceiver(maxOOO int, deliver func(PayloadType, []byte) bool) *receiver {
 // unless the message is buffered, in which case it is copied. Delivery of the
 // in-order message and of any buffered successors happens inside receive, on
 // the caller's goroutine, in sequence order.
-func (r *receiver) receive(seq int64, pt PayloadType, payload []byte) verdict {
+func (r *receiver) receive(seq int64, pt wire.PayloadType, payload []byte) verdict {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// A buffered message the session was not ready for earlier gets another

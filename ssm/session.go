@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/google/uuid"
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // Document names of the AWS port documents.
@@ -129,8 +130,8 @@ type Session struct {
 
 	ready        chan struct{} // closed at HandshakeComplete
 	readyOnce    sync.Once
-	pendingHS    *HandshakeRequest // set by delivery, answered after the ack is queued
-	agentVersion atomic.Value      // string
+	pendingHS    *wire.HandshakeRequest // set by delivery, answered after the ack is queued
+	agentVersion atomic.Value           // string
 	properties   map[string]string
 
 	ctx    context.Context
@@ -210,7 +211,7 @@ func newSession(cfg Config, info SessionInfo) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{
 		cfg: cfg, log: cfg.Log.With("session", info.SessionID), clk: cfg.Clock, info: info,
-		send:  newSender(cfg.Stream, cfg.Clock, TypeInputStreamData),
+		send:  newSender(cfg.Stream, cfg.Clock, wire.TypeInputStreamData),
 		deliv: newDelivery(cfg.DeliveryBuffer),
 		kick:  make(chan struct{}, 1),
 		ready: make(chan struct{}),
@@ -278,7 +279,7 @@ func (s *Session) Read(p []byte) (int, error) { return s.deliv.Read(p) }
 // straight from the receive buffer, batching whatever has arrived.
 func (s *Session) WriteTo(w io.Writer) (int64, error) { return s.deliv.WriteTo(w) }
 
-// Write sends p as Output, cut into messages of at most MaxPayload bytes.
+// Write sends p as Output, cut into messages of at most wire.MaxPayload bytes.
 // It blocks while the send window is full (back-pressure); during a
 // reconnect the data is queued, never dropped.
 func (s *Session) Write(p []byte) (int, error) {
@@ -289,8 +290,8 @@ func (s *Session) Write(p []byte) (int, error) {
 	}
 	n := 0
 	for len(p) > 0 {
-		chunk := p[:min(len(p), MaxPayload)]
-		if err := s.send.enqueue(s.ctx, PayloadOutput, chunk); err != nil {
+		chunk := p[:min(len(p), wire.MaxPayload)]
+		if err := s.send.enqueue(s.ctx, wire.PayloadOutput, chunk); err != nil {
 			if s.ctx.Err() != nil {
 				return n, s.writeErr()
 			}
@@ -313,10 +314,10 @@ func (s *Session) writeErr() error {
 
 // SendFlag sends a Flag message (e.g. DisconnectToPort) on the stream,
 // waiting while the send window is full.
-func (s *Session) SendFlag(f Flag) error { return s.sendFlag(s.ctx, f) }
+func (s *Session) SendFlag(f wire.Flag) error { return s.sendFlag(s.ctx, f) }
 
-func (s *Session) sendFlag(ctx context.Context, f Flag) error {
-	if err := s.send.enqueue(ctx, PayloadFlag, EncodeFlag(f)); err != nil {
+func (s *Session) sendFlag(ctx context.Context, f wire.Flag) error {
+	if err := s.send.enqueue(ctx, wire.PayloadFlag, wire.EncodeFlag(f)); err != nil {
 		return err
 	}
 	s.wake()
@@ -365,9 +366,9 @@ func (s *Session) Close() error {
 		// Basic mode understands the flag from agent 2.3.722.0 on. Skip it
 		// when the agent is not acking (the window may be full and the flag
 		// would wait for room); the API call ends the session either way.
-		if s.Drain(s.cfg.DrainTimeout) && VersionGreater(s.AgentVersion(), "2.3.722.0") {
+		if s.Drain(s.cfg.DrainTimeout) && wire.VersionGreater(s.AgentVersion(), "2.3.722.0") {
 			ctx, cancel := context.WithTimeout(s.ctx, time.Second)
-			if err := s.sendFlag(ctx, FlagTerminateSession); err == nil {
+			if err := s.sendFlag(ctx, wire.FlagTerminateSession); err == nil {
 				s.Drain(time.Second)
 			}
 			cancel()

@@ -9,16 +9,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
+
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/ssm"
 )
+
+// fakeAPI returns the client's SDK-backed API for cfg, pointed at the fake
+// (which hands out endpoints and credentials, never a client).
+func fakeAPI(ts *fakeaws.TestServer, cfg aws.Config) ssm.API {
+	return ssm.NewAPI(cfg, func(o *ssmsdk.Options) { o.BaseEndpoint = aws.String(ts.URL()) })
+}
 
 func startEcho(t *testing.T, ts *fakeaws.TestServer, port string) *ssm.Session {
 	t.Helper()
 	cfg := ts.AWSConfig(nil)
 	s, err := ssm.Start(fakeaws.Ctx(t), ssm.Config{
 		Target: fakeaws.DefaultInstance, Parameters: map[string][]string{"portNumber": {port}},
-		API: ts.API(cfg), Credentials: cfg.Credentials, Region: cfg.Region,
+		API: fakeAPI(ts, cfg), Credentials: cfg.Credentials, Region: cfg.Region,
 		HandshakeTimeout: 20 * time.Second,
 	})
 	if err != nil {

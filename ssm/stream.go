@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // Retransmission constants. The estimator uses the agent's and plugin's
@@ -151,8 +152,8 @@ func newSender(cfg StreamConfig, clk clock.Clock, messageType string) *sender {
 
 // enqueue assigns the next sequence number to payload and stores it for
 // transmission, waiting while the window is full. The payload must be
-// non-empty and at most MaxPayload bytes for data; it is copied.
-func (s *sender) enqueue(ctx context.Context, pt PayloadType, payload []byte) error {
+// non-empty and at most wire.MaxPayload bytes for data; it is copied.
+func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byte) error {
 	if len(payload) == 0 {
 		return errors.New("ssm: refusing to send an empty payload")
 	}
@@ -178,9 +179,9 @@ func (s *sender) enqueue(ctx context.Context, pt PayloadType, payload []byte) er
 	defer s.mu.Unlock()
 	seq := s.next
 	s.next++
-	frame, err := Encode(&Frame{
+	frame, err := wire.Encode(&wire.Frame{
 		MessageType:    s.messageType,
-		SchemaVersion:  SchemaVersion,
+		SchemaVersion:  wire.SchemaVersion,
 		CreatedDate:    uint64(s.clock.Now().UnixMilli()),
 		SequenceNumber: seq,
 		Flags:          0,

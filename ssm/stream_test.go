@@ -6,17 +6,18 @@ import (
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 func newTestSender(t *testing.T, cfg StreamConfig) (*sender, *clock.Fake) {
 	t.Helper()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
-	return newSender(cfg, clk, TypeInputStreamData), clk
+	return newSender(cfg, clk, wire.TypeInputStreamData), clk
 }
 
 func seqOf(t *testing.T, b []byte) int64 {
 	t.Helper()
-	f, err := Decode(b)
+	f, err := wire.Decode(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func seqs(t *testing.T, frames [][]byte) []int64 {
 func TestSenderSequencesAndSelectiveAcks(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{InitialWindow: 8})
 	for i := 0; i < 5; i++ {
-		if err := s.enqueue(context.Background(), PayloadOutput, []byte{byte(i)}); err != nil {
+		if err := s.enqueue(context.Background(), wire.PayloadOutput, []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -72,7 +73,7 @@ func TestSenderSequencesAndSelectiveAcks(t *testing.T) {
 
 func TestSenderRetransmissionsAreByteIdentical(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{})
-	_ = s.enqueue(context.Background(), PayloadOutput, []byte("hello"))
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte("hello"))
 	first := append([]byte(nil), s.due(clk.Now(), 10)[0]...)
 	clk.Advance(time.Second)
 	again := s.due(clk.Now(), 10)
@@ -84,16 +85,16 @@ func TestSenderRetransmissionsAreByteIdentical(t *testing.T) {
 func TestSenderWindowBlocksAndNeverEvicts(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{InitialWindow: 4, MinWindow: 4, MaxWindow: 4})
 	for i := 0; i < 4; i++ {
-		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+		_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := s.enqueue(ctx, PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
+	if err := s.enqueue(ctx, wire.PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
 		t.Fatalf("a full window must block the writer, got %v", err)
 	}
 	s.due(clk.Now(), 10)
 	done := make(chan error, 1)
-	go func() { done <- s.enqueue(context.Background(), PayloadOutput, []byte{2}) }()
+	go func() { done <- s.enqueue(context.Background(), wire.PayloadOutput, []byte{2}) }()
 	time.Sleep(20 * time.Millisecond)
 	select {
 	case <-done:
@@ -107,7 +108,7 @@ func TestSenderWindowBlocksAndNeverEvicts(t *testing.T) {
 	if n, _ := s.pending(); n != 4 {
 		t.Fatalf("pending %d, want 4 (nothing evicted)", n)
 	}
-	if err := s.enqueue(context.Background(), PayloadOutput, nil); err == nil {
+	if err := s.enqueue(context.Background(), wire.PayloadOutput, nil); err == nil {
 		t.Fatal("an empty payload must be refused")
 	}
 }
@@ -115,11 +116,11 @@ func TestSenderWindowBlocksAndNeverEvicts(t *testing.T) {
 func TestSenderByteWindow(t *testing.T) {
 	s, _ := newTestSender(t, StreamConfig{MaxWindowBytes: 2048})
 	big := make([]byte, 1024)
-	_ = s.enqueue(context.Background(), PayloadOutput, big)
-	_ = s.enqueue(context.Background(), PayloadOutput, big)
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, big)
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, big)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
-	if err := s.enqueue(ctx, PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
+	if err := s.enqueue(ctx, wire.PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
 		t.Fatalf("byte window not enforced: %v", err)
 	}
 }
@@ -128,7 +129,7 @@ func TestRTOEstimator(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{MinRTO: time.Millisecond, MaxRTO: time.Second})
 	// Steady 50 ms samples converge SRTT toward 50 ms.
 	for i := 0; i < 50; i++ {
-		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+		_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
 		s.due(clk.Now(), 10)
 		clk.Advance(50 * time.Millisecond)
 		s.ack(int64(i))
@@ -141,7 +142,7 @@ func TestRTOEstimator(t *testing.T) {
 		t.Fatalf("RTO %v for SRTT %v", st.RTO, st.SRTT)
 	}
 	// Karn: a retransmitted message gives no sample, however late its ack.
-	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
 	s.due(clk.Now(), 10)
 	clk.Advance(time.Second)
 	s.due(clk.Now(), 10) // retransmission
@@ -155,7 +156,7 @@ func TestRTOEstimator(t *testing.T) {
 func TestWindowShrinksOnTimeoutAndGrows(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{InitialWindow: 64, MinWindow: 16, MaxWindow: 256})
 	for i := 0; i < 64; i++ {
-		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+		_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
 	}
 	s.due(clk.Now(), 100)
 	clk.Advance(time.Second)
@@ -173,10 +174,10 @@ func TestWindowShrinksOnTimeoutAndGrows(t *testing.T) {
 
 func TestPausedSendsOnlyProbes(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{})
-	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
 	s.due(clk.Now(), 10)
 	s.setPaused(true)
-	_ = s.enqueue(context.Background(), PayloadOutput, []byte{2})
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{2})
 	clk.Advance(time.Second)
 	if got := s.due(clk.Now(), 10); len(got) != 0 {
 		t.Fatalf("sent while paused: %v", seqs(t, got))
@@ -198,7 +199,7 @@ func TestPausedSendsOnlyProbes(t *testing.T) {
 func TestReceiverRules(t *testing.T) {
 	var delivered []byte
 	ready := true
-	r := newReceiver(3, func(pt PayloadType, p []byte) bool {
+	r := newReceiver(3, func(pt wire.PayloadType, p []byte) bool {
 		if !ready {
 			return false
 		}
@@ -219,7 +220,7 @@ func TestReceiverRules(t *testing.T) {
 		{1, verdictAck},       // fills the gap, drains 2 and 3
 	}
 	for i, st := range steps {
-		if got := r.receive(st.seq, PayloadOutput, []byte{byte('a' + st.seq)}); got != st.want {
+		if got := r.receive(st.seq, wire.PayloadOutput, []byte{byte('a' + st.seq)}); got != st.want {
 			t.Fatalf("step %d seq %d: verdict %v, want %v", i, st.seq, got, st.want)
 		}
 	}
@@ -229,16 +230,16 @@ func TestReceiverRules(t *testing.T) {
 	// The session is not ready (local reader slow): the in-order message is
 	// held and acked while there is room, and drain delivers it later.
 	ready = false
-	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictAck {
+	if got := r.receive(4, wire.PayloadOutput, []byte("e")); got != verdictAck {
 		t.Fatalf("not ready with room: %v, want it held and acked", got)
 	}
-	if got := r.receive(4, PayloadOutput, []byte("e")); got != verdictDuplicate {
+	if got := r.receive(4, wire.PayloadOutput, []byte("e")); got != verdictDuplicate {
 		t.Fatalf("resend of a held message: %v", got)
 	}
-	if got := r.receive(6, PayloadOutput, []byte("g")); got != verdictAck {
+	if got := r.receive(6, wire.PayloadOutput, []byte("g")); got != verdictAck {
 		t.Fatalf("out of order with room: %v", got)
 	}
-	if got := r.receive(7, PayloadOutput, []byte("h")); got != verdictDrop {
+	if got := r.receive(7, wire.PayloadOutput, []byte("h")); got != verdictDrop {
 		t.Fatal("held buffer full: no ack")
 	}
 	ready = true
@@ -247,9 +248,9 @@ func TestReceiverRules(t *testing.T) {
 		t.Fatalf("after drain: %q expected %d", delivered, r.stats().Expected)
 	}
 	// Not ready with a full buffer means no ack.
-	r2 := newReceiver(1, func(PayloadType, []byte) bool { return false })
-	r2.receive(1, PayloadOutput, []byte("x"))
-	if got := r2.receive(0, PayloadOutput, []byte("y")); got != verdictDrop {
+	r2 := newReceiver(1, func(wire.PayloadType, []byte) bool { return false })
+	r2.receive(1, wire.PayloadOutput, []byte("x"))
+	if got := r2.receive(0, wire.PayloadOutput, []byte("y")); got != verdictDrop {
 		t.Fatalf("not ready, no room: %v", got)
 	}
 }
@@ -274,27 +275,10 @@ func TestCheckStreamURL(t *testing.T) {
 	}
 }
 
-func TestVersionGreater(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want bool
-	}{
-		{"3.3.1142.0", "2.3.722.0", true}, {"2.3.722.0", "2.3.722.0", false}, {"1.2.804.0", "1.2.331.0", true},
-		{"1.2.0.0", "1.2.331.0", false}, {"3.3", "2.3.722.0", false}, {"x.1.2.3", "1.0.0.0", false},
-	} {
-		if got := VersionGreater(c.a, c.b); got != c.want {
-			t.Errorf("%s > %s = %v", c.a, c.b, got)
-		}
-	}
-	if ValidClientVersion("0.3.0") || !ValidClientVersion("1.2.804.0") {
-		t.Fatal("ValidClientVersion")
-	}
-}
-
 func TestSenderSpanBound(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{InitialWindow: 4, MinWindow: 4, MaxWindow: 4, MaxSpan: 6})
 	for i := 0; i < 4; i++ {
-		_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+		_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
 	}
 	s.due(clk.Now(), 10)
 	// Acks for 1..3 leave 0 stuck: the window has room, the span does not
@@ -302,15 +286,15 @@ func TestSenderSpanBound(t *testing.T) {
 	s.ack(1)
 	s.ack(2)
 	s.ack(3)
-	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
-	_ = s.enqueue(context.Background(), PayloadOutput, []byte{1})
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
+	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
-	if err := s.enqueue(ctx, PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
+	if err := s.enqueue(ctx, wire.PayloadOutput, []byte{1}); err != context.DeadlineExceeded {
 		t.Fatalf("span not bounded: %v", err)
 	}
 	s.ack(0)
-	if err := s.enqueue(context.Background(), PayloadOutput, []byte{1}); err != nil {
+	if err := s.enqueue(context.Background(), wire.PayloadOutput, []byte{1}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -8,9 +8,10 @@
 // moves bytes between the data channel and a real TCP target.
 //
 // The reliability layer here is deliberately independent of the client's
-// (package ssm reuses nothing of it, and it reuses only the frame codec and
-// payload structs of ssm): two implementations meeting on the wire is what
-// makes the fake worth testing against.
+// (package ssm reuses nothing of it, and it reuses only package ssm/wire: the
+// frame codec, payload structs and message reader, pinned by the golden
+// vectors): two implementations meeting on the wire is what makes the fake
+// worth testing against.
 package agent
 
 import (

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // testSession bundles what most tests need.
@@ -43,7 +43,7 @@ func randomBytes(n int, seed uint64) []byte {
 func TestHandshakeWireFormat(t *testing.T) {
 	s := start(t, true, Config{Properties: map[string]string{"portNumber": "1"}})
 	req := recv(t, s.l, 5*time.Second)
-	if req.MessageType != ssm.TypeOutputStreamData || req.SequenceNumber != 0 || req.Flags != 1 || req.PayloadType != 5 {
+	if req.MessageType != wire.TypeOutputStreamData || req.SequenceNumber != 0 || req.Flags != 1 || req.PayloadType != 5 {
 		t.Fatalf("HandshakeRequest header: %+v", req)
 	}
 	want := `{"AgentVersion":"3.3.1142.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"Port","Properties":{"portNumber":"1"}}}]}`
@@ -56,13 +56,13 @@ func TestHandshakeWireFormat(t *testing.T) {
 		t.Fatalf("retransmission differs: %+v vs %+v", again, req)
 	}
 	s.l.send(ackFrame(req))
-	resp, b := inputFrame(0, ssm.PayloadHandshakeResponse, handshakeResponse(ssm.ActionSuccess))
+	resp, b := inputFrame(0, wire.PayloadHandshakeResponse, handshakeResponse(wire.ActionSuccess))
 	s.l.send(b)
-	var ack *ssm.Frame
-	for ack = recv(t, s.l, 5*time.Second); ack.MessageType == ssm.TypeOutputStreamData && ack.SequenceNumber == 0; ack = recv(t, s.l, 5*time.Second) {
+	var ack *wire.Frame
+	for ack = recv(t, s.l, 5*time.Second); ack.MessageType == wire.TypeOutputStreamData && ack.SequenceNumber == 0; ack = recv(t, s.l, 5*time.Second) {
 	}
 	wantAck := `{"AcknowledgedMessageType":"input_stream_data","AcknowledgedMessageId":"` + resp.MessageID.String() + `","AcknowledgedMessageSequenceNumber":0,"IsSequentialMessage":true}`
-	if ack.MessageType != ssm.TypeAcknowledge || ack.Flags != 3 || ack.SequenceNumber != 0 || ack.PayloadType != 0 || string(ack.Payload) != wantAck {
+	if ack.MessageType != wire.TypeAcknowledge || ack.Flags != 3 || ack.SequenceNumber != 0 || ack.PayloadType != 0 || string(ack.Payload) != wantAck {
 		t.Fatalf("ack %+v payload %s", ack, ack.Payload)
 	}
 	done := recv(t, s.l, 5*time.Second)
@@ -115,7 +115,7 @@ func TestHandshakeFailedStatus(t *testing.T) {
 	s := start(t, true, Config{})
 	req := recv(t, s.l, 5*time.Second)
 	s.l.send(ackFrame(req))
-	_, b := inputFrame(0, ssm.PayloadHandshakeResponse, handshakeResponse(ssm.ActionFailed))
+	_, b := inputFrame(0, wire.PayloadHandshakeResponse, handshakeResponse(wire.ActionFailed))
 	s.l.send(b)
 	err := s.r.wait(t, 10*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "SessionType failed on client with status 2") {
@@ -127,7 +127,7 @@ func TestHandshakeTimeoutAndLateResponse(t *testing.T) {
 	s := start(t, true, Config{Quirks: Quirks{HandshakeTimeout: 300 * time.Millisecond}})
 	req := recv(t, s.l, 5*time.Second)
 	time.Sleep(600 * time.Millisecond)
-	_, b := inputFrame(0, ssm.PayloadHandshakeResponse, handshakeResponse(ssm.ActionSuccess))
+	_, b := inputFrame(0, wire.PayloadHandshakeResponse, handshakeResponse(wire.ActionSuccess))
 	s.l.send(b)
 	// The late response is still acked, then recorded and dropped.
 	deadline := time.After(5 * time.Second)
@@ -158,23 +158,23 @@ func TestDataBeforeHandshakeComplete(t *testing.T) {
 	s := start(t, false, Config{})
 	req := recv(t, s.l, 5*time.Second)
 	s.l.send(ackFrame(req))
-	early, b := inputFrame(0, ssm.PayloadOutput, []byte("too early"))
+	early, b := inputFrame(0, wire.PayloadOutput, []byte("too early"))
 	s.l.send(b)
 	expectAck(t, s.l, early)
 	if !s.r.viol.has("data-before-handshake-complete") {
 		t.Fatalf("violations %v", s.r.viol.all())
 	}
-	resp, b := inputFrame(1, ssm.PayloadHandshakeResponse, handshakeResponse(ssm.ActionSuccess))
+	resp, b := inputFrame(1, wire.PayloadHandshakeResponse, handshakeResponse(wire.ActionSuccess))
 	s.l.send(b)
 	expectAck(t, s.l, resp)
 	done := recv(t, s.l, 5*time.Second)
-	if done.PayloadType != ssm.PayloadHandshakeComplete {
+	if done.PayloadType != wire.PayloadHandshakeComplete {
 		t.Fatalf("got pt %d", done.PayloadType)
 	}
 	s.l.send(ackFrame(done))
 	c := s.tgt.accept(t)
 	// Retransmit until the target is connected, as a client would.
-	msg, b := inputFrame(2, ssm.PayloadOutput, []byte("hello"))
+	msg, b := inputFrame(2, wire.PayloadOutput, []byte("hello"))
 	got := make(chan []byte, 1)
 	go func() {
 		buf := make([]byte, 64)
@@ -271,7 +271,7 @@ func TestTerminateSessionFlag(t *testing.T) {
 	doHandshake(t, s.l)
 	p := newDataPeer(t, s.m, s.l)
 	c := s.tgt.accept(t)
-	p.sendMsg(ssm.PayloadFlag, ssm.EncodeFlag(ssm.FlagTerminateSession))
+	p.sendMsg(wire.PayloadFlag, wire.EncodeFlag(wire.FlagTerminateSession))
 	if err := s.r.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
@@ -288,8 +288,8 @@ func TestChannelClosedEndsSession(t *testing.T) {
 	s := start(t, false, Config{})
 	doHandshake(t, s.l)
 	s.tgt.accept(t)
-	b, _ := json.Marshal(ssm.ChannelClosed{MessageType: ssm.TypeChannelClosed, SchemaVersion: 1, SessionID: testSessionID, Output: "bye now"})
-	s.l.send(controlFrame(ssm.TypeChannelClosed, b))
+	b, _ := json.Marshal(wire.ChannelClosed{MessageType: wire.TypeChannelClosed, SchemaVersion: 1, SessionID: testSessionID, Output: "bye now"})
+	s.l.send(controlFrame(wire.TypeChannelClosed, b))
 	if err := s.r.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
@@ -302,7 +302,7 @@ func TestDisconnectToPortRedials(t *testing.T) {
 	c1 := s.tgt.accept(t)
 	p.write([]byte("one"))
 	readExactly(t, c1, "one")
-	p.sendMsg(ssm.PayloadFlag, ssm.EncodeFlag(ssm.FlagDisconnectToPort))
+	p.sendMsg(wire.PayloadFlag, wire.EncodeFlag(wire.FlagDisconnectToPort))
 	c1.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c1.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("first target connection read = %v, want EOF", err)
@@ -337,9 +337,9 @@ func TestMalformedFlags(t *testing.T) {
 	doHandshake(t, s.l)
 	p := newDataPeer(t, s.m, s.l)
 	s.tgt.accept(t)
-	a := p.sendMsg(ssm.PayloadFlag, []byte{0, 0, 1})
-	b := p.sendMsg(ssm.PayloadFlag, ssm.EncodeFlag(9))
-	c := p.sendMsg(ssm.PayloadSize, []byte(`{"cols":80,"rows":24}`))
+	a := p.sendMsg(wire.PayloadFlag, []byte{0, 0, 1})
+	b := p.sendMsg(wire.PayloadFlag, wire.EncodeFlag(9))
+	c := p.sendMsg(wire.PayloadSize, []byte(`{"cols":80,"rows":24}`))
 	if !p.waitFor(5*time.Second, func() bool { return p.acks[a] > 0 && p.acks[b] > 0 && p.acks[c] > 0 }) {
 		t.Fatal("flags and size not acked")
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // The benchmarks drive an unpaced agent with a lean client (template frames
@@ -24,11 +24,11 @@ const mib = 1 << 20
 
 // fastInput returns a factory of input_stream_data frames carrying payload.
 func fastInput(payload []byte) func(seq int64) []byte {
-	_, tmpl := inputFrame(0, ssm.PayloadOutput, payload)
+	_, tmpl := inputFrame(0, wire.PayloadOutput, payload)
 	return func(seq int64) []byte {
 		b := append([]byte(nil), tmpl...)
 		binary.BigEndian.PutUint64(b[48:], uint64(seq))
-		ssm.PutMessageID(b[64:80], uuid.New())
+		wire.PutMessageID(b[64:80], uuid.New())
 		return b
 	}
 }
@@ -43,7 +43,7 @@ func benchEstablish(b *testing.B) (*leg, net.Conn) {
 func BenchmarkUploadUnpaced(b *testing.B) {
 	l, c := benchEstablish(b)
 	total := int64(b.N) * mib
-	mk := fastInput(make([]byte, ssm.MaxPayload))
+	mk := fastInput(make([]byte, wire.MaxPayload))
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() { // the client side reads (and drops) the agent's acks
@@ -58,7 +58,7 @@ func BenchmarkUploadUnpaced(b *testing.B) {
 	b.SetBytes(mib)
 	b.ResetTimer()
 	go func() {
-		for seq := int64(1); seq <= total/ssm.MaxPayload; seq++ {
+		for seq := int64(1); seq <= total/wire.MaxPayload; seq++ {
 			if l.send(mk(seq)) != nil {
 				return
 			}
@@ -86,7 +86,7 @@ func BenchmarkDownloadUnpaced(b *testing.B) {
 	for got < total {
 		select {
 		case f := <-l.frames:
-			if f.MessageType != ssm.TypeOutputStreamData {
+			if f.MessageType != wire.TypeOutputStreamData {
 				continue
 			}
 			l.send(ackFrame(f))

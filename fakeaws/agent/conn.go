@@ -13,7 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 const (
@@ -289,7 +289,7 @@ func (s *session) connect(ctx context.Context) (*link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial agent leg: %w", err)
 	}
-	open := ssm.OpenDataChannel{
+	open := wire.OpenDataChannel{
 		MessageSchemaVersion: "1.0",
 		RequestID:            uuid.NewString(),
 		TokenValue:           token,
@@ -328,8 +328,8 @@ func (s *session) connect(ctx context.Context) (*link, error) {
 
 // writeOpening sends the agent's opening text frame, then its binary
 // agent_session_state Connected, before any other traffic.
-func (s *session) writeOpening(ws *websocket.Conn, open ssm.OpenDataChannel) error {
-	b, err := ssm.MarshalPayload(open)
+func (s *session) writeOpening(ws *websocket.Conn, open wire.OpenDataChannel) error {
+	b, err := wire.MarshalPayload(open)
 	if err != nil {
 		return err
 	}
@@ -349,11 +349,11 @@ func (s *session) writeOpening(ws *websocket.Conn, open ssm.OpenDataChannel) err
 
 // sessionStateFrame builds an agent_session_state frame (consumed by MGS).
 func (s *session) sessionStateFrame(state string) ([]byte, error) {
-	p, err := ssm.MarshalPayload(ssm.AgentSessionState{SchemaVersion: 1, SessionState: state, SessionID: s.cfg.SessionID})
+	p, err := wire.MarshalPayload(wire.AgentSessionState{SchemaVersion: 1, SessionState: state, SessionID: s.cfg.SessionID})
 	if err != nil {
 		return nil, err
 	}
-	return s.encodeFrame(ssm.TypeAgentSessionState, 0, 0, ssm.PayloadNone, p), nil
+	return s.encodeFrame(wire.TypeAgentSessionState, 0, 0, wire.PayloadNone, p), nil
 }
 
 // connectWithRetry opens the agent leg with the real agent's retry policy:
@@ -442,9 +442,11 @@ func (s *session) readLoop(l *link) error {
 			s.log.Warn("dropping non-binary websocket message", "type", mt)
 			continue
 		}
-		b, err := readMessage(r, s.rbuf[:0])
+		// A message beyond the frame size bound is not kept: gorilla
+		// skips the rest when the next message is requested.
+		b, err := wire.ReadMessage(r, s.rbuf, wire.MaxFrameSize)
 		s.rbuf = b[:0]
-		if errors.Is(err, errMessageTooLarge) {
+		if errors.Is(err, wire.ErrMessageTooLarge) {
 			s.log.Warn("dropping oversized websocket message")
 			continue
 		}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 func TestReconnectAfterBye(t *testing.T) {
@@ -138,7 +138,7 @@ func TestAckedHandshakeRequestIsNotResent(t *testing.T) {
 	for {
 		select {
 		case f := <-s.l.frames:
-			if f.MessageType == ssm.TypeOutputStreamData && f.MessageID == req.MessageID {
+			if f.MessageType == wire.TypeOutputStreamData && f.MessageID == req.MessageID {
 				continue // a resend that crossed the ack
 			}
 			t.Fatalf("unexpected %s", f.MessageType)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	crand "crypto/rand"
 	"encoding/binary"
 	"math/rand/v2"
@@ -9,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // idGen produces v4 UUIDs for MessageIds from a ChaCha8 stream seeded from
@@ -43,11 +42,11 @@ func (g *idGen) next() uuid.UUID {
 }
 
 // encodeFrame builds a complete agent frame in a new buffer.
-func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt ssm.PayloadType, payload []byte) []byte {
-	buf := make([]byte, ssm.FrameHeaderSize+len(payload))
-	f := ssm.Frame{
+func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt wire.PayloadType, payload []byte) []byte {
+	buf := make([]byte, wire.FrameHeaderSize+len(payload))
+	f := wire.Frame{
 		MessageType:    msgType,
-		SchemaVersion:  ssm.SchemaVersion,
+		SchemaVersion:  wire.SchemaVersion,
 		CreatedDate:    uint64(s.clk.Now().UnixMilli()),
 		SequenceNumber: seq,
 		Flags:          flags,
@@ -55,7 +54,7 @@ func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt ssm.Pa
 		PayloadType:    pt,
 		Payload:        payload,
 	}
-	if err := ssm.EncodeInto(buf, &f); err != nil {
+	if err := wire.EncodeInto(buf, &f); err != nil {
 		// Only an oversized payload or a bad message type can fail, and the
 		// agent builds neither; treat it as a programming error but never
 		// crash the session over it.
@@ -71,62 +70,23 @@ func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt ssm.Pa
 // encoding stays off the reader goroutine.
 func (s *session) appendAck(dst []byte, id uuid.UUID, seq int64) []byte {
 	base := len(dst)
-	dst = append(dst, make([]byte, ssm.FrameHeaderSize)...)
-	dst = ssm.AppendAcknowledge(dst, ssm.TypeInputStreamData, id, seq)
+	dst = append(dst, make([]byte, wire.FrameHeaderSize)...)
+	dst = wire.AppendAcknowledge(dst, wire.TypeInputStreamData, id, seq)
 	b := dst[base:]
-	f := ssm.Frame{
-		MessageType:   ssm.TypeAcknowledge,
-		SchemaVersion: ssm.SchemaVersion,
+	f := wire.Frame{
+		MessageType:   wire.TypeAcknowledge,
+		SchemaVersion: wire.SchemaVersion,
 		CreatedDate:   uint64(s.clk.Now().UnixMilli()),
-		Flags:         ssm.FlagsAck,
+		Flags:         wire.FlagsAck,
 		MessageID:     s.ids.next(),
-		PayloadType:   ssm.PayloadNone,
+		PayloadType:   wire.PayloadNone,
 		// The payload already sits where EncodeInto copies it to; the copy
 		// onto itself is harmless and the digest is computed beforehand.
-		Payload: b[ssm.FrameHeaderSize:],
+		Payload: b[wire.FrameHeaderSize:],
 	}
-	if err := ssm.EncodeInto(b, &f); err != nil {
+	if err := wire.EncodeInto(b, &f); err != nil {
 		s.log.Error("encode ack", "err", err)
 		return dst[:base]
 	}
 	return dst
-}
-
-var (
-	ackPrefix = []byte(`{"AcknowledgedMessageType":"`)
-	ackSeqKey = []byte(`"AcknowledgedMessageSequenceNumber":`)
-)
-
-// parseAckSeq extracts AcknowledgedMessageSequenceNumber from an acknowledge
-// payload in the canonical layout every real peer emits, without reflection.
-// The real agent uses only that field. It reports false for anything it is
-// not sure about; the caller then falls back to encoding/json.
-func parseAckSeq(p []byte) (int64, bool) {
-	if !bytes.HasPrefix(p, ackPrefix) || len(p) == 0 || p[len(p)-1] != '}' {
-		return 0, false
-	}
-	i := bytes.Index(p, ackSeqKey)
-	if i < 0 || bytes.Count(p, ackSeqKey) != 1 {
-		return 0, false
-	}
-	rest := p[i+len(ackSeqKey):]
-	neg := len(rest) > 0 && rest[0] == '-'
-	if neg {
-		rest = rest[1:]
-	}
-	var n int64
-	end := 0
-	for ; end < len(rest) && rest[end] >= '0' && rest[end] <= '9'; end++ {
-		if end >= 18 { // would overflow int64; let encoding/json decide
-			return 0, false
-		}
-		n = n*10 + int64(rest[end]-'0')
-	}
-	if end == 0 || end == len(rest) || (rest[end] != ',' && rest[end] != '}') {
-		return 0, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, true
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // errHandshakeTimeout carries the real agent's text, which reaches the user
@@ -52,7 +52,7 @@ func (s *session) performHandshake() error {
 		}
 		// Sequenced stream data (seq 0, SYN): retransmitted until acked, so
 		// it reaches a client leg that does not exist yet.
-		s.sendStream(ssm.PayloadHandshakeRequest, req)
+		s.sendStream(wire.PayloadHandshakeRequest, req)
 	}
 
 	var payload []byte
@@ -89,7 +89,7 @@ func (s *session) performHandshake() error {
 	s.port.Store(&portBox{p})
 	s.portMu.Unlock()
 
-	done, err := ssm.MarshalPayload(ssm.HandshakeComplete{
+	done, err := wire.MarshalPayload(wire.HandshakeComplete{
 		HandshakeTimeToComplete: s.clk.Since(start).Nanoseconds(),
 		CustomerMessage:         "",
 	})
@@ -97,7 +97,7 @@ func (s *session) performHandshake() error {
 		return err
 	}
 	s.hsComplete.Store(true)
-	s.sendStream(ssm.PayloadHandshakeComplete, done)
+	s.sendStream(wire.PayloadHandshakeComplete, done)
 	// The agent dials the target only after HandshakeComplete is sent.
 	return p.start()
 }
@@ -105,7 +105,7 @@ func (s *session) performHandshake() error {
 // handshakeRequest builds the HandshakeRequest payload: one SessionType
 // action carrying the document's Properties verbatim.
 func (s *session) handshakeRequest() ([]byte, error) {
-	sessionType := ssm.SessionTypePort
+	sessionType := wire.SessionTypePort
 	if s.q.SessionTypeOverride != "" {
 		sessionType = s.q.SessionTypeOverride
 	}
@@ -113,19 +113,19 @@ func (s *session) handshakeRequest() ([]byte, error) {
 	if props == nil {
 		props = map[string]string{}
 	}
-	params, err := ssm.MarshalPayload(ssm.SessionTypeRequest{SessionType: sessionType, Properties: props})
+	params, err := wire.MarshalPayload(wire.SessionTypeRequest{SessionType: sessionType, Properties: props})
 	if err != nil {
 		return nil, err
 	}
-	req := ssm.HandshakeRequest{
+	req := wire.HandshakeRequest{
 		AgentVersion:           s.cfg.AgentVersion,
-		RequestedClientActions: []ssm.RequestedClientAction{{ActionType: ssm.ActionSessionType, ActionParameters: params}},
+		RequestedClientActions: []wire.RequestedClientAction{{ActionType: wire.ActionSessionType, ActionParameters: params}},
 	}
 	if s.q.ExtraAction != "" {
 		req.RequestedClientActions = append(req.RequestedClientActions,
-			ssm.RequestedClientAction{ActionType: s.q.ExtraAction, ActionParameters: json.RawMessage(`{}`)})
+			wire.RequestedClientAction{ActionType: s.q.ExtraAction, ActionParameters: json.RawMessage(`{}`)})
 	}
-	return ssm.MarshalPayload(req)
+	return wire.MarshalPayload(req)
 }
 
 // handleHandshakeResponse is called by the reader for an in-order
@@ -160,7 +160,7 @@ func (s *session) deliverHandshake() {
 // action must report ActionStatus 1. Other actions are ignored, as the real
 // agent only logs unknown ones.
 func (s *session) checkHandshakeResponse(payload []byte) error {
-	var r ssm.HandshakeResponse
+	var r wire.HandshakeResponse
 	if err := json.Unmarshal(payload, &r); err != nil {
 		s.violation("error", "handshake-response-invalid", err.Error())
 		return fmt.Errorf("handshake response: %w", err)
@@ -173,11 +173,11 @@ func (s *session) checkHandshakeResponse(payload []byte) error {
 	}
 	found := false
 	for _, a := range r.ProcessedClientActions {
-		if a.ActionType != ssm.ActionSessionType {
+		if a.ActionType != wire.ActionSessionType {
 			continue
 		}
 		found = true
-		if a.ActionStatus != ssm.ActionSuccess {
+		if a.ActionStatus != wire.ActionSuccess {
 			return fmt.Errorf("%s failed on client with status %d error: %s", a.ActionType, a.ActionStatus, a.Error)
 		}
 	}
@@ -189,12 +189,12 @@ func (s *session) checkHandshakeResponse(payload []byte) error {
 
 // process hands one in-order input message to its handler and reports
 // whether it was accepted (to be acked) or the handler was not ready.
-func (s *session) process(pt ssm.PayloadType, payload []byte) bool {
+func (s *session) process(pt wire.PayloadType, payload []byte) bool {
 	switch pt {
-	case ssm.PayloadHandshakeResponse:
+	case wire.PayloadHandshakeResponse:
 		s.handleHandshakeResponse(payload)
 		return true
-	case ssm.PayloadEncChallengeResponse:
+	case wire.PayloadEncChallengeResponse:
 		// KMS is disabled for Port sessions; nothing asked for a challenge.
 		s.violation("warning", "unexpected-enc-challenge-response", "EncChallengeResponse on a Port session")
 		return true
@@ -227,7 +227,9 @@ func isDottedVersion(v string) bool {
 // compareVersions compares dotted versions the way the agent does
 // (protocol.md section 11.2): components numerically where both are numeric,
 // else as text; when all shared components are equal, fewer components is
-// smaller. It returns -1, 0 or +1.
+// smaller. It returns -1, 0 or +1. This is a deliberate agent quirk, kept
+// here rather than using wire.VersionGreater, which is the plugin's stricter
+// compare (same number of numeric components or never greater).
 func compareVersions(a, b string) int {
 	as, bs := strings.Split(a, "."), strings.Split(b, ".")
 	for i := 0; i < len(as) && i < len(bs); i++ {

@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // The harness plays MGS and the client in one: an httptest websocket server
@@ -29,10 +29,10 @@ const testInstanceID = "i-0123456789abcdef0"
 // leg is one accepted agent connection.
 type leg struct {
 	ws     *websocket.Conn
-	open   ssm.OpenDataChannel
-	frames chan *ssm.Frame // every binary frame except agent_session_state
-	states chan string     // agent_session_state after the opening one
-	done   chan struct{}   // reader ended
+	open   wire.OpenDataChannel
+	frames chan *wire.Frame // every binary frame except agent_session_state
+	states chan string      // agent_session_state after the opening one
+	done   chan struct{}    // reader ended
 	wmu    sync.Mutex
 	noPong *atomic.Bool
 }
@@ -118,7 +118,7 @@ func (m *mgs) accept(ws *websocket.Conn) *leg {
 		ws.Close()
 		return nil
 	}
-	var open ssm.OpenDataChannel
+	var open wire.OpenDataChannel
 	if err := json.Unmarshal(b, &open); err != nil {
 		t.Errorf("opening frame %s: %v", b, err)
 	}
@@ -158,7 +158,7 @@ func (m *mgs) accept(ws *websocket.Conn) *leg {
 		t.Errorf("first agent_session_state is %q", st)
 	}
 	ws.SetReadDeadline(time.Time{})
-	l := &leg{ws: ws, open: open, frames: make(chan *ssm.Frame, 1<<16), states: make(chan string, 4), done: make(chan struct{}), noPong: &m.noPong}
+	l := &leg{ws: ws, open: open, frames: make(chan *wire.Frame, 1<<16), states: make(chan string, 4), done: make(chan struct{}), noPong: &m.noPong}
 	ws.SetPingHandler(func(data string) error {
 		if l.noPong.Load() {
 			return nil
@@ -172,22 +172,22 @@ func (m *mgs) accept(ws *websocket.Conn) *leg {
 }
 
 func (m *mgs) sessionState(b []byte) string {
-	f, err := ssm.Decode(b)
+	f, err := wire.Decode(b)
 	if err != nil {
 		m.t.Errorf("agent_session_state frame: %v", err)
 		return ""
 	}
-	if f.MessageType != ssm.TypeAgentSessionState || f.SequenceNumber != 0 {
+	if f.MessageType != wire.TypeAgentSessionState || f.SequenceNumber != 0 {
 		m.t.Errorf("want agent_session_state, got %s seq %d", f.MessageType, f.SequenceNumber)
 	}
-	var st ssm.AgentSessionState
+	var st wire.AgentSessionState
 	if err := json.Unmarshal(f.Payload, &st); err != nil || st.SchemaVersion != 1 || st.SessionID != testSessionID {
 		m.t.Errorf("agent_session_state payload %s: %v", f.Payload, err)
 	}
 	return st.SessionState
 }
 
-// read decodes every agent frame strictly (ssm.Decode): the agent must emit
+// read decodes every agent frame strictly (wire.Decode): the agent must emit
 // frames the client's validation accepts.
 func (l *leg) read(t testing.TB, m *mgs) {
 	defer close(l.done)
@@ -200,18 +200,18 @@ func (l *leg) read(t testing.TB, m *mgs) {
 			t.Errorf("agent sent a non-binary message after opening: %q", b)
 			continue
 		}
-		f, err := ssm.Decode(b)
+		f, err := wire.Decode(b)
 		if err != nil {
 			t.Errorf("agent frame fails validation: %v", err)
 			continue
 		}
-		if f.HeaderLength != ssm.HeaderLength || f.SchemaVersion != 1 || len(f.Payload) == 0 {
+		if f.HeaderLength != wire.HeaderLength || f.SchemaVersion != 1 || len(f.Payload) == 0 {
 			t.Errorf("agent frame header %+v", f)
 		}
 		if !strings.HasPrefix(string(b[4:36]), f.MessageType+" ") {
 			t.Errorf("message type not space padded: %q", b[4:36])
 		}
-		if f.MessageType == ssm.TypeAgentSessionState {
+		if f.MessageType == wire.TypeAgentSessionState {
 			l.states <- m.sessionState(b)
 			continue
 		}
@@ -232,39 +232,39 @@ func (m *mgs) nextLeg(t testing.TB) *leg {
 }
 
 // frame builds a client frame.
-func frame(typ string, seq int64, flags uint64, pt ssm.PayloadType, payload []byte) (*ssm.Frame, []byte) {
-	f := &ssm.Frame{MessageType: typ, SchemaVersion: 1, CreatedDate: uint64(time.Now().UnixMilli()),
+func frame(typ string, seq int64, flags uint64, pt wire.PayloadType, payload []byte) (*wire.Frame, []byte) {
+	f := &wire.Frame{MessageType: typ, SchemaVersion: 1, CreatedDate: uint64(time.Now().UnixMilli()),
 		SequenceNumber: seq, Flags: flags, MessageID: uuid.New(), PayloadType: pt, Payload: payload}
-	b, err := ssm.Encode(f)
+	b, err := wire.Encode(f)
 	if err != nil {
 		panic(err)
 	}
 	return f, b
 }
 
-func inputFrame(seq int64, pt ssm.PayloadType, payload []byte) (*ssm.Frame, []byte) {
-	return frame(ssm.TypeInputStreamData, seq, 0, pt, payload)
+func inputFrame(seq int64, pt wire.PayloadType, payload []byte) (*wire.Frame, []byte) {
+	return frame(wire.TypeInputStreamData, seq, 0, pt, payload)
 }
 
-func ackFrame(of *ssm.Frame) []byte {
-	p := ssm.AppendAcknowledge(nil, ssm.TypeOutputStreamData, of.MessageID, of.SequenceNumber)
-	_, b := frame(ssm.TypeAcknowledge, 0, ssm.FlagsAck, ssm.PayloadNone, p)
+func ackFrame(of *wire.Frame) []byte {
+	p := wire.AppendAcknowledge(nil, wire.TypeOutputStreamData, of.MessageID, of.SequenceNumber)
+	_, b := frame(wire.TypeAcknowledge, 0, wire.FlagsAck, wire.PayloadNone, p)
 	return b
 }
 
 func controlFrame(typ string, payload []byte) []byte {
-	_, b := frame(typ, 0, ssm.FlagsAck, ssm.PayloadNone, payload)
+	_, b := frame(typ, 0, wire.FlagsAck, wire.PayloadNone, payload)
 	return b
 }
 
 func handshakeResponse(status int) []byte {
-	b, _ := json.Marshal(ssm.HandshakeResponse{ClientVersion: "1.2.804.0",
-		ProcessedClientActions: []ssm.ProcessedClientAction{{ActionType: ssm.ActionSessionType, ActionStatus: status}}})
+	b, _ := json.Marshal(wire.HandshakeResponse{ClientVersion: "1.2.804.0",
+		ProcessedClientActions: []wire.ProcessedClientAction{{ActionType: wire.ActionSessionType, ActionStatus: status}}})
 	return b
 }
 
 // recv returns the next frame on l, failing the test after timeout.
-func recv(t testing.TB, l *leg, timeout time.Duration) *ssm.Frame {
+func recv(t testing.TB, l *leg, timeout time.Duration) *wire.Frame {
 	t.Helper()
 	select {
 	case f := <-l.frames:
@@ -286,20 +286,20 @@ func recvNone(t testing.TB, l *leg, d time.Duration) {
 }
 
 // ackOf parses an agent acknowledge and checks its shape.
-func ackOf(t testing.TB, f *ssm.Frame) ssm.Acknowledge {
+func ackOf(t testing.TB, f *wire.Frame) wire.Acknowledge {
 	t.Helper()
-	if f.MessageType != ssm.TypeAcknowledge || f.SequenceNumber != 0 || f.Flags != 3 || f.PayloadType != 0 {
+	if f.MessageType != wire.TypeAcknowledge || f.SequenceNumber != 0 || f.Flags != 3 || f.PayloadType != 0 {
 		t.Fatalf("want an acknowledge, got %s seq %d flags %d pt %d", f.MessageType, f.SequenceNumber, f.Flags, f.PayloadType)
 	}
-	a, err := ssm.ParseAcknowledge(f.Payload)
-	if err != nil || a.AcknowledgedMessageType != ssm.TypeInputStreamData || !a.IsSequentialMessage {
+	a, err := wire.ParseAcknowledge(f.Payload)
+	if err != nil || a.AcknowledgedMessageType != wire.TypeInputStreamData || !a.IsSequentialMessage {
 		t.Fatalf("ack payload %s: %v", f.Payload, err)
 	}
 	return a
 }
 
 // expectAck waits for the ack of input message in.
-func expectAck(t testing.TB, l *leg, in *ssm.Frame) {
+func expectAck(t testing.TB, l *leg, in *wire.Frame) {
 	t.Helper()
 	f := recv(t, l, 5*time.Second)
 	a := ackOf(t, f)
@@ -408,22 +408,22 @@ func checkNoLeaks(t testing.TB) {
 // doHandshake performs the client side of the handshake on l, checking every
 // agent frame against protocol.md section 7.1, and returns the
 // HandshakeRequest it received.
-func doHandshake(t testing.TB, l *leg) ssm.HandshakeRequest {
+func doHandshake(t testing.TB, l *leg) wire.HandshakeRequest {
 	t.Helper()
 	req := recv(t, l, 10*time.Second)
-	if req.MessageType != ssm.TypeOutputStreamData || req.SequenceNumber != 0 || req.Flags != ssm.FlagSYN || req.PayloadType != ssm.PayloadHandshakeRequest {
+	if req.MessageType != wire.TypeOutputStreamData || req.SequenceNumber != 0 || req.Flags != wire.FlagSYN || req.PayloadType != wire.PayloadHandshakeRequest {
 		t.Fatalf("HandshakeRequest frame %s seq %d flags %d pt %d", req.MessageType, req.SequenceNumber, req.Flags, req.PayloadType)
 	}
-	var hr ssm.HandshakeRequest
+	var hr wire.HandshakeRequest
 	if err := json.Unmarshal(req.Payload, &hr); err != nil {
 		t.Fatal(err)
 	}
 	l.send(ackFrame(req))
-	resp, b := inputFrame(0, ssm.PayloadHandshakeResponse, handshakeResponse(ssm.ActionSuccess))
+	resp, b := inputFrame(0, wire.PayloadHandshakeResponse, handshakeResponse(wire.ActionSuccess))
 	l.send(b)
 	for {
 		f := recv(t, l, 5*time.Second)
-		if f.MessageType == ssm.TypeOutputStreamData && f.SequenceNumber == 0 {
+		if f.MessageType == wire.TypeOutputStreamData && f.SequenceNumber == 0 {
 			continue // a retransmission of the request that crossed our ack
 		}
 		a := ackOf(t, f)
@@ -433,10 +433,10 @@ func doHandshake(t testing.TB, l *leg) ssm.HandshakeRequest {
 		break
 	}
 	done := recv(t, l, 5*time.Second)
-	if done.MessageType != ssm.TypeOutputStreamData || done.SequenceNumber != 1 || done.Flags != 0 || done.PayloadType != ssm.PayloadHandshakeComplete {
+	if done.MessageType != wire.TypeOutputStreamData || done.SequenceNumber != 1 || done.Flags != 0 || done.PayloadType != wire.PayloadHandshakeComplete {
 		t.Fatalf("HandshakeComplete frame %s seq %d flags %d pt %d", done.MessageType, done.SequenceNumber, done.Flags, done.PayloadType)
 	}
-	var hc ssm.HandshakeComplete
+	var hc wire.HandshakeComplete
 	if err := json.Unmarshal(done.Payload, &hc); err != nil || hc.HandshakeTimeToComplete <= 0 || hc.CustomerMessage != "" {
 		t.Fatalf("HandshakeComplete payload %s: %v", done.Payload, err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // dataPeer is a minimal reliable client on top of the harness: it acks and
@@ -26,7 +26,7 @@ type dataPeer struct {
 	data     []byte
 	outSeen  map[int64]int // arrivals per output seq
 	acks     map[int64]int // agent acks per input seq
-	other    []*ssm.Frame  // frames of other types
+	other    []*wire.Frame // frames of other types
 	changed  chan struct{}
 	noAck    atomic.Bool // stop acking output
 	window   int
@@ -87,12 +87,12 @@ func (p *dataPeer) readLoop() {
 	}
 }
 
-func (p *dataPeer) handle(l *leg, f *ssm.Frame) {
+func (p *dataPeer) handle(l *leg, f *wire.Frame) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer p.notify()
 	switch f.MessageType {
-	case ssm.TypeOutputStreamData:
+	case wire.TypeOutputStreamData:
 		p.outSeen[f.SequenceNumber]++
 		if p.noAck.Load() {
 			return
@@ -111,8 +111,8 @@ func (p *dataPeer) handle(l *leg, f *ssm.Frame) {
 			delete(p.ooo, p.expected)
 			p.expected++
 		}
-	case ssm.TypeAcknowledge:
-		a, err := ssm.ParseAcknowledge(f.Payload)
+	case wire.TypeAcknowledge:
+		a, err := wire.ParseAcknowledge(f.Payload)
 		if err != nil {
 			p.t.Errorf("agent ack %s: %v", f.Payload, err)
 			return
@@ -151,7 +151,7 @@ func (p *dataPeer) retransmitLoop() {
 }
 
 // sendMsg sends one input message and keeps it for retransmission.
-func (p *dataPeer) sendMsg(pt ssm.PayloadType, payload []byte) int64 {
+func (p *dataPeer) sendMsg(pt wire.PayloadType, payload []byte) int64 {
 	p.mu.Lock()
 	for len(p.unacked) >= p.window {
 		ch := p.changed
@@ -180,8 +180,8 @@ func (p *dataPeer) sendMsg(pt ssm.PayloadType, payload []byte) int64 {
 // write sends data as Output messages of at most 1024 bytes.
 func (p *dataPeer) write(data []byte) {
 	for len(data) > 0 {
-		n := min(len(data), ssm.MaxPayload)
-		if p.sendMsg(ssm.PayloadOutput, data[:n]) < 0 {
+		n := min(len(data), wire.MaxPayload)
+		if p.sendMsg(wire.PayloadOutput, data[:n]) < 0 {
 			return
 		}
 		data = data[n:]

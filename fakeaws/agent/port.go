@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // Port plugin property names and values the agent reads (protocol.md 2.2).
@@ -35,7 +35,7 @@ type portSession interface {
 	start() error
 	// handle processes one in-order input message on the reader goroutine.
 	// false means "not ready": the message is not acked.
-	handle(pt ssm.PayloadType, payload []byte) bool
+	handle(pt wire.PayloadType, payload []byte) bool
 	// connected reports whether an Output could be written right now
 	// without a dial (the reader then defers the write to batch it).
 	connected() bool
@@ -206,14 +206,14 @@ func (p *basicPort) connected() bool {
 	return p.conn != nil && !p.closed
 }
 
-func (p *basicPort) handle(pt ssm.PayloadType, payload []byte) bool {
+func (p *basicPort) handle(pt wire.PayloadType, payload []byte) bool {
 	switch pt {
-	case ssm.PayloadOutput:
+	case wire.PayloadOutput:
 		return p.writeTarget(payload)
-	case ssm.PayloadFlag:
+	case wire.PayloadFlag:
 		p.handleFlag(payload)
 		return true
-	case ssm.PayloadSize:
+	case wire.PayloadSize:
 		return true // terminal size: meaningless to a Port session
 	default:
 		p.s.violation("warning", "unexpected-payload-type", fmt.Sprintf("input_stream_data of payload type %d", pt))
@@ -256,8 +256,8 @@ func (p *basicPort) handleFlag(payload []byte) {
 		p.s.violation("error", "malformed-flag", fmt.Sprintf("Flag payload of %d bytes, want 4", len(payload)))
 		return
 	}
-	switch f := ssm.Flag(binary.BigEndian.Uint32(payload)); f {
-	case ssm.FlagDisconnectToPort:
+	switch f := wire.Flag(binary.BigEndian.Uint32(payload)); f {
+	case wire.FlagDisconnectToPort:
 		p.mu.Lock()
 		tc := p.conn
 		p.mu.Unlock()
@@ -265,10 +265,10 @@ func (p *basicPort) handleFlag(payload []byte) {
 			p.s.log.Info("DisconnectToPort: closing the target connection")
 			p.detach(tc)
 		}
-	case ssm.FlagTerminateSession:
+	case wire.FlagTerminateSession:
 		p.s.log.Info("TerminateSession flag received")
 		p.s.end(nil)
-	case ssm.FlagConnectToPortError:
+	case wire.FlagConnectToPortError:
 		// The agent's own flag; ignored (and acked) like any other.
 	default:
 		p.s.violation("error", "malformed-flag", fmt.Sprintf("Flag value %d outside 1..3", uint32(f)))
@@ -291,7 +291,7 @@ func (p *basicPort) pump(tc *targetConn) {
 		n, err := r.Read(buf)
 		if n > 0 {
 			p.s.stats.BytesFromTarget.Add(int64(n))
-			p.s.sendStream(ssm.PayloadOutput, buf[:n])
+			p.s.sendStream(wire.PayloadOutput, buf[:n])
 			if !p.s.q.Unpaced {
 				time.Sleep(p.s.q.PaceSleep)
 			}

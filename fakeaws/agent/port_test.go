@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 func TestCompareVersions(t *testing.T) {
@@ -159,13 +159,13 @@ func TestTargetWriteFailureIsNotAcked(t *testing.T) {
 		return flakyConn{c, &failing}, err
 	}
 	s, c := established(t, false, Config{DialTarget: dial})
-	in1, b1 := inputFrame(1, ssm.PayloadOutput, []byte("a"))
+	in1, b1 := inputFrame(1, wire.PayloadOutput, []byte("a"))
 	sendUntilAcked(t, s.l, in1, b1)
 	readExactly(t, c, "a")
 	failing.Store(true)
 	var frames [][]byte
 	for seq := int64(2); seq <= 4; seq++ {
-		_, b := inputFrame(seq, ssm.PayloadOutput, []byte{byte('a' + seq - 1)})
+		_, b := inputFrame(seq, wire.PayloadOutput, []byte{byte('a' + seq - 1)})
 		frames = append(frames, b)
 		s.l.send(b)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -14,7 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // closeWait bounds how long the agent waits for MGS to answer its close
@@ -224,38 +223,13 @@ func (s *session) pluginRun() {
 	}
 }
 
-// errMessageTooLarge marks a websocket message beyond the frame size bound.
-var errMessageTooLarge = errors.New("websocket message too large")
-
-// readMessage reads one websocket message into buf (reused across calls). A
-// message larger than ssm.MaxFrameSize is not kept: gorilla skips the rest
-// when the next message is requested.
-func readMessage(r io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			if len(buf) > ssm.MaxFrameSize {
-				return buf[:0], errMessageTooLarge
-			}
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}
-
 // handleFrame parses one binary frame the way the real agent does and
 // dispatches it. The real agent checks only the bounds, HeaderLength != 0, a
 // non-empty MessageType and a non-zero CreatedDate, not the digest; invalid
 // frames are dropped without an ack.
 func (s *session) handleFrame(b []byte) {
 	s.stats.FramesIn.Add(1)
-	f, err := ssm.DecodeHeader(b)
+	f, err := wire.DecodeHeader(b)
 	if err != nil {
 		s.log.Warn("dropping invalid frame", "err", err)
 		return
@@ -264,7 +238,7 @@ func (s *session) handleFrame(b []byte) {
 		s.log.Warn("dropping frame without message type")
 		return
 	}
-	publication := f.MessageType == ssm.TypePausePublication || f.MessageType == ssm.TypeStartPublication
+	publication := f.MessageType == wire.TypePausePublication || f.MessageType == wire.TypeStartPublication
 	// MGS appears to send publication control frames with minimal headers.
 	if !publication && f.CreatedDate == 0 {
 		s.log.Warn("dropping frame with zero CreatedDate", "type", f.MessageType)
@@ -272,7 +246,7 @@ func (s *session) handleFrame(b []byte) {
 	}
 	if s.q.CheckDigest && !publication {
 		if err := f.Validate(); err != nil {
-			if errors.Is(err, ssm.ErrPayloadDigest) {
+			if errors.Is(err, wire.ErrPayloadDigest) {
 				s.stats.DigestFailures.Add(1)
 			}
 			s.log.Warn("dropping frame that fails validation", "type", f.MessageType, "err", err)
@@ -280,18 +254,18 @@ func (s *session) handleFrame(b []byte) {
 		}
 	}
 	switch f.MessageType {
-	case ssm.TypeInputStreamData:
+	case wire.TypeInputStreamData:
 		s.handleInput(f)
-	case ssm.TypeAcknowledge:
+	case wire.TypeAcknowledge:
 		s.handleAck(f)
-	case ssm.TypePausePublication:
+	case wire.TypePausePublication:
 		s.log.Info("pause_publication")
 		s.setPaused(true)
-	case ssm.TypeStartPublication:
+	case wire.TypeStartPublication:
 		s.log.Info("start_publication")
 		s.setPaused(false)
-	case ssm.TypeChannelClosed:
-		var cc ssm.ChannelClosed
+	case wire.TypeChannelClosed:
+		var cc wire.ChannelClosed
 		_ = json.Unmarshal(f.Payload, &cc) // only for the log; Output is informational
 		s.log.Info("channel_closed", "output", cc.Output)
 		s.end(nil)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // RTT estimator constants, identical in the agent and the plugin
@@ -152,16 +152,16 @@ func (o *outBuffer) currentRTO() time.Duration {
 // sendStream sequences a new output_stream_data message, keeps it for
 // retransmission and writes it unless publication is paused. sendMu makes
 // sequence order and queue order the same.
-func (s *session) sendStream(pt ssm.PayloadType, payload []byte) {
+func (s *session) sendStream(pt wire.PayloadType, payload []byte) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	seq := s.nextSeq
 	s.nextSeq++
 	var flags uint64
 	if seq == 0 {
-		flags = ssm.FlagSYN // the agent's first stream message carries SYN
+		flags = wire.FlagSYN // the agent's first stream message carries SYN
 	}
-	frame := s.encodeFrame(ssm.TypeOutputStreamData, seq, flags, pt, payload)
+	frame := s.encodeFrame(wire.TypeOutputStreamData, seq, flags, pt, payload)
 	if frame == nil {
 		return
 	}
@@ -205,16 +205,16 @@ func (s *session) resendLoop() {
 // inMsg is an out-of-order input message waiting for its predecessors.
 type inMsg struct {
 	id      uuid.UUID
-	pt      ssm.PayloadType
+	pt      wire.PayloadType
 	payload []byte
 }
 
 // handleInput applies the agent's receive rules (protocol.md section 8.3) to
 // one input_stream_data frame. It runs on the reader goroutine and processes
 // synchronously, so a blocked target write back-pressures the channel.
-func (s *session) handleInput(f *ssm.Frame) {
+func (s *session) handleInput(f *wire.Frame) {
 	s.setPaused(false)
-	if f.SequenceNumber == s.expected && f.PayloadType == ssm.PayloadOutput && len(s.inBuf) == 0 && s.deferOutput(f) {
+	if f.SequenceNumber == s.expected && f.PayloadType == wire.PayloadOutput && len(s.inBuf) == 0 && s.deferOutput(f) {
 		return
 	}
 	// Everything else sees the target exactly as the real agent would: the
@@ -270,17 +270,14 @@ func (s *session) drainIncoming() {
 }
 
 // handleAck removes the acked message from the outgoing buffer.
-func (s *session) handleAck(f *ssm.Frame) {
+func (s *session) handleAck(f *wire.Frame) {
 	s.setPaused(false)
 	s.stats.AcksIn.Add(1)
-	seq, ok := parseAckSeq(f.Payload)
+	seq, ok := wire.ParseAckSequence(f.Payload)
 	if !ok {
-		a, err := ssm.ParseAcknowledge(f.Payload)
-		if err != nil {
-			s.log.Warn("dropping unparsable acknowledge", "err", err)
-			return
-		}
-		seq = a.AcknowledgedMessageSequenceNumber
+		_, err := wire.ParseAcknowledge(f.Payload) // only for the reason
+		s.log.Warn("dropping unparsable acknowledge", "err", err)
+		return
 	}
 	s.out.ack(seq, s.clk.Now())
 }
@@ -345,7 +342,7 @@ type deferredAck struct {
 // handled, and when the batch is full. The outcome on the wire is the real
 // agent's (ack only after a successful target write, no advance on failure)
 // at one target write per burst instead of one per 1 KiB message.
-func (s *session) deferOutput(f *ssm.Frame) bool {
+func (s *session) deferOutput(f *wire.Frame) bool {
 	if !s.hsComplete.Load() {
 		return false
 	}
@@ -371,7 +368,7 @@ func (s *session) flushTarget() {
 		return
 	}
 	p := s.port.Load()
-	if p != nil && p.handle(ssm.PayloadOutput, s.tbuf) {
+	if p != nil && p.handle(wire.PayloadOutput, s.tbuf) {
 		for _, a := range s.tacks {
 			s.sendAck(a.id, a.seq)
 		}

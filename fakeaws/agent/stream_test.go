@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 func TestOutBufferRTO(t *testing.T) {
@@ -73,26 +71,6 @@ func TestOutBufferSelectiveAndHeadOnly(t *testing.T) {
 	}
 }
 
-func TestParseAckSeq(t *testing.T) {
-	id := uuid.New()
-	for _, seq := range []int64{0, 1, 42, 1 << 40} {
-		p := ssm.AppendAcknowledge(nil, ssm.TypeOutputStreamData, id, seq)
-		if got, ok := parseAckSeq(p); !ok || got != seq {
-			t.Fatalf("parseAckSeq(%s) = %d, %v", p, got, ok)
-		}
-	}
-	for _, p := range []string{
-		``, `{}`, `{"AcknowledgedMessageSequenceNumber":3}`,
-		`{"AcknowledgedMessageType":"x","AcknowledgedMessageSequenceNumber":"3"}`,
-		`{"AcknowledgedMessageType":"x","AcknowledgedMessageSequenceNumber":3.5}`,
-		`{"AcknowledgedMessageType":"x","AcknowledgedMessageSequenceNumber":99999999999999999999}`,
-	} {
-		if _, ok := parseAckSeq([]byte(p)); ok {
-			t.Fatalf("parseAckSeq(%s) accepted", p)
-		}
-	}
-}
-
 // established runs the handshake and returns the target connection, with
 // the test driving the leg directly (nothing acks automatically).
 func established(t testing.TB, echo bool, cfg Config) (*testSession, net.Conn) {
@@ -103,7 +81,7 @@ func established(t testing.TB, echo bool, cfg Config) (*testSession, net.Conn) {
 
 // sendUntilAcked sends b until the agent acks in (the agent refuses data
 // until its target is connected) and returns the ack.
-func sendUntilAcked(t *testing.T, l *leg, in *ssm.Frame, b []byte) {
+func sendUntilAcked(t *testing.T, l *leg, in *wire.Frame, b []byte) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -123,12 +101,12 @@ func sendUntilAcked(t *testing.T, l *leg, in *ssm.Frame, b []byte) {
 
 // outputs makes the target send n separate chunks and returns the agent's
 // output frames for them.
-func outputs(t *testing.T, l *leg, c net.Conn, n int) []*ssm.Frame {
-	var fs []*ssm.Frame
+func outputs(t *testing.T, l *leg, c net.Conn, n int) []*wire.Frame {
+	var fs []*wire.Frame
 	for i := range n {
 		c.Write([]byte{byte('a' + i)})
 		f := recv(t, l, 5*time.Second)
-		if f.MessageType != ssm.TypeOutputStreamData || f.PayloadType != ssm.PayloadOutput || f.Flags != 0 || f.SequenceNumber != int64(2+i) {
+		if f.MessageType != wire.TypeOutputStreamData || f.PayloadType != wire.PayloadOutput || f.Flags != 0 || f.SequenceNumber != int64(2+i) {
 			t.Fatalf("output frame %+v", f)
 		}
 		fs = append(fs, f)
@@ -142,7 +120,7 @@ func collect(t *testing.T, l *leg, d time.Duration) (seqs []int64, at []time.Tim
 	for {
 		select {
 		case f := <-l.frames:
-			if f.MessageType != ssm.TypeOutputStreamData {
+			if f.MessageType != wire.TypeOutputStreamData {
 				t.Fatalf("unexpected %s", f.MessageType)
 			}
 			seqs = append(seqs, f.SequenceNumber)
@@ -217,7 +195,7 @@ func TestDuplicatesReacked(t *testing.T) {
 	for _, noReack := range []bool{false, true} {
 		t.Run(map[bool]string{false: "reack", true: "noReack"}[noReack], func(t *testing.T) {
 			s, c := established(t, false, Config{Quirks: Quirks{NoReackDuplicates: noReack}})
-			in, b := inputFrame(1, ssm.PayloadOutput, []byte("x"))
+			in, b := inputFrame(1, wire.PayloadOutput, []byte("x"))
 			sendUntilAcked(t, s.l, in, b)
 			readExactly(t, c, "x")
 			s.l.send(b)
@@ -240,11 +218,11 @@ func TestDuplicatesReacked(t *testing.T) {
 
 func TestOutOfOrderBuffered(t *testing.T) {
 	s, c := established(t, false, Config{})
-	in1, b1 := inputFrame(1, ssm.PayloadOutput, []byte("a"))
+	in1, b1 := inputFrame(1, wire.PayloadOutput, []byte("a"))
 	sendUntilAcked(t, s.l, in1, b1)
 	readExactly(t, c, "a")
-	in3, b3 := inputFrame(3, ssm.PayloadOutput, []byte("c"))
-	in4, b4 := inputFrame(4, ssm.PayloadOutput, []byte("d"))
+	in3, b3 := inputFrame(3, wire.PayloadOutput, []byte("c"))
+	in4, b4 := inputFrame(4, wire.PayloadOutput, []byte("d"))
 	s.l.send(b4)
 	expectAck(t, s.l, in4) // acked at once although not processed
 	s.l.send(b3)
@@ -253,7 +231,7 @@ func TestOutOfOrderBuffered(t *testing.T) {
 	if n, _ := c.Read(make([]byte, 8)); n != 0 {
 		t.Fatal("out-of-order data written before the gap was filled")
 	}
-	in2, b2 := inputFrame(2, ssm.PayloadOutput, []byte("b"))
+	in2, b2 := inputFrame(2, wire.PayloadOutput, []byte("b"))
 	s.l.send(b2)
 	expectAck(t, s.l, in2)
 	readExactly(t, c, "bcd")
@@ -270,7 +248,7 @@ func TestPausePublication(t *testing.T) {
 	if !p.waitFor(5*time.Second, func() bool { return p.outSeen[2] == 1 }) {
 		t.Fatal("no output")
 	}
-	s.l.send(controlFrame(ssm.TypePausePublication, []byte("{}")))
+	s.l.send(controlFrame(wire.TypePausePublication, []byte("{}")))
 	time.Sleep(250 * time.Millisecond) // let the pause land before the target writes
 	p.mu.Lock()
 	before := p.outSeen[2]
@@ -284,16 +262,16 @@ func TestPausePublication(t *testing.T) {
 		t.Fatalf("agent sent while paused: %v", p.outSeen)
 	}
 	p.noAck.Store(false)
-	s.l.send(controlFrame(ssm.TypeStartPublication, []byte("{}")))
+	s.l.send(controlFrame(wire.TypeStartPublication, []byte("{}")))
 	if !p.waitFor(10*time.Second, func() bool { return string(p.data) == "xwhile paused" }) {
 		t.Fatalf("received %q", p.received())
 	}
 }
 
 func TestCorruptedPayload(t *testing.T) {
-	corrupt := func(seq int64, payload string) (*ssm.Frame, []byte) {
-		f, b := inputFrame(seq, ssm.PayloadOutput, []byte(payload))
-		b[ssm.FrameHeaderSize] ^= 0x20 // flip a payload bit, keep the stale digest
+	corrupt := func(seq int64, payload string) (*wire.Frame, []byte) {
+		f, b := inputFrame(seq, wire.PayloadOutput, []byte(payload))
+		b[wire.FrameHeaderSize] ^= 0x20 // flip a payload bit, keep the stale digest
 		return f, b
 	}
 	t.Run("agentDoesNotCheck", func(t *testing.T) {
@@ -312,7 +290,7 @@ func TestCorruptedPayload(t *testing.T) {
 		if n := s.r.stats.DigestFailures.Load(); n != 3 {
 			t.Fatalf("DigestFailures = %d", n)
 		}
-		in, good := inputFrame(1, ssm.PayloadOutput, []byte("hello"))
+		in, good := inputFrame(1, wire.PayloadOutput, []byte("hello"))
 		sendUntilAcked(t, s.l, in, good)
 		readExactly(t, c, "hello")
 	})
@@ -320,7 +298,7 @@ func TestCorruptedPayload(t *testing.T) {
 
 func TestGarbageFrames(t *testing.T) {
 	s, c := established(t, false, Config{})
-	_, valid := inputFrame(1, ssm.PayloadOutput, []byte("bad"))
+	_, valid := inputFrame(1, wire.PayloadOutput, []byte("bad"))
 	mutate := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), valid...)) }
 	garbage := [][]byte{
 		{1, 2, 3},
@@ -339,7 +317,7 @@ func TestGarbageFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	in, b := inputFrame(1, ssm.PayloadOutput, []byte("good"))
+	in, b := inputFrame(1, wire.PayloadOutput, []byte("good"))
 	sendUntilAcked(t, s.l, in, b) // fails on any other ack first
 	readExactly(t, c, "good")
 	if s.r.stats.FramesIn.Load() < int64(len(garbage)) {
@@ -349,16 +327,28 @@ func TestGarbageFrames(t *testing.T) {
 
 func TestPauseClearedByIncomingTraffic(t *testing.T) {
 	s, c := established(t, false, Config{})
-	in1, b1 := inputFrame(1, ssm.PayloadOutput, []byte("a"))
+	in1, b1 := inputFrame(1, wire.PayloadOutput, []byte("a"))
 	sendUntilAcked(t, s.l, in1, b1)
-	s.l.send(controlFrame(ssm.TypePausePublication, []byte("{}")))
+	s.l.send(controlFrame(wire.TypePausePublication, []byte("{}")))
 	time.Sleep(250 * time.Millisecond)
 	c.Write([]byte("x"))
 	recvNone(t, s.l, 300*time.Millisecond)
 	s.l.send(b1) // a duplicate: re-acked, and any input clears the pause
 	expectAck(t, s.l, in1)
 	f := recv(t, s.l, 5*time.Second)
-	if f.MessageType != ssm.TypeOutputStreamData || string(f.Payload) != "x" || f.SequenceNumber != 2 {
+	if f.MessageType != wire.TypeOutputStreamData || string(f.Payload) != "x" || f.SequenceNumber != 2 {
 		t.Fatalf("got %s seq %d %q", f.MessageType, f.SequenceNumber, f.Payload)
 	}
+}
+
+// A websocket message beyond wire.MaxFrameSize is dropped without being read
+// whole; the session carries on.
+func TestOversizedMessageDropped(t *testing.T) {
+	s, c := established(t, false, Config{})
+	if err := s.l.send(make([]byte, wire.MaxFrameSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	in, b := inputFrame(1, wire.PayloadOutput, []byte("x"))
+	sendUntilAcked(t, s.l, in, b)
+	readExactly(t, c, "x")
 }

@@ -1,4 +1,4 @@
-package ssm
+package wire
 
 import (
 	"strconv"

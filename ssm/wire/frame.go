@@ -1,10 +1,4 @@
-// Package ssm is a client for the AWS Session Manager data channel: the binary
-// frame codec, the reliable stream, the websocket channel with its handshake and
-// reconnect, and the StartSession/ResumeSession/TerminateSession API calls.
-//
-// A Session is an io.ReadWriteCloser carrying the bytes of one port session.
-// The package takes an aws.Config and knows nothing of keyrings or ssh.
-package ssm
+package wire
 
 import (
 	"bytes"

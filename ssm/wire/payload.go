@@ -1,4 +1,4 @@
-package ssm
+package wire
 
 import (
 	"bytes"
@@ -190,6 +190,9 @@ func ParseFlag(p []byte) (Flag, error) {
 	}
 	return Flag(binary.BigEndian.Uint32(p)), nil
 }
+
+// MessageSchemaVersion of the opening frame.
+const MessageSchemaVersion = "1.0"
 
 // OpenDataChannel is the text frame a client sends right after the upgrade.
 type OpenDataChannel struct {
