@@ -59,7 +59,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), errors.As(err, &cfg), errors.Is(err, awsconf.ErrNoRegion):
+	case errors.As(err, &ue), errors.As(err, &cfg), errors.Is(err, awsconf.ErrNoRegion), errors.Is(err, ssm.ErrInvalidConfig):
 		return exitUsage
 	case errors.As(err, &src):
 		return exitCredentials

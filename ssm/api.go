@@ -228,7 +228,7 @@ func deniedAction(msg, op string) string {
 }
 
 // ErrorCode strips a namespace ("com.amazon.coral.service#X") and any ":…"
-// suffix from an AWS error type (protocol.md section 2.5).
+// suffix from an AWS error type (docs/protocol.md section 2.5).
 func ErrorCode(t string) string {
 	if i := strings.LastIndexByte(t, '#'); i >= 0 {
 		t = t[i+1:]

@@ -23,7 +23,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// Websocket constants (protocol.md sections 3 and 9.1).
+// Websocket constants (docs/protocol.md sections 3 and 9.1).
 const (
 	// DefaultPingInterval: proxies, NLBs and VPC endpoints drop flows idle
 	// for about 60 s, so ping well inside that.
@@ -32,7 +32,7 @@ const (
 	defaultWriteTimeout = 30 * time.Second
 	// DefaultClientVersion mirrors a current official plugin release. It must
 	// be a four-part version above 1.2.331.0: agents key smux keepalive and
-	// mux mode on it (protocol.md section 11.5).
+	// mux mode on it (docs/protocol.md section 11.5).
 	DefaultClientVersion = "1.2.804.0"
 	// maxWebsocketMessage bounds what the websocket reader accepts; frames
 	// above wire.MaxFrameSize are dropped by the decoder, larger messages end the
@@ -73,7 +73,7 @@ func checkStreamURL(raw string) (*url.URL, error) {
 }
 
 // presigned reports whether a StreamUrl already carries a SigV4 query
-// signature, in which case the dial must not be signed again (protocol.md 3.3).
+// signature, in which case the dial must not be signed again (docs/protocol.md 3.3).
 func presigned(u *url.URL) bool {
 	for k := range u.Query() {
 		switch strings.ToLower(k) {
@@ -151,7 +151,7 @@ type dialConfig struct {
 }
 
 // dialChannel opens the websocket to a StreamUrl and sends the opening frame
-// (protocol.md 3.2). Nothing acknowledges that frame.
+// (docs/protocol.md 3.2). Nothing acknowledges that frame.
 func dialChannel(ctx context.Context, streamURL, token string, dc dialConfig) (*websocket.Conn, *batchConn, error) {
 	u, err := checkStreamURL(streamURL)
 	if err != nil {

@@ -161,8 +161,9 @@ func (d *delivery) close(err error) {
 	}
 }
 
-func (d *delivery) buffered() int {
+// received is how many bytes were ever pushed.
+func (d *delivery) received() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.n
+	return d.total
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
 	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // echoTransfer writes size random bytes through the echo target while
@@ -104,7 +105,7 @@ func startSession(t *testing.T, ts *fakeaws.TestServer, port string, mod func(*s
 	cfg := ts.AWSConfig(nil)
 	c := ssm.Config{
 		Target: fakeaws.DefaultInstance, Parameters: map[string][]string{"portNumber": {port}},
-		API: fakeAPI(ts, cfg), Credentials: cfg.Credentials, Region: cfg.Region, HandshakeTimeout: 20 * time.Second,
+		AWS: fakeAWS(ts, cfg), HandshakeTimeout: 20 * time.Second,
 	}
 	if mod != nil {
 		mod(&c)
@@ -330,7 +331,7 @@ func TestBadInput(t *testing.T) {
 		bad := ts.User
 		bad.SecretAccessKey = "x" + bad.SecretAccessKey[1:]
 		cfg := ts.AWSConfig(&bad)
-		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.API = fakeAPI(ts, cfg) })
+		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.AWS = fakeAWS(ts, cfg) })
 		if kind(err) != ssm.KindCredentials {
 			t.Fatal(err)
 		}
@@ -490,7 +491,7 @@ func TestSignedDialAndCredentialExpiry(t *testing.T) {
 	}), func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = time.Second })
 	cfg := aws.Config{Region: userCfg.Region, Credentials: provider}
 	s := mustStart(t, ts, port, func(c *ssm.Config) {
-		c.SignDial, c.API, c.Credentials = true, fakeAPI(ts, cfg), provider
+		c.SignDial, c.AWS = true, fakeAWS(ts, cfg)
 	})
 	if !fakeaws.WaitFor(15*time.Second, func() bool { return ts.Stats().SignedLegsExpired >= 2 && s.Stats().Reconnects >= 2 }) {
 		t.Fatalf("signed legs expired %d, reconnects %d", ts.Stats().SignedLegsExpired, s.Stats().Reconnects)
@@ -561,7 +562,7 @@ func TestLegsDroppedAtOnceExhaustBudget(t *testing.T) {
 func TestSlowLocalReader(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
 	port := fakeaws.Listen(t, fakeaws.Echo)
-	s := mustStart(t, ts, port, func(c *ssm.Config) { c.DeliveryBuffer = 4096 })
+	s := mustStart(t, ts, port, func(c *ssm.Config) { c.DeliveryBuffer = wire.MaxFrameSize })
 	data := make([]byte, 512<<10)
 	rand.Read(data)
 	go s.Write(data)

@@ -26,7 +26,7 @@ const (
 	verdictDuplicate                // already delivered: re-ack it
 )
 
-// receiver is the incoming half of the reliable stream (protocol.md 8.3):
+// receiver is the incoming half of the reliable stream (docs/protocol.md 8.3):
 // in-order delivery, selective acks for buffered out-of-order messages, and a
 // re-ack for every duplicate.
 type receiver struct {

@@ -2,9 +2,7 @@ package ssm
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -12,127 +10,31 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/google/uuid"
+
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// Document names of the AWS port documents.
-const (
-	DocumentSSH                    = "AWS-StartSSHSession"
-	DocumentPortForwarding         = "AWS-StartPortForwardingSession"
-	DocumentPortForwardingToRemote = "AWS-StartPortForwardingSessionToRemoteHost"
-)
-
-// Session defaults.
-const (
-	// DefaultHandshakeTimeout bounds the wait from StartSession to
-	// HandshakeComplete. The plugin waits forever; the agent itself gives up
-	// after 15 s without our answer.
-	DefaultHandshakeTimeout = 30 * time.Second
-	// DefaultResumeBudget is how long reconnecting may take before the data
-	// channel is declared lost. The plugin gives up after ~3-6 s; an hourly
-	// "Bye" plus a throttled or flaky network needs minutes.
-	DefaultResumeBudget = 5 * time.Minute
-	// DefaultDrainTimeout bounds the wait for outstanding acks on a clean end.
-	DefaultDrainTimeout = 5 * time.Second
-	resumeBackoffMin    = 200 * time.Millisecond
-	resumeBackoffMax    = 10 * time.Second
-	apiCallTimeout      = 30 * time.Second
-	// firstOpenRetries: if the first dial after StartSession fails, retry the
-	// same token briefly before falling back to ResumeSession (protocol.md 10.3).
-	firstOpenRetries = 2
-)
-
-// processClientID is one ClientId per process, reused on every reconnect.
-var processClientID = uuid.NewString()
-
-// Config describes a session to start.
-type Config struct {
-	Target       string
-	DocumentName string              // default AWS-StartSSHSession
-	Parameters   map[string][]string // e.g. {"portNumber": {"22"}}
-	Reason       string
-
-	// API performs the SSM calls (required; see NewAPI).
-	API API
-	// Credentials, if set, is used to sign data-channel dials (SignDial) and
-	// is invalidated once when the service rejects credentials, so the next
-	// call mints fresh ones. It should be the provider the API uses.
-	Credentials aws.CredentialsProvider
-	Region      string
-	// SignDial signs every websocket upgrade with SigV4 (off by default: the
-	// token alone is accepted, see protocol.md section 14, item 6).
-	SignDial  bool
-	TLSConfig *tls.Config
-
-	ClientVersion    string        // default DefaultClientVersion
-	ClientID         string        // default: one per process
-	HandshakeTimeout time.Duration // default DefaultHandshakeTimeout
-	PingInterval     time.Duration // default DefaultPingInterval
-	ReadTimeout      time.Duration // default 3 × PingInterval
-	ResumeBudget     time.Duration // default DefaultResumeBudget
-	DrainTimeout     time.Duration // default DefaultDrainTimeout
-	Stream           StreamConfig
-	MaxOutOfOrder    int
-	DeliveryBuffer   int
-
-	Clock clock.Clock
-	Log   *slog.Logger
-}
-
-func (c Config) withDefaults() Config {
-	if c.DocumentName == "" {
-		c.DocumentName = DocumentSSH
-	}
-	if c.ClientVersion == "" {
-		c.ClientVersion = DefaultClientVersion
-	}
-	if c.ClientID == "" {
-		c.ClientID = processClientID
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = 3 * c.PingInterval
-	}
-	if c.ResumeBudget <= 0 {
-		c.ResumeBudget = DefaultResumeBudget
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = DefaultDrainTimeout
-	}
-	c.Clock = clock.Or(c.Clock)
-	if c.Log == nil {
-		c.Log = slog.New(slog.DiscardHandler)
-	}
-	return c
-}
-
 // Session is one Session Manager port session: an io.ReadWriteCloser over the
 // data channel that survives reconnects.
+//
+// The session owns the stream state (sender, receiver, delivery ring, acks,
+// handshake); each websocket is a leg (leg.go) that it replaces on every
+// reconnect (reconnect.go). Frames from a leg are dispatched in dispatch.go.
 type Session struct {
 	cfg  Config
+	api  API
 	log  *slog.Logger
 	clk  clock.Clock
 	info SessionInfo // the latest StartSession/ResumeSession answer
 
-	send   *sender
-	recv   *receiver
-	deliv  *delivery
-	acks   ackQueue
-	recent recentAckRing
-	kick   chan struct{}
-
-	ready        chan struct{} // closed at HandshakeComplete
-	readyOnce    sync.Once
-	pendingHS    *wire.HandshakeRequest // set by delivery, answered after the ack is queued
-	agentVersion atomic.Value           // string
-	properties   map[string]string
+	send  *sender
+	recv  *receiver
+	deliv *delivery
+	acks  *acks
+	out   *outbox
+	hs    *handshake
+	legs  *resumer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -140,13 +42,12 @@ type Session struct {
 	wg     sync.WaitGroup
 
 	mu          sync.Mutex
-	conn        *wsConn
+	leg         *leg
 	endErr      error // why the session ended; nil for a normal end
 	ended       bool
 	peerClosed  bool   // channel_closed received
 	closeReason string // channel_closed Output
 	closing     bool   // Close in progress: no reconnects
-	refusal     error  // we refused the handshake; the end's reason
 
 	legDied       time.Time // when the last leg died (supervisor only)
 	reconnects    atomic.Int64
@@ -156,29 +57,27 @@ type Session struct {
 
 // Start calls StartSession, opens the data channel and completes the
 // handshake. It returns when data can flow, or with the reason it cannot.
+// Zero fields of cfg take their defaults; Verify's errors come back before
+// any network call.
 func Start(ctx context.Context, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
-	if cfg.API == nil {
-		return nil, errors.New("ssm: Config.API is required")
+	if err := cfg.Verify(); err != nil {
+		return nil, err
 	}
-	start := func() (SessionInfo, error) {
+	api := NewAPI(cfg.AWS)
+	var info SessionInfo
+	err := withCredentialRetry(ctx, cfg.AWS.Credentials, cfg.Log, func(ctx context.Context) (err error) {
 		callCtx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 		defer cancel()
-		return cfg.API.StartSession(callCtx, StartInput{
+		info, err = api.StartSession(callCtx, StartInput{
 			Target: cfg.Target, DocumentName: cfg.DocumentName, Parameters: cfg.Parameters, Reason: cfg.Reason,
 		})
-	}
-	info, err := start()
-	if refusedCredentials(err) && invalidate(cfg.Credentials) {
-		// Credentials from a shared cache may have been revoked or be stale
-		// on a skewed clock: mint new ones and try once more.
-		cfg.Log.Info("StartSession refused the credentials; retrying with fresh ones", "err", err)
-		info, err = start()
-	}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	s := newSession(cfg, info)
+	s := newSession(cfg, api, info)
 	s.log.Info("session started", "target", cfg.Target, "document", cfg.DocumentName)
 	s.wg.Add(2)
 	go s.supervise()
@@ -187,19 +86,20 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	timer := s.clk.NewTimer(cfg.HandshakeTimeout)
 	defer timer.Stop()
 	select {
-	case <-s.ready:
+	case <-s.hs.ready:
 		return s, nil
 	case <-s.done:
 		err := s.Err()
 		if err == nil {
-			err = &HandshakeError{SessionID: info.SessionID, Reason: s.closeReasonText()}
+			_, reason := s.ClosedByPeer()
+			err = &HandshakeError{SessionID: info.SessionID, Reason: reason}
 		}
 		s.wg.Wait()
 		return nil, err
 	case <-timer.C():
-		s.fail(&HandshakeError{SessionID: info.SessionID, Timeout: cfg.HandshakeTimeout})
+		s.finish(&HandshakeError{SessionID: info.SessionID, Timeout: cfg.HandshakeTimeout})
 	case <-ctx.Done():
-		s.fail(ctx.Err())
+		s.finish(ctx.Err())
 	}
 	err = s.Err()
 	s.terminateAPI()
@@ -207,19 +107,21 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	return nil, err
 }
 
-func newSession(cfg Config, info SessionInfo) *Session {
+func newSession(cfg Config, api API, info SessionInfo) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
+	log := cfg.Log.With("session", info.SessionID)
 	s := &Session{
-		cfg: cfg, log: cfg.Log.With("session", info.SessionID), clk: cfg.Clock, info: info,
+		cfg: cfg, api: api, log: log, clk: cfg.Clock, info: info,
 		send:  newSender(cfg.Stream, cfg.Clock, wire.TypeInputStreamData),
 		deliv: newDelivery(cfg.DeliveryBuffer),
-		kick:  make(chan struct{}, 1),
-		ready: make(chan struct{}),
+		acks:  &acks{clk: cfg.Clock},
+		hs:    newHandshake(info.SessionID, cfg.ClientVersion, log),
 		ctx:   ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
-	s.agentVersion.Store("")
+	s.out = newOutbox(s.acks, s.send)
 	s.recv = newReceiver(cfg.MaxOutOfOrder, s.deliver)
+	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, in: s, out: s.out}
 	return s
 }
 
@@ -241,10 +143,7 @@ func (s *Session) drainer() {
 func (s *Session) ID() string { return s.info.SessionID }
 
 // AgentVersion is the version the agent reported in its HandshakeRequest.
-func (s *Session) AgentVersion() string { return s.agentVersion.Load().(string) }
-
-// Properties are the session properties from the HandshakeRequest.
-func (s *Session) Properties() map[string]string { return s.properties }
+func (s *Session) AgentVersion() string { return s.hs.agentVersion() }
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -265,11 +164,6 @@ func (s *Session) ClosedByPeer() (bool, string) {
 	return s.peerClosed, s.closeReason
 }
 
-func (s *Session) closeReasonText() string {
-	_, r := s.ClosedByPeer()
-	return r
-}
-
 // Read returns the agent's Output bytes in order. It returns io.EOF after the
 // service closed the channel and every byte received before was read.
 func (s *Session) Read(p []byte) (int, error) { return s.deliv.Read(p) }
@@ -279,12 +173,13 @@ func (s *Session) Read(p []byte) (int, error) { return s.deliv.Read(p) }
 // straight from the receive buffer, batching whatever has arrived.
 func (s *Session) WriteTo(w io.Writer) (int64, error) { return s.deliv.WriteTo(w) }
 
-// Write sends p as Output, cut into messages of at most wire.MaxPayload bytes.
-// It blocks while the send window is full (back-pressure); during a
-// reconnect the data is queued, never dropped.
+// Write sends p as Output, cut into messages of at most wire.MaxPayload
+// bytes. It blocks while the send window is full (back-pressure); during a
+// reconnect the data is queued, never dropped. Nothing is sent before the
+// handshake completed: the agent would discard it (docs/protocol.md 7.2).
 func (s *Session) Write(p []byte) (int, error) {
 	select {
-	case <-s.ready:
+	case <-s.hs.ready:
 	case <-s.done:
 		return 0, s.writeErr()
 	}
@@ -298,7 +193,7 @@ func (s *Session) Write(p []byte) (int, error) {
 			return n, err
 		}
 		s.bytesOut.Add(int64(len(chunk)))
-		s.wake()
+		s.out.wake()
 		n += len(chunk)
 		p = p[len(chunk):]
 	}
@@ -312,15 +207,13 @@ func (s *Session) writeErr() error {
 	return io.ErrClosedPipe
 }
 
-// SendFlag sends a Flag message (e.g. DisconnectToPort) on the stream,
-// waiting while the send window is full.
-func (s *Session) SendFlag(f wire.Flag) error { return s.sendFlag(s.ctx, f) }
-
+// sendFlag sends a Flag message on the stream, waiting while the send
+// window is full.
 func (s *Session) sendFlag(ctx context.Context, f wire.Flag) error {
 	if err := s.send.enqueue(ctx, wire.PayloadFlag, wire.EncodeFlag(f)); err != nil {
 		return err
 	}
-	s.wake()
+	s.out.wake()
 	return nil
 }
 
@@ -386,47 +279,15 @@ func (s *Session) Close() error {
 func (s *Session) terminateAPI() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.callWithCredentialRetry(ctx, func(ctx context.Context) error {
-		return s.cfg.API.TerminateSession(ctx, s.info.SessionID)
+	if err := withCredentialRetry(ctx, s.cfg.AWS.Credentials, s.log, func(ctx context.Context) error {
+		return s.api.TerminateSession(ctx, s.info.SessionID)
 	}); err != nil {
 		s.log.Warn("terminate session failed", "err", err)
 	}
 }
 
-// callWithCredentialRetry runs call, and if the service rejects the
-// credentials, invalidates the provider's cache and runs it once more.
-func (s *Session) callWithCredentialRetry(ctx context.Context, call func(context.Context) error) error {
-	err := call(ctx)
-	if refusedCredentials(err) && s.invalidateCredentials() {
-		err = call(ctx)
-	}
-	return err
-}
-
-// refusedCredentials reports whether the service itself refused the
-// credentials (expired, unknown, bad signature), as opposed to the provider
-// failing to produce any.
-func refusedCredentials(err error) bool {
-	var ae *APIError
-	var ce *CredentialsError
-	return errors.As(err, &ae) && ae.Kind == KindCredentials && !errors.As(err, &ce)
-}
-
-// invalidateCredentials asks the credentials cache to mint afresh next time.
-func (s *Session) invalidateCredentials() bool { return invalidate(s.cfg.Credentials) }
-
-func invalidate(p aws.CredentialsProvider) bool {
-	if inv, ok := p.(interface{ Invalidate() }); ok {
-		inv.Invalidate()
-		return true
-	}
-	return false
-}
-
-// fail ends the session with err.
-func (s *Session) fail(err error) { s.finish(err) }
-
-// finish marks the session ended (once) and stops everything.
+// finish marks the session ended (once) and stops everything: err is the
+// reason (nil for a normal end).
 func (s *Session) finish(err error) {
 	s.mu.Lock()
 	if s.ended {
@@ -435,15 +296,15 @@ func (s *Session) finish(err error) {
 	}
 	s.ended = true
 	s.endErr = err
-	c := s.conn
+	l := s.leg
 	s.mu.Unlock()
 	if err != nil {
 		s.log.Debug("session ending", "err", err)
 	}
 	s.send.close(ErrStreamClosed)
 	s.deliv.close(err)
-	if c != nil {
-		c.close(err == nil)
+	if l != nil {
+		l.close(err == nil)
 	}
 	s.cancel()
 }
@@ -452,13 +313,6 @@ func (s *Session) isEnded() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ended
-}
-
-func (s *Session) wake() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
 }
 
 // Stats is a snapshot of a session's counters.
@@ -474,63 +328,36 @@ type Stats struct {
 
 // Stats returns the session's counters.
 func (s *Session) Stats() Stats {
-	s.deliv.mu.Lock()
-	in := s.deliv.total
-	s.deliv.mu.Unlock()
 	return Stats{SessionID: s.info.SessionID, Reconnects: s.reconnects.Load(), InvalidFrames: s.invalidFrames.Load(),
-		BytesIn: in, BytesOut: s.bytesOut.Load(), Sender: s.send.stats(), Receiver: s.recv.stats()}
+		BytesIn: s.deliv.received(), BytesOut: s.bytesOut.Load(), Sender: s.send.stats(), Receiver: s.recv.stats()}
 }
 
-// HandshakeError: the agent never completed the handshake.
-type HandshakeError struct {
-	SessionID string
-	Timeout   time.Duration
-	Reason    string
-}
-
-func (e *HandshakeError) Error() string {
-	if e.Timeout > 0 {
-		return fmt.Sprintf("session %s: no handshake from the agent within %s (is the agent healthy and able to reach Session Manager?)", e.SessionID, e.Timeout)
+// withCredentialRetry runs call; if the service refused the credentials
+// (expired, revoked, or stale on a skewed clock) and the provider can be
+// invalidated, it mints afresh and runs call once more.
+func withCredentialRetry(ctx context.Context, p aws.CredentialsProvider, log *slog.Logger, call func(context.Context) error) error {
+	err := call(ctx)
+	if refusedCredentials(err) && invalidate(p) {
+		log.Info("the service refused the credentials; retrying with fresh ones", "err", err)
+		err = call(ctx)
 	}
-	if e.Reason != "" {
-		return fmt.Sprintf("session %s: the session ended during the handshake: %s", e.SessionID, e.Reason)
+	return err
+}
+
+// refusedCredentials reports whether the service itself refused the
+// credentials (expired, unknown, bad signature), as opposed to the provider
+// failing to produce any.
+func refusedCredentials(err error) bool {
+	var ae *APIError
+	var ce *CredentialsError
+	return errors.As(err, &ae) && ae.Kind == KindCredentials && !errors.As(err, &ce)
+}
+
+// invalidate asks the credentials cache to mint afresh next time.
+func invalidate(p aws.CredentialsProvider) bool {
+	if inv, ok := p.(interface{ Invalidate() }); ok {
+		inv.Invalidate()
+		return true
 	}
-	return fmt.Sprintf("session %s: the session ended during the handshake", e.SessionID)
-}
-
-// HandshakeRefusedError: the agent asked for something ssmproxy cannot do.
-type HandshakeRefusedError struct {
-	SessionID string
-	What      string
-}
-
-func (e *HandshakeRefusedError) Error() string {
-	return fmt.Sprintf("session %s: %s", e.SessionID, e.What)
-}
-
-// ResumeError: the data channel was lost and could not be resumed within the
-// budget.
-type ResumeError struct {
-	SessionID string
-	Attempts  int
-	Elapsed   time.Duration
-	Last      error
-}
-
-func (e *ResumeError) Error() string {
-	return fmt.Sprintf("session %s: data channel lost; %d reconnect attempts over %s failed, last: %v",
-		e.SessionID, e.Attempts, e.Elapsed.Round(time.Second), e.Last)
-}
-
-func (e *ResumeError) Unwrap() error { return e.Last }
-
-// SessionEndedError: the service ended the session while the data channel
-// was away (idle timeout, maximum duration, or terminated elsewhere).
-type SessionEndedError struct {
-	SessionID string
-	Detail    string
-}
-
-func (e *SessionEndedError) Error() string {
-	return fmt.Sprintf("session %s was ended by the service (%s)", e.SessionID, e.Detail)
+	return false
 }

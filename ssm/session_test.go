@@ -10,16 +10,16 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/ssm"
 )
 
-// fakeAPI returns the client's SDK-backed API for cfg, pointed at the fake
-// (which hands out endpoints and credentials, never a client).
-func fakeAPI(ts *fakeaws.TestServer, cfg aws.Config) ssm.API {
-	return ssm.NewAPI(cfg, func(o *ssmsdk.Options) { o.BaseEndpoint = aws.String(ts.URL()) })
+// fakeAWS points cfg's SSM client at the fake (which hands out endpoints
+// and credentials, never a client).
+func fakeAWS(ts *fakeaws.TestServer, cfg aws.Config) aws.Config {
+	cfg.BaseEndpoint = aws.String(ts.URL())
+	return cfg
 }
 
 func startEcho(t *testing.T, ts *fakeaws.TestServer, port string) *ssm.Session {
@@ -27,7 +27,7 @@ func startEcho(t *testing.T, ts *fakeaws.TestServer, port string) *ssm.Session {
 	cfg := ts.AWSConfig(nil)
 	s, err := ssm.Start(fakeaws.Ctx(t), ssm.Config{
 		Target: fakeaws.DefaultInstance, Parameters: map[string][]string{"portNumber": {port}},
-		API: fakeAPI(ts, cfg), Credentials: cfg.Credentials, Region: cfg.Region,
+		AWS:              fakeAWS(ts, cfg),
 		HandshakeTimeout: 20 * time.Second,
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package ssm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 )
 
 // Retransmission constants. The estimator uses the agent's and plugin's
-// constants (protocol.md section 8.4) so both ends reason alike; the bounds
+// constants (docs/protocol.md section 8.4) so both ends reason alike; the bounds
 // are ssmproxy's own.
 const (
 	initialRTO       = 200 * time.Millisecond
@@ -30,7 +31,7 @@ const (
 	pausedProbeInterval = 3 * time.Second
 )
 
-// Flow-control defaults (protocol.md section 14, item 3). The window stays far
+// Flow-control defaults (docs/protocol.md section 14, item 3). The window stays far
 // below the agent's 100 000-message incoming buffer.
 const (
 	DefaultInitialWindow  = 64
@@ -58,41 +59,54 @@ type StreamConfig struct {
 	MaxRTO         time.Duration
 }
 
+// withDefaults fills zero fields, each with its default moved only as far
+// as the fields that were set require (MaxWindow 8 alone gets MinWindow 8);
+// it never changes a value that was set.
 func (c StreamConfig) withDefaults() StreamConfig {
-	if c.InitialWindow <= 0 {
-		c.InitialWindow = DefaultInitialWindow
+	if c.MaxWindow == 0 {
+		c.MaxWindow = max(DefaultMaxWindow, c.InitialWindow, c.MinWindow)
 	}
-	if c.MinWindow <= 0 {
-		c.MinWindow = DefaultMinWindow
+	if c.MinWindow == 0 {
+		c.MinWindow = min(DefaultMinWindow, c.MaxWindow)
+		if c.InitialWindow > 0 {
+			c.MinWindow = min(c.MinWindow, c.InitialWindow)
+		}
 	}
-	if c.MaxWindow <= 0 {
-		c.MaxWindow = DefaultMaxWindow
+	if c.InitialWindow == 0 {
+		c.InitialWindow = min(max(DefaultInitialWindow, c.MinWindow), c.MaxWindow)
 	}
-	if c.MaxWindowBytes <= 0 {
+	if c.MaxWindowBytes == 0 {
 		c.MaxWindowBytes = DefaultMaxWindowBytes
 	}
-	if c.MaxSpan <= 0 {
-		c.MaxSpan = DefaultMaxSpan
+	if c.MaxSpan == 0 {
+		c.MaxSpan = max(DefaultMaxSpan, c.MaxWindow)
 	}
-	if c.MaxSpan < c.MaxWindow {
-		c.MaxSpan = c.MaxWindow
+	if c.MaxRTO == 0 {
+		c.MaxRTO = max(DefaultMaxRTO, c.MinRTO)
 	}
-	if c.MinRTO <= 0 {
-		c.MinRTO = DefaultMinRTO
-	}
-	if c.MaxRTO <= 0 {
-		c.MaxRTO = DefaultMaxRTO
-	}
-	if c.MinWindow > c.MaxWindow {
-		c.MinWindow = c.MaxWindow
-	}
-	if c.InitialWindow < c.MinWindow {
-		c.InitialWindow = c.MinWindow
-	}
-	if c.InitialWindow > c.MaxWindow {
-		c.InitialWindow = c.MaxWindow
+	if c.MinRTO == 0 {
+		c.MinRTO = min(DefaultMinRTO, c.MaxRTO)
 	}
 	return c
+}
+
+// Verify reports the settings that cannot work together.
+func (c StreamConfig) Verify() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.MinWindow <= 0 || c.InitialWindow < c.MinWindow || c.MaxWindow < c.InitialWindow {
+		bad("stream window must satisfy 0 < min %d <= initial %d <= max %d", c.MinWindow, c.InitialWindow, c.MaxWindow)
+	}
+	if c.MaxWindowBytes < wire.MaxPayload {
+		bad("stream window of %d bytes is smaller than one message (%d)", c.MaxWindowBytes, wire.MaxPayload)
+	}
+	if c.MaxSpan < c.MaxWindow {
+		bad("stream span %d is below the window %d", c.MaxSpan, c.MaxWindow)
+	}
+	if c.MinRTO <= 0 || c.MaxRTO < c.MinRTO {
+		bad("stream RTO bounds must satisfy 0 < min %s <= max %s", c.MinRTO, c.MaxRTO)
+	}
+	return errors.Join(errs...)
 }
 
 // outMsg is one sequenced message awaiting its ack.
@@ -299,7 +313,7 @@ func (s *sender) onTimeout(now time.Time) {
 }
 
 // ack removes the message with sequence number seq. Unknown numbers are
-// ignored (protocol.md section 8.2). It reports whether the ack was new.
+// ignored (docs/protocol.md section 8.2). It reports whether the ack was new.
 func (s *sender) ack(seq int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,5 +1,5 @@
 // Package wire is the Session Manager data channel's wire format and nothing
-// else: the binary frame codec (protocol.md section 4), the JSON payloads of
+// else: the binary frame codec (docs/protocol.md section 4), the JSON payloads of
 // acks, handshake, flags and the opening frame (sections 3, 5 and 6), dotted
 // version comparison (section 11) and reading one websocket message into a
 // reusable buffer. It starts no goroutines and does no I/O beyond a reader

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Frame layout constants (protocol.md section 4.1).
+// Frame layout constants (docs/protocol.md section 4.1).
 const (
 	// HeaderLength is the value of the first header field: the offset of
 	// PayloadLength, not the size of the header.
@@ -43,7 +43,7 @@ const (
 	offPayloadLength = 116
 )
 
-// Message types (protocol.md section 5.1).
+// Message types (docs/protocol.md section 5.1).
 const (
 	TypeInputStreamData   = "input_stream_data"
 	TypeOutputStreamData  = "output_stream_data"
@@ -54,7 +54,7 @@ const (
 	TypeAgentSessionState = "agent_session_state"
 )
 
-// PayloadType values (protocol.md section 5.2).
+// PayloadType values (docs/protocol.md section 5.2).
 type PayloadType uint32
 
 const (
@@ -181,7 +181,7 @@ func EncodeInto(buf []byte, f *Frame) error {
 }
 
 // PutMessageID writes id in wire order: UUID bytes 8-15 first, then 0-7
-// (protocol.md section 4.2).
+// (docs/protocol.md section 4.2).
 func PutMessageID(dst []byte, id uuid.UUID) {
 	copy(dst[0:8], id[8:16])
 	copy(dst[8:16], id[0:8])
@@ -196,7 +196,7 @@ func WireMessageID(src []byte) uuid.UUID {
 }
 
 // Decode parses and validates a frame the way the client must: fixed offsets,
-// payload = everything after HeaderLength+4, and the checks of protocol.md
+// payload = everything after HeaderLength+4, and the checks of docs/protocol.md
 // section 4.4 plus ssmproxy's own (PayloadLength must match, size bound). The
 // returned Frame's Payload aliases b.
 func Decode(b []byte) (*Frame, error) {
@@ -241,7 +241,7 @@ func DecodeHeader(b []byte) (*Frame, error) {
 	return f, nil
 }
 
-// Validate applies the receive checks of protocol.md section 4.4 to a frame
+// Validate applies the receive checks of docs/protocol.md section 4.4 to a frame
 // produced by DecodeHeader.
 func (f *Frame) Validate() error {
 	// MGS appears to send publication control frames with minimal headers;

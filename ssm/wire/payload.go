@@ -83,7 +83,7 @@ func ParseAcknowledge(p []byte) (Acknowledge, error) {
 	return a, nil
 }
 
-// Session types and action names used in the handshake (protocol.md section 6).
+// Session types and action names used in the handshake (docs/protocol.md section 6).
 const (
 	ActionSessionType   = "SessionType"
 	ActionKMSEncryption = "KMSEncryption"
@@ -155,7 +155,7 @@ type SizeData struct {
 	Rows uint32 `json:"rows"`
 }
 
-// Flag values (PayloadType 10, protocol.md section 5.3).
+// Flag values (PayloadType 10, docs/protocol.md section 5.3).
 type Flag uint32
 
 const (

@@ -6,7 +6,7 @@ import (
 )
 
 // VersionGreater reports whether a > b, comparing dotted versions the way the
-// official plugin does (protocol.md 11.2): numeric components, the same
+// official plugin does (docs/protocol.md 11.2): numeric components, the same
 // number of components required, strict. A malformed version is never
 // greater, so features gated on it stay off.
 func VersionGreater(a, b string) bool {
@@ -41,7 +41,7 @@ func parseVersion(v string) ([]uint64, bool) {
 
 // ValidClientVersion reports whether v is usable as ClientVersion: four
 // numeric parts and greater than 1.2.331.0, below which agents keep smux
-// keepalive on and may pick basic mode for forwarding (protocol.md 11.5).
+// keepalive on and may pick basic mode for forwarding (docs/protocol.md 11.5).
 func ValidClientVersion(v string) bool {
 	p, ok := parseVersion(v)
 	return ok && len(p) == 4 && VersionGreater(v, "1.2.331.0")

@@ -1,0 +1,172 @@
+package ssm
+
+import (
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
+)
+
+// The session's acknowledgements (docs/protocol.md 8.3): built once per
+// received stream message, queued for whichever leg writes next, and
+// remembered for a few seconds so that acks lost with a dead leg are sent
+// again on the next one.
+
+// ackBufs recycles ack frames: one is built for every message received,
+// and each is garbage as soon as the writer has copied it.
+var ackBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func putAckBuf(b []byte) {
+	if cap(b) == 512 {
+		ackBufs.Put(&b)
+	}
+}
+
+// ackFrame builds the acknowledge for an output_stream_data message.
+func ackFrame(seq int64, id uuid.UUID, now time.Time) ([]byte, error) {
+	var payload [256]byte
+	p := wire.AppendAcknowledge(payload[:0], wire.TypeOutputStreamData, id, seq)
+	buf := *ackBufs.Get().(*[]byte)
+	buf = buf[:wire.FrameHeaderSize+len(p)]
+	err := wire.EncodeInto(buf, &wire.Frame{
+		MessageType:   wire.TypeAcknowledge,
+		SchemaVersion: wire.SchemaVersion,
+		CreatedDate:   uint64(now.UnixMilli()),
+		Flags:         wire.FlagsAck,
+		MessageID:     uuid.New(),
+		Payload:       p,
+	})
+	if err != nil {
+		putAckBuf(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+// reackWindow: after a reconnect, acks sent this shortly before the last leg
+// died are sent again. Acks in flight when a leg dies are lost; the agent
+// resends only the oldest unacked message, one per tick, so each lost ack
+// would otherwise cost a full resend cycle in sequence (minutes after a busy
+// drop).
+const (
+	reackWindow = 3 * time.Second
+	recentAcks  = 8192
+)
+
+// acks is the session's ack machinery: the queue the legs write from and
+// the ring of recent acks.
+type acks struct {
+	clk clock.Clock
+
+	mu    sync.Mutex
+	queue [][]byte
+
+	ringMu sync.Mutex
+	ring   [recentAcks]ackRecord
+	next   int
+	n      int
+}
+
+type ackRecord struct {
+	seq int64
+	id  uuid.UUID
+	at  time.Time
+}
+
+// ack queues the acknowledge for message seq/id and remembers it. It
+// reports whether an ack was queued.
+func (a *acks) ack(seq int64, id uuid.UUID) bool {
+	now := a.clk.Now()
+	f, err := ackFrame(seq, id, now)
+	if err != nil {
+		return false
+	}
+	a.push(f)
+	a.record(seq, id, now)
+	return true
+}
+
+func (a *acks) push(frame []byte) {
+	a.mu.Lock()
+	a.queue = append(a.queue, frame)
+	a.mu.Unlock()
+}
+
+// take returns the queued frames and empties the queue.
+func (a *acks) take() [][]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	q := a.queue
+	a.queue = nil
+	return q
+}
+
+// clear drops the queue: acks meant for a dead leg are re-sent from the ring.
+func (a *acks) clear() {
+	a.mu.Lock()
+	a.queue = nil
+	a.mu.Unlock()
+}
+
+func (a *acks) record(seq int64, id uuid.UUID, at time.Time) {
+	a.ringMu.Lock()
+	a.ring[a.next] = ackRecord{seq: seq, id: id, at: at}
+	a.next = (a.next + 1) % recentAcks
+	a.n = min(a.n+1, recentAcks)
+	a.ringMu.Unlock()
+}
+
+// since returns the distinct records newer than t, oldest first.
+func (a *acks) since(t time.Time) []ackRecord {
+	a.ringMu.Lock()
+	defer a.ringMu.Unlock()
+	seen := make(map[int64]bool)
+	var out []ackRecord
+	for i := 0; i < a.n; i++ {
+		rec := a.ring[(a.next-a.n+i+recentAcks)%recentAcks]
+		if rec.at.After(t) && !seen[rec.seq] {
+			seen[rec.seq] = true
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// reack queues acks again for everything acked within reackWindow before
+// legDied (however long the resume took), and returns how many.
+func (a *acks) reack(legDied time.Time) int {
+	if legDied.IsZero() {
+		legDied = a.clk.Now()
+	}
+	recs := a.since(legDied.Add(-reackWindow))
+	now := a.clk.Now()
+	for _, rec := range recs {
+		if f, err := ackFrame(rec.seq, rec.id, now); err == nil {
+			a.push(f)
+		}
+	}
+	return len(recs)
+}
+
+// outbox is what a session offers its legs to write (legOutbox): its acks
+// first, then the stream's messages that are due. wake signals the writer
+// of the current leg.
+type outbox struct {
+	acks *acks
+	send *sender
+	kick chan struct{}
+}
+
+func newOutbox(a *acks, send *sender) *outbox {
+	return &outbox{acks: a, send: send, kick: make(chan struct{}, 1)}
+}
+
+func (o *outbox) wake()                               { signal(o.kick) }
+func (o *outbox) wakeup() <-chan struct{}             { return o.kick }
+func (o *outbox) takeAcks() [][]byte                  { return o.acks.take() }
+func (o *outbox) releaseAck(b []byte)                 { putAckBuf(b) }
+func (o *outbox) due(now time.Time, max int) [][]byte { return o.send.due(now, max) }
+func (o *outbox) nextDue() time.Time                  { return o.send.nextDeadline() }

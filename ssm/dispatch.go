@@ -1,0 +1,109 @@
+package ssm
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
+)
+
+// Dispatch: what the session does with each frame a leg reads (the
+// legHandler side of the session). Stream data goes through the receiver
+// (docs/protocol.md 8.3) and is acked; acks feed the sender; channel_closed
+// ends the session; pause/start publication steer the sender (8.8).
+
+// handleFrame dispatches one binary message from a leg's reader. It reports
+// whether the message was a valid frame.
+func (s *Session) handleFrame(b []byte) bool {
+	f, err := wire.Decode(b)
+	if err != nil {
+		// Dropped without an ack: the agent resends (docs/protocol.md 4.4).
+		s.invalidFrames.Add(1)
+		s.log.Debug("dropping invalid frame", "err", err)
+		return false
+	}
+	switch f.MessageType {
+	case wire.TypeOutputStreamData:
+		s.send.setPaused(false)
+		s.handleStreamData(f)
+	case wire.TypeAcknowledge:
+		s.send.setPaused(false)
+		seq, ok := wire.ParseAckSequence(f.Payload)
+		if !ok {
+			s.invalidFrames.Add(1)
+			s.log.Debug("dropping malformed acknowledge")
+			return false
+		}
+		s.send.ack(seq)
+	case wire.TypeChannelClosed:
+		var cc wire.ChannelClosed
+		_ = json.Unmarshal(f.Payload, &cc)
+		s.mu.Lock()
+		s.peerClosed = true
+		s.closeReason = cc.Output
+		s.mu.Unlock()
+		s.log.Info("channel closed by the service", "output", cc.Output)
+		// After our refusal of the handshake, the refusal is the reason.
+		s.finish(s.hs.refused())
+	case wire.TypePausePublication:
+		s.log.Debug("pause_publication")
+		s.send.setPaused(true)
+	case wire.TypeStartPublication:
+		s.log.Debug("start_publication")
+		s.send.setPaused(false)
+		s.out.wake()
+	default:
+		s.log.Debug("dropping frame of unknown type", "type", f.MessageType)
+	}
+	return true
+}
+
+// dropMessage notes a websocket message that is not binary.
+func (s *Session) dropMessage(messageType, size int) {
+	s.invalidFrames.Add(1)
+	s.log.Debug("dropping a non-binary websocket message", "type", messageType, "len", size)
+}
+
+func (s *Session) handleStreamData(f *wire.Frame) {
+	v := s.recv.receive(f.SequenceNumber, f.PayloadType, f.Payload)
+	if v == verdictDrop || !s.acks.ack(f.SequenceNumber, f.MessageID) {
+		return
+	}
+	s.out.wake()
+	// The ack for a handshake request goes out before we answer it, as the
+	// plugin does.
+	if req := s.hs.takePending(); req != nil {
+		s.respondHandshake(req)
+	}
+}
+
+// deliver is the receiver's in-order callback. It returns false when the
+// session cannot take the message yet; the receiver then holds it.
+func (s *Session) deliver(pt wire.PayloadType, p []byte) bool {
+	switch pt {
+	case wire.PayloadOutput:
+		if !s.hs.isReady() {
+			// Output before HandshakeComplete (agents too old to
+			// handshake): held until the handshake completes.
+			return false
+		}
+		return s.deliv.push(p)
+	case wire.PayloadHandshakeRequest:
+		if err := s.hs.request(p); err != nil {
+			s.log.Warn("malformed HandshakeRequest", "err", err)
+			s.finish(err)
+		}
+	case wire.PayloadHandshakeComplete:
+		s.hs.complete(p)
+	case wire.PayloadEncChallengeRequest:
+		s.finish(&HandshakeRefusedError{SessionID: s.info.SessionID, What: "the agent requested a KMS challenge, which ssmproxy does not implement"})
+	case wire.PayloadFlag:
+		fl, _ := wire.ParseFlag(p)
+		s.log.Info("flag from the agent", "flag", fl.String())
+	case wire.PayloadStdErr, wire.PayloadError:
+		s.log.Info("agent error output", "text", string(bytes.TrimSpace(p)))
+	default:
+		s.log.Debug("ignoring stream payload", "payloadType", pt)
+	}
+	return true
+}

@@ -1,0 +1,64 @@
+package ssm
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every error of Config.Verify.
+var ErrInvalidConfig = errors.New("ssm: invalid config")
+
+// HandshakeError: the agent never completed the handshake.
+type HandshakeError struct {
+	SessionID string
+	Timeout   time.Duration
+	Reason    string
+}
+
+func (e *HandshakeError) Error() string {
+	if e.Timeout > 0 {
+		return fmt.Sprintf("session %s: no handshake from the agent within %s (is the agent healthy and able to reach Session Manager?)", e.SessionID, e.Timeout)
+	}
+	if e.Reason != "" {
+		return fmt.Sprintf("session %s: the session ended during the handshake: %s", e.SessionID, e.Reason)
+	}
+	return fmt.Sprintf("session %s: the session ended during the handshake", e.SessionID)
+}
+
+// HandshakeRefusedError: the agent asked for something ssmproxy cannot do.
+type HandshakeRefusedError struct {
+	SessionID string
+	What      string
+}
+
+func (e *HandshakeRefusedError) Error() string {
+	return fmt.Sprintf("session %s: %s", e.SessionID, e.What)
+}
+
+// ResumeError: the data channel was lost and could not be resumed within the
+// budget.
+type ResumeError struct {
+	SessionID string
+	Attempts  int
+	Elapsed   time.Duration
+	Last      error
+}
+
+func (e *ResumeError) Error() string {
+	return fmt.Sprintf("session %s: data channel lost; %d reconnect attempts over %s failed, last: %v",
+		e.SessionID, e.Attempts, e.Elapsed.Round(time.Second), e.Last)
+}
+
+func (e *ResumeError) Unwrap() error { return e.Last }
+
+// SessionEndedError: the service ended the session while the data channel
+// was away (idle timeout, maximum duration, or terminated elsewhere).
+type SessionEndedError struct {
+	SessionID string
+	Detail    string
+}
+
+func (e *SessionEndedError) Error() string {
+	return fmt.Sprintf("session %s was ended by the service (%s)", e.SessionID, e.Detail)
+}

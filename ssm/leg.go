@@ -1,0 +1,289 @@
+package ssm
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
+)
+
+// A leg is one websocket of a session: the socket, its opening frame
+// (sent by dialChannel), pings, the read deadline and batched writes. The
+// session outlives it: a reconnect replaces the leg, never the stream
+// state. The leg knows the session only through two narrow interfaces
+// (docs/architecture.md, "Inside ssm"): it hands every binary message to a
+// legHandler and takes what to write from a legOutbox. Nothing of the
+// stream, the acks or the handshake lives here.
+
+// legHandler receives what a leg reads.
+type legHandler interface {
+	// handleFrame takes one binary message. It reports whether the message
+	// was a valid frame; a leg that carried one has proved healthy.
+	handleFrame(b []byte) bool
+	// dropMessage notes a websocket message that is not binary (the data
+	// channel carries only binary frames).
+	dropMessage(messageType, size int)
+}
+
+// legOutbox is where a leg takes what to write, in this order: the
+// session's acks, then stream messages that are due.
+type legOutbox interface {
+	// wakeup is signalled whenever something new is queued.
+	wakeup() <-chan struct{}
+	// takeAcks returns the queued ack frames; the leg hands each back with
+	// releaseAck once written.
+	takeAcks() [][]byte
+	releaseAck(b []byte)
+	// due returns up to max stream frames to send now (new or
+	// retransmitted).
+	due(now time.Time, max int) [][]byte
+	// nextDue is when the next stream frame comes due; zero if none.
+	nextDue() time.Time
+}
+
+// legConfig are the timings of a leg.
+type legConfig struct {
+	pingInterval time.Duration
+	// readTimeout: a leg that has read nothing (not even a pong) this long
+	// is dead, which catches half-open sockets.
+	readTimeout time.Duration
+	clock       clock.Clock
+	log         *slog.Logger
+}
+
+// errLegClosed is why a leg that ssmproxy itself closed ended.
+var errLegClosed = errors.New("leg closed by ssmproxy")
+
+type leg struct {
+	ws  *websocket.Conn
+	bc  *batchConn
+	in  legHandler
+	out legOutbox
+	cfg legConfig
+
+	// pongs we owe the server, written by the writer, which owns writes.
+	pongMu sync.Mutex
+	pongs  [][]byte
+	pongCh chan struct{}
+
+	done chan struct{} // closed when the leg is dead
+	once sync.Once
+	err  error
+	quit chan bool // asks the writer to close the leg (true: with a close frame)
+	// closing: we are closing the leg, so whatever ends it (our close
+	// frame, the peer's echo of it) is errLegClosed.
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	// validFrames counts frames that decoded: a leg that carried one is
+	// healthy, whatever ended it.
+	validFrames atomic.Int64
+}
+
+func newLeg(ws *websocket.Conn, bc *batchConn, in legHandler, out legOutbox, cfg legConfig) *leg {
+	l := &leg{ws: ws, bc: bc, in: in, out: out, cfg: cfg,
+		pongCh: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan bool, 1)}
+	ws.SetPingHandler(func(data string) error {
+		l.extendDeadline()
+		l.pongMu.Lock()
+		l.pongs = append(l.pongs, []byte(data))
+		l.pongMu.Unlock()
+		signal(l.pongCh)
+		return nil
+	})
+	ws.SetPongHandler(func(string) error {
+		l.extendDeadline()
+		return nil
+	})
+	// Do not echo close frames from the reader goroutine; the leg is
+	// replaced anyway.
+	ws.SetCloseHandler(func(code int, text string) error { return nil })
+	return l
+}
+
+// start runs the reader and the writer.
+func (l *leg) start() {
+	l.wg.Add(2)
+	go l.readLoop()
+	go l.writeLoop()
+}
+
+// dead records why the leg died, once.
+func (l *leg) dead(err error) {
+	l.once.Do(func() {
+		if l.closing.Load() {
+			err = errLegClosed
+		}
+		l.err = err
+		close(l.done)
+		// Unblock a reader stuck in the socket and a writer stuck in a
+		// flush: the leg is being replaced.
+		_ = l.ws.UnderlyingConn().Close()
+	})
+}
+
+// close asks the writer to end the leg, with a normal close frame if graceful.
+func (l *leg) close(graceful bool) {
+	select {
+	case l.quit <- graceful:
+	default:
+	}
+}
+
+// wait blocks until the leg is dead and both loops have stopped, and
+// returns why it died.
+func (l *leg) wait() error {
+	l.wg.Wait()
+	_ = l.ws.Close()
+	return l.err
+}
+
+// extendDeadline pushes the read deadline out. Socket deadlines are wall
+// clock by nature: the kernel, not our clock, times the socket.
+func (l *leg) extendDeadline() {
+	select {
+	case <-l.done:
+	default:
+		_ = l.ws.SetReadDeadline(time.Now().Add(l.cfg.readTimeout))
+	}
+}
+
+func (l *leg) readLoop() {
+	defer l.wg.Done()
+	buf := make([]byte, 0, 4096)
+	for {
+		l.extendDeadline()
+		mt, r, err := l.ws.NextReader()
+		if err != nil {
+			l.dead(err)
+			return
+		}
+		buf, err = wire.ReadMessage(r, buf, maxWebsocketMessage)
+		if err != nil {
+			l.dead(err)
+			return
+		}
+		if mt != websocket.BinaryMessage {
+			l.in.dropMessage(mt, len(buf))
+			continue
+		}
+		if l.in.handleFrame(buf) {
+			l.validFrames.Add(1)
+		}
+		select {
+		case <-l.done:
+			return
+		default:
+		}
+	}
+}
+
+func (l *leg) writeLoop() {
+	defer l.wg.Done()
+	clk := l.cfg.clock
+	ping := clk.NewTimer(l.cfg.pingInterval)
+	defer ping.Stop()
+	retr := clk.NewTimer(time.Hour)
+	defer retr.Stop()
+	for {
+		if err := l.writePending(); err != nil {
+			l.dead(err)
+			return
+		}
+		if next := l.out.nextDue(); !next.IsZero() {
+			retr.Reset(max(next.Sub(clk.Now()), time.Millisecond))
+		} else {
+			retr.Reset(time.Hour)
+		}
+		select {
+		case <-l.out.wakeup():
+		case <-l.pongCh:
+		case <-retr.C():
+		case <-ping.C():
+			if err := l.writeControl(websocket.PingMessage, []byte("keepalive")); err != nil {
+				l.dead(err)
+				return
+			}
+			ping.Reset(l.cfg.pingInterval)
+		case graceful := <-l.quit:
+			l.closing.Store(true)
+			_ = l.writePending()
+			if graceful {
+				_ = l.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			}
+			l.dead(errLegClosed)
+			return
+		case <-l.done:
+			return
+		}
+	}
+}
+
+func (l *leg) writeControl(mt int, data []byte) error {
+	deadline := time.Now().Add(defaultWriteTimeout)
+	if err := l.ws.WriteControl(mt, data, deadline); err != nil {
+		return err
+	}
+	return l.flush(deadline)
+}
+
+func (l *leg) flush(deadline time.Time) error {
+	if l.bc == nil {
+		return nil
+	}
+	_ = l.bc.SetWriteDeadline(deadline)
+	return l.bc.Flush()
+}
+
+func (l *leg) takePongs() [][]byte {
+	l.pongMu.Lock()
+	defer l.pongMu.Unlock()
+	p := l.pongs
+	l.pongs = nil
+	return p
+}
+
+// writePending writes the pongs owed, the queued acks, then every stream
+// message that is due, in batches, and flushes.
+func (l *leg) writePending() error {
+	deadline := time.Now().Add(defaultWriteTimeout)
+	_ = l.ws.SetWriteDeadline(deadline)
+	wrote := false
+	for {
+		pongs := l.takePongs()
+		for _, p := range pongs {
+			if err := l.ws.WriteControl(websocket.PongMessage, p, deadline); err != nil {
+				return err
+			}
+			wrote = true
+		}
+		acks := l.out.takeAcks()
+		for _, a := range acks {
+			if err := l.ws.WriteMessage(websocket.BinaryMessage, a); err != nil {
+				return err
+			}
+			// gorilla copied it: the frame can be reused.
+			l.out.releaseAck(a)
+			wrote = true
+		}
+		frames := l.out.due(l.cfg.clock.Now(), writeBatchFrames)
+		for _, f := range frames {
+			if err := l.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+				return err
+			}
+			wrote = true
+		}
+		if len(pongs) == 0 && len(acks) == 0 && len(frames) == 0 {
+			break
+		}
+	}
+	if wrote {
+		return l.flush(deadline)
+	}
+	return nil
+}
