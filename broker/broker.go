@@ -1,6 +1,6 @@
 // Package broker keeps ssmproxy authorised for as long as the user's source
 // of credentials lives, not as long as one set of temporary credentials
-// does (credentials.md section 5).
+// does (docs/credentials.md section 5).
 //
 // It reads a source (a long-term key stored in the keyring by "ssmproxy
 // login", any shared-config profile, or the environment), optionally mints an

@@ -187,7 +187,7 @@ func TestExportedCredentialsRefused(t *testing.T) {
 	if e.sts("GetCallerIdentity") != 1 {
 		t.Fatalf("GetCallerIdentity %d, want 1 (the user name)", e.sts("GetCallerIdentity"))
 	}
-	// 12 h away: no connect-time notice (credentials.md 5.8: under 8 h only).
+	// 12 h away: no connect-time notice (docs/credentials.md 5.8: under 8 h only).
 	if e.notice.String() != "" {
 		t.Fatalf("unexpected notice %q", e.notice.String())
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 // The cache file holds minted scoped credentials for every ssmproxy process
-// of the user (credentials.md 5.3): a plain file, because every ProxyCommand
+// of the user (docs/credentials.md 5.3): a plain file, because every ProxyCommand
 // start reads it, keychains can pop dialogs, and the keyring's file backend
 // tears under concurrency and costs a PBKDF2 run per read. The credentials in
 // it are short-lived and least-privilege. Long-term keys and full-power MFA
@@ -49,7 +49,7 @@ type entry struct {
 	// known. A chained session is not assumed to outlive its parent.
 	Chained       bool      `json:"chained,omitempty"`
 	ParentExpires time.Time `json:"parent_expires,omitzero"`
-	// Deadline is the source's hard deadline (credentials.md 5.8), nil when
+	// Deadline is the source's hard deadline (docs/credentials.md 5.8), nil when
 	// the source renews itself.
 	Deadline *Deadline `json:"hard_deadline,omitempty"`
 }

@@ -7,7 +7,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
-// chain is the broker's credential chain (credentials.md 5.1, 5.4), built
+// chain is the broker's credential chain (docs/credentials.md 5.1, 5.4), built
 // the aws-vault way from small links, each an aws.CredentialsProvider with
 // only the dependencies it needs and none on the Broker:
 //

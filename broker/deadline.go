@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Honest failure (credentials.md 5.8). When the only source of credentials
+// Honest failure (docs/credentials.md 5.8). When the only source of credentials
 // cannot be renewed without a human (exported STS credentials, an MFA session
 // with no way to ask for a new code, an SSO session), ssmproxy says so at
 // connect time with the exact deadline, warns before it, and when minting
@@ -133,7 +133,7 @@ func earlier(a, b time.Time) time.Time {
 }
 
 // noticeSpan is the horizon within which a hard deadline is announced at
-// connect time (credentials.md 5.8: less than 8 h away, or unknown).
+// connect time (docs/credentials.md 5.8: less than 8 h away, or unknown).
 const noticeSpan = 8 * time.Hour
 
 // connectNotice is the connect-time line about a hard deadline, or "".

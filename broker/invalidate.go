@@ -7,7 +7,7 @@ import (
 )
 
 // After a refusal (an ExpiredTokenException, an UnrecognizedClientException
-// or a 403) the caller invalidates and retries once (credentials.md 5.5).
+// or a 403) the caller invalidates and retries once (docs/credentials.md 5.5).
 // Which credentials signed the refused call is not said, so the Broker
 // remembers what it handed out: a refusal of credentials the timer has
 // already replaced must not throw the new ones away.

@@ -11,7 +11,7 @@ import (
 )
 
 // locker takes the cross-process locks that make one process mint at a time
-// (credentials.md 5.6): role-<key>.lock around a role mint, mfa-<profile>.lock
+// (docs/credentials.md 5.6): role-<key>.lock around a role mint, mfa-<profile>.lock
 // around an MFA prompt. They live in the user's own lock directory, never in
 // the shared temp directory.
 type locker struct {

@@ -10,7 +10,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
-// mfaCodes obtains one-time codes (credentials.md 5.7), for the MFA session
+// mfaCodes obtains one-time codes (docs/credentials.md 5.7), for the MFA session
 // and for an SDK role chain with mfa_serial. The order: $SSMPROXY_MFA_TOKEN
 // (first mint only: a code goes stale), the mfa process, the prompter (the
 // terminal only while the context allows it, i.e. before the first SSH

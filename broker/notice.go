@@ -10,7 +10,7 @@ import (
 // notifier writes the user-facing lines (the connect-time deadline, the
 // warnings before it, "waiting for another ssmproxy process") to Notice,
 // which is stderr: in a ProxyCommand ssh shows it above the session, and
-// stdout belongs to the SSH stream (credentials.md 5.8, 5.9). Every line also
+// stdout belongs to the SSH stream (docs/credentials.md 5.8, 5.9). Every line also
 // goes to the log.
 type notifier struct {
 	w   io.Writer
@@ -27,7 +27,7 @@ func (n *notifier) line(s string) {
 
 // waiting returns the hook a lock calls when it has waited a while: the one
 // "waiting for another ssmproxy process" line per process, whichever lock it
-// is (credentials.md 5.6, step 3).
+// is (docs/credentials.md 5.6, step 3).
 func (n *notifier) waiting(activity string) func() {
 	return func() {
 		n.waitOnce.Do(func() {

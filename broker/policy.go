@@ -17,7 +17,7 @@ const maxPolicyChars = 2048
 
 // Scope is what the minted credentials may do: start sessions on Target with
 // Document, and resume, terminate and open the data channel of the caller's
-// own sessions (credentials.md section 6).
+// own sessions (docs/credentials.md section 6).
 type Scope struct {
 	Partition string // the role's partition (aws, aws-cn, aws-us-gov, ...); default aws
 	Region    string
@@ -43,7 +43,7 @@ type policyDocument struct {
 // session resources use the RoleSessionName as prefix, because Session
 // Manager session ids of a role session start with it; whether IAM matches
 // that prefix for chained role sessions is the open question of
-// credentials.md section 6 and must be checked once against a real account.
+// docs/credentials.md section 6 and must be checked once against a real account.
 func SessionPolicy(s Scope, roleSessionName string) (string, error) {
 	if s.Region == "" || s.Account == "" || roleSessionName == "" {
 		return "", fmt.Errorf("session policy needs a region, an account and a role session name")

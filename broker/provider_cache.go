@@ -10,7 +10,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 )
 
-// cacheProvider is the last link (credentials.md 5.3, 5.6): the cache file
+// cacheProvider is the last link (docs/credentials.md 5.3, 5.6): the cache file
 // every ssmproxy process of the user reads, and the per-key lock that makes
 // one of them mint at a time. A fresh entry is served as it is; otherwise the
 // role link mints under the lock, after reading the file once more (another

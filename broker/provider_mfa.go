@@ -15,7 +15,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
-// mfaProvider is the second link (credentials.md 5.1, tier 2): with an MFA
+// mfaProvider is the second link (docs/credentials.md 5.1, tier 2): with an MFA
 // device and a long-term key, the key and a one-time code mint a
 // GetSessionToken session (12 h by default) once; role credentials are then
 // re-minted from it every hour without a prompt (option A of 2.4). The

@@ -16,7 +16,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 )
 
-// roleProvider is the third link (credentials.md 5.1, tier 3; 5.4): it
+// roleProvider is the third link (docs/credentials.md 5.1, tier 3; 5.4): it
 // mints scoped credentials with AssumeRole from what the MFA link hands
 // over, with the inline session policy of section 6, RoleSessionName and
 // SourceIdentity set to the user name, and the role duration capped at 1 h
@@ -126,7 +126,7 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 	}
 	dur := spec.duration
 	if base.Temporary() && dur > chainedMax {
-		// Role chaining: STS refuses more than an hour (credentials.md 2.2).
+		// Role chaining: STS refuses more than an hour (docs/credentials.md 2.2).
 		p.log.Debug("capping the role session at 1h (role chaining)", "configured", dur)
 		dur = chainedMax
 	}

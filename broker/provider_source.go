@@ -11,7 +11,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 )
 
-// sourceProvider is the first link of the chain (credentials.md 5.1, tier
+// sourceProvider is the first link of the chain (docs/credentials.md 5.1, tier
 // 1): the credentials everything else is minted from. It refuses a source
 // whose hard deadline has passed before asking it, and it knows what a
 // refusal of the source's own credentials means for each kind of source.

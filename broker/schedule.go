@@ -4,7 +4,7 @@ import (
 	"time"
 )
 
-// When to re-mint (credentials.md 5.5), scaled to the credential lifetime so
+// When to re-mint (docs/credentials.md 5.5), scaled to the credential lifetime so
 // that the same rule serves 1-hour credentials in production and 20-second
 // credentials in tests:
 //
@@ -96,7 +96,7 @@ func retryDelay(n int, c Credentials) time.Duration {
 }
 
 // warnLeads are how long before a hard deadline the broker warns: about 30
-// and 5 minutes (credentials.md 5.5), scaled down when the whole span from
+// and 5 minutes (docs/credentials.md 5.5), scaled down when the whole span from
 // connect to the deadline is shorter.
 func warnLeads(span time.Duration) []time.Duration {
 	return []time.Duration{min(30*time.Minute, span/2), min(5*time.Minute, span/6)}

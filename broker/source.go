@@ -18,7 +18,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
-// A source is tier 1 of credentials.md 5.1: what the broker mints from.
+// A source is tier 1 of docs/credentials.md 5.1: what the broker mints from.
 type source interface {
 	// retrieve returns the source credentials; ctx says whether a prompt
 	// may use the terminal (package prompt).

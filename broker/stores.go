@@ -7,7 +7,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
-// keyrings opens, once each, the two stores of credentials.md 5.2: the
+// keyrings opens, once each, the two stores of docs/credentials.md 5.2: the
 // persistent one for long-term keys, and the automatically chosen one, which
 // may be volatile (keyctl), for MFA sessions.
 type keyrings struct {

@@ -16,7 +16,7 @@ const stsCallTimeout = 45 * time.Second
 
 // stsClients builds STS clients that sign with given credentials. Endpoint
 // overrides come from the base configuration, per client (never a global
-// override: credentials.md 3.3).
+// override: docs/credentials.md 3.3).
 type stsClients struct {
 	base     aws.Config // region, endpoint overrides, HTTP client; no credentials
 	endpoint string     // Options.STSEndpoint (tests)

@@ -9,7 +9,7 @@ import (
 
 // Document is a Session Manager document as the fake knows it: its
 // parameters with defaults and patterns, and the Properties the agent gets
-// after substitution (protocol.md 2.2).
+// after substitution (docs/protocol.md 2.2).
 type Document struct {
 	Name        string
 	SessionType string // "Port" for the port documents

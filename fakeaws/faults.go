@@ -26,7 +26,7 @@ func (d direction) String() string {
 	return "agent_to_client"
 }
 
-// Fault actions on relayed frames (fakeaws.md section 6).
+// Fault actions on relayed frames (docs/fakeaws.md section 6).
 const (
 	ActionDrop           = "drop"
 	ActionDuplicate      = "duplicate"

@@ -18,7 +18,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// Session states (fakeaws.md section 4).
+// Session states (docs/fakeaws.md section 4).
 type sessionState int
 
 const (

@@ -40,7 +40,7 @@ const ackGrace = 2 * time.Second
 
 // validator checks the client side of one session on the raw bytes, as
 // strictly as the real agent and service would, plus ssmproxy's own promises
-// (fakeaws.md section 7). It sees every client frame, every agent frame
+// (docs/fakeaws.md section 7). It sees every client frame, every agent frame
 // delivered to the client, and the session's lifecycle events.
 type validator struct {
 	srv     *Server

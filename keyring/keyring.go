@@ -1,6 +1,6 @@
 // Package keyring is ssmproxy's small interface over the operating system's
 // secret stores, built on github.com/99designs/keyring v1.2.2 so the library
-// can be swapped later (credentials.md section 4).
+// can be swapped later (docs/credentials.md section 4).
 //
 // It adds what the library lacks and ssmproxy needs:
 //

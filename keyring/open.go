@@ -21,7 +21,7 @@ import (
 type Backend string
 
 // The backends, in the order automatic selection tries them
-// (credentials.md 4.3): the platform's own first, then the generic ones.
+// (docs/credentials.md 4.3): the platform's own first, then the generic ones.
 const (
 	WinCred       Backend = "wincred"
 	Keychain      Backend = "keychain"
@@ -53,7 +53,7 @@ type Options struct {
 	Backend string
 	// Persistent excludes volatile backends (keyctl, which the kernel forgets
 	// at reboot) from automatic selection: a long-term key must not live
-	// only there unless the user chose it explicitly (credentials.md 5.2).
+	// only there unless the user chose it explicitly (docs/credentials.md 5.2).
 	Persistent bool
 	// ServiceName defaults to ServiceName. Tests use their own.
 	ServiceName string

@@ -1,6 +1,6 @@
 // Package prompt asks a person for a secret without ever touching stdin or
 // stdout: in a ProxyCommand those are the SSH stream, and a prompt there
-// would corrupt it or steal its bytes (credentials.md 5.7, 5.9).
+// would corrupt it or steal its bytes (docs/credentials.md 5.7, 5.9).
 //
 // The drivers, in order: the terminal, opened explicitly as /dev/tty (it
 // exists when ssh was started from a shell, even though stdin is a pipe),
@@ -54,7 +54,7 @@ type noTerminalKey struct{}
 // WithoutTerminal returns a context in which no prompt uses the terminal.
 // Mid-session prompts must not: after authentication ssh has the terminal
 // in raw mode and reads it itself, so a prompt would race it for keystrokes
-// (credentials.md 5.7).
+// (docs/credentials.md 5.7).
 func WithoutTerminal(ctx context.Context) context.Context {
 	return context.WithValue(ctx, noTerminalKey{}, true)
 }
@@ -150,7 +150,7 @@ func (p Prompter) runAskpass(ctx context.Context, program, prompt string) (strin
 }
 
 // Process runs a command line that prints a one-time code (an mfa_process
-// such as "ykman oath accounts code …"; credentials.md 5.7) through the
+// such as "ykman oath accounts code …"; docs/credentials.md 5.7) through the
 // shell, with stdin null, no inherited AWS keys and stderr passed through,
 // and returns its trimmed output. It gives up after two minutes.
 func Process(ctx context.Context, command string) (string, error) {

@@ -1,6 +1,6 @@
 // Package agent is the fake SSM agent of fakeaws: one Port-plugin session of
 // amazon-ssm-agent, faithful to the real agent on the wire, quirks included
-// (protocol.md sections 4-12, fakeaws.md section 5).
+// (docs/protocol.md sections 4-12, docs/fakeaws.md section 5).
 //
 // It dials the fake Message Gateway Service over a real websocket, performs
 // the agent side of the handshake, runs its own reliability layer (head-only
@@ -28,7 +28,7 @@ import (
 )
 
 // Real-agent constants (amazon-ssm-agent agent/session/config and
-// agent/session/communicator; protocol.md sections 8.4, 8.6, 9.1, 10.1).
+// agent/session/communicator; docs/protocol.md sections 8.4, 8.6, 9.1, 10.1).
 const (
 	defaultAgentVersion       = "3.3.1142.0"
 	defaultHandshakeTimeout   = 15 * time.Second
@@ -50,7 +50,7 @@ const (
 var ErrSessionTerminated = errors.New("session is already terminated")
 
 // Quirks switches the real agent's quirks. The zero value is the real agent;
-// each field turns one quirk off or changes it (fakeaws.md section 5.3).
+// each field turns one quirk off or changes it (docs/fakeaws.md section 5.3).
 type Quirks struct {
 	// Unpaced drops the 1 ms sleep after each message the port pump sends.
 	// Payloads stay at most 1024 bytes either way.
@@ -107,7 +107,7 @@ type Config struct {
 	// Resolve resolves the host property (default net.DefaultResolver).
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	// DenyList holds addresses the agent refuses to forward to (default: the
-	// real agent's list, protocol.md section 12). Loopback is not denied.
+	// real agent's list, docs/protocol.md section 12). Loopback is not denied.
 	DenyList []netip.Addr
 	// DefaultHost is dialled when there is no host property (default "localhost").
 	DefaultHost string
@@ -144,7 +144,7 @@ type Stats struct {
 }
 
 // DefaultDenyList is the real agent's default list of addresses it never
-// forwards to (EC2 metadata, DNS, NTP and friends; protocol.md section 12).
+// forwards to (EC2 metadata, DNS, NTP and friends; docs/protocol.md section 12).
 func DefaultDenyList() []netip.Addr {
 	return []netip.Addr{
 		netip.MustParseAddr("169.254.169.254"),

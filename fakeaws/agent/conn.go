@@ -220,7 +220,7 @@ func (l *link) fail(op string, err error) {
 }
 
 // keepalive pings every PingInterval and enforces the agent's read deadline:
-// PongWait after each pong, PingInterval+PongWait at first (protocol.md
+// PongWait after each pong, PingInterval+PongWait at first (docs/protocol.md
 // 9.1). Expiry closes the socket; the reader's error then reconnects at once.
 // It is a clock timer rather than SetReadDeadline so that a fake clock
 // drives it too.

@@ -65,7 +65,7 @@ func (s *session) encodeFrame(msgType string, seq int64, flags uint64, pt wire.P
 }
 
 // appendAck appends to dst the acknowledge frame of one input_stream_data
-// message (protocol.md section 6): seq 0, Flags 3, PayloadType 0. The link's
+// message (docs/protocol.md section 6): seq 0, Flags 3, PayloadType 0. The link's
 // writer calls it with a reused buffer, so acks cost no allocation and their
 // encoding stays off the reader goroutine.
 func (s *session) appendAck(dst []byte, id uuid.UUID, seq int64) []byte {

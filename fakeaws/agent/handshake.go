@@ -32,7 +32,7 @@ type handshake struct {
 	clientVersion string
 }
 
-// performHandshake runs the agent side of protocol.md section 7 and then
+// performHandshake runs the agent side of docs/protocol.md section 7 and then
 // starts the Port plugin.
 func (s *session) performHandshake() error {
 	if d := s.q.HandshakeDelay; d > 0 {
@@ -137,7 +137,7 @@ func (s *session) handleHandshakeResponse(payload []byte) {
 	switch s.hs.state {
 	case hsWaiting:
 		// Handed over only after the ack is written (deliverHandshake), so
-		// the ack precedes HandshakeComplete on the wire (protocol.md 7.1).
+		// the ack precedes HandshakeComplete on the wire (docs/protocol.md 7.1).
 		s.hs.state = hsReceived
 		s.hsPending = append([]byte(nil), payload...)
 	case hsTimedOut:
@@ -225,7 +225,7 @@ func isDottedVersion(v string) bool {
 }
 
 // compareVersions compares dotted versions the way the agent does
-// (protocol.md section 11.2): components numerically where both are numeric,
+// (docs/protocol.md section 11.2): components numerically where both are numeric,
 // else as text; when all shared components are equal, fewer components is
 // smaller. It returns -1, 0 or +1. This is a deliberate agent quirk, kept
 // here rather than using wire.VersionGreater, which is the plugin's stricter

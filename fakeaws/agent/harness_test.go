@@ -406,7 +406,7 @@ func checkNoLeaks(t testing.TB) {
 }
 
 // doHandshake performs the client side of the handshake on l, checking every
-// agent frame against protocol.md section 7.1, and returns the
+// agent frame against docs/protocol.md section 7.1, and returns the
 // HandshakeRequest it received.
 func doHandshake(t testing.TB, l *leg) wire.HandshakeRequest {
 	t.Helper()

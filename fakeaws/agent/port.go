@@ -16,7 +16,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// Port plugin property names and values the agent reads (protocol.md 2.2).
+// Port plugin property names and values the agent reads (docs/protocol.md 2.2).
 const (
 	propPortNumber          = "portNumber"
 	propHost                = "host"
@@ -46,7 +46,7 @@ type portSession interface {
 }
 
 // newPortSession picks the Port plugin mode. The real agent runs mux mode for
-// type LocalPortForwarding when the client is at least 1.1.70 (protocol.md
+// type LocalPortForwarding when the client is at least 1.1.70 (docs/protocol.md
 // 11.1) and basic mode otherwise; mux mode is not implemented yet, so every
 // session runs in basic mode for now.
 func newPortSession(s *session) portSession {
@@ -68,7 +68,7 @@ type target struct {
 	resolveErr error
 }
 
-// resolve applies protocol.md section 12 before any dial: resolve the host
+// resolve applies docs/protocol.md section 12 before any dial: resolve the host
 // and refuse the session if any address is on the deny list. Loopback is
 // allowed. A failed resolution is not fatal here: every dial then fails with
 // "missing address".
@@ -133,7 +133,7 @@ type targetConn struct {
 	dropped atomic.Bool
 }
 
-// basicPort is the Port plugin's basic mode (protocol.md 11.3): the data
+// basicPort is the Port plugin's basic mode (docs/protocol.md 11.3): the data
 // channel carries the raw bytes of a single TCP connection.
 type basicPort struct {
 	s   *session

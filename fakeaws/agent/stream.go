@@ -11,7 +11,7 @@ import (
 )
 
 // RTT estimator constants, identical in the agent and the plugin
-// (protocol.md section 8.4).
+// (docs/protocol.md section 8.4).
 const (
 	initialRTO       = 200 * time.Millisecond
 	initialSRTT      = 100 * time.Millisecond
@@ -30,7 +30,7 @@ type outEntry struct {
 
 // outBuffer is the agent's outgoing message buffer: every sequenced message
 // stays in it, byte for byte, until the client acks exactly that sequence
-// number (acks are selective, protocol.md section 8.2).
+// number (acks are selective, docs/protocol.md section 8.2).
 //
 // Entries are kept in a slice indexed by seq-base, so an ack is O(1) and the
 // oldest unacked message is always ents[0]; acked entries ahead of the head
@@ -91,7 +91,7 @@ func (o *outBuffer) ack(seq int64, now time.Time) bool {
 }
 
 // sample updates SRTT, RTTVAR and RTO with one round-trip sample
-// (RFC 6298 style, constants of protocol.md section 8.4). o.mu must be held.
+// (RFC 6298 style, constants of docs/protocol.md section 8.4). o.mu must be held.
 func (o *outBuffer) sample(r time.Duration) {
 	rtt := float64(r)
 	o.rttvar = (1-rttBeta)*o.rttvar + rttBeta*math.Abs(o.srtt-rtt)
@@ -169,7 +169,7 @@ func (s *session) sendStream(pt wire.PayloadType, payload []byte) {
 	s.stats.DataMessagesOut.Add(1)
 	if s.paused.Load() {
 		// Paused: keep sequencing and buffering, write nothing; the resend
-		// tick delivers it once publication resumes (protocol.md 8.8).
+		// tick delivers it once publication resumes (docs/protocol.md 8.8).
 		return
 	}
 	s.write(outFrame{b: frame})
@@ -209,7 +209,7 @@ type inMsg struct {
 	payload []byte
 }
 
-// handleInput applies the agent's receive rules (protocol.md section 8.3) to
+// handleInput applies the agent's receive rules (docs/protocol.md section 8.3) to
 // one input_stream_data frame. It runs on the reader goroutine and processes
 // synchronously, so a blocked target write back-pressures the channel.
 func (s *session) handleInput(f *wire.Frame) {

@@ -37,7 +37,7 @@ func (p Principal) ARN(account string) string {
 
 // SessionIDPrefix is what Session Manager session ids of this principal start
 // with: the user name, the RoleSessionName, or the federated name. The
-// least-privilege session policy (credentials.md section 6) relies on it.
+// least-privilege session policy (docs/credentials.md section 6) relies on it.
 func (p Principal) SessionIDPrefix() string {
 	if p.Type == PrincipalAssumedRole {
 		return p.SessionName

@@ -46,7 +46,7 @@ func (e *APIError) Error() string {
 
 // coralTypes are the errors the AWS request-handling layer ("coral") raises
 // before a request reaches the service itself; real responses qualify them
-// with that framework's namespace rather than the service's (protocol.md 2.5
+// with that framework's namespace rather than the service's (docs/protocol.md 2.5
 // shows "com.amazon.coral.service#ExpiredTokenException").
 var coralTypes = map[string]string{
 	ErrMissingAuthenticationToken: "com.amazon.coral.service",
@@ -76,7 +76,7 @@ func qualifiedType(t string) string {
 // With QualifiedErrorTypes the type is namespace-qualified and the message key
 // is "Message", as some real endpoints answer, so the client's tolerant parsing
 // is exercised. No X-Amzn-ErrorType header is sent: the SDK would prefer it
-// to the body, and the body is what protocol.md 2.5 tells clients to key on.
+// to the body, and the body is what docs/protocol.md 2.5 tells clients to key on.
 // x-amzn-RequestId is set, and Date comes from the store's clock so the SDK's
 // clock-skew correction sees the fake's notion of time.
 func (s *Store) WriteJSONError(w http.ResponseWriter, e *APIError) {
@@ -108,7 +108,7 @@ func (s *Store) WriteJSONError(w http.ResponseWriter, e *APIError) {
 // itself uses for it in awsquery responses. STS predates the JSON services'
 // "...Exception" names: an expired token is "ExpiredToken", an unknown key
 // "InvalidClientTokenId", a bad signature "SignatureDoesNotMatch". The broker
-// branches on these (credentials.md 5.8), so the fake must speak them.
+// branches on these (docs/credentials.md 5.8), so the fake must speak them.
 func stsCode(e *APIError) (code string, status int) {
 	switch e.Type {
 	case ErrMissingAuthenticationToken:

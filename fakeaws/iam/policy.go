@@ -10,7 +10,7 @@ import (
 )
 
 // A small evaluator for inline session policies, enough to check the
-// least-privilege policy of credentials.md section 6 against the calls the
+// least-privilege policy of docs/credentials.md section 6 against the calls the
 // fake SSM and MGS see. It is deliberately not IAM: no policy variables, no
 // NotPrincipal, and only the one condition the fake can vouch for. Anything it
 // does not understand fails closed: an Allow with an unknown condition does

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// brokerPolicy is credentials.md section 6 with the placeholders filled in.
+// brokerPolicy is docs/credentials.md section 6 with the placeholders filled in.
 const brokerPolicy = `{
   "Version": "2012-10-17",
   "Statement": [

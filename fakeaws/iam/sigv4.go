@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// SigV4 verification, per fakeaws.md section 3. The fake recomputes every
+// SigV4 verification, per docs/fakeaws.md section 3. The fake recomputes every
 // signature from the secret it stores, so a client that signs with the wrong
 // key, region, service, clock, payload or header set fails here exactly as it
 // would at AWS, with AWS's error types.

@@ -66,7 +66,7 @@ func TestSDKSSMClientAccepted(t *testing.T) {
 	}
 }
 
-// TestSigV4Rows covers every row of the fakeaws.md section 3 table with
+// TestSigV4Rows covers every row of the docs/fakeaws.md section 3 table with
 // requests signed by the SDK's v4 signer and then altered.
 func TestSigV4Rows(t *testing.T) {
 	e := newEnv(t, Options{})

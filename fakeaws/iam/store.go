@@ -7,8 +7,8 @@
 // than against AWS: signatures are recomputed in full, expiry follows an
 // injectable clock, and the STS rules that bite in practice (role chaining,
 // MFA, session-policy size, SourceIdentity) are enforced with AWS's own error
-// codes and messages. See shared/docs/fakeaws.md sections 2, 3 and 9 and
-// credentials.md sections 2 and 6.
+// codes and messages. See docs/fakeaws.md sections 2, 3 and 9 and
+// docs/credentials.md sections 2 and 6.
 package iam
 
 import (
@@ -39,7 +39,7 @@ type Options struct {
 	CredTTL time.Duration
 	// ExpiredStatus is the HTTP status of ExpiredTokenException per operation
 	// name. Operations not listed get 403 for ResumeSession (SMP #136) and 400
-	// otherwise (fakeaws.md section 3).
+	// otherwise (docs/fakeaws.md section 3).
 	ExpiredStatus map[string]int
 	// QualifiedErrorTypes makes WriteJSONError namespace-qualify __type and
 	// use "Message" instead of "message".

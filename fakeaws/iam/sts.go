@@ -16,8 +16,8 @@ import (
 )
 
 // The STS awsquery API: GetSessionToken, AssumeRole, GetFederationToken and
-// GetCallerIdentity, with the rules of fakeaws.md section 2 and the facts of
-// credentials.md section 2.
+// GetCallerIdentity, with the rules of docs/fakeaws.md section 2 and the facts of
+// docs/credentials.md section 2.
 
 const (
 	maxSTSBody = 64 << 10
@@ -28,7 +28,7 @@ const (
 	// (see packedPolicySize).
 	packedARNUnits = 64
 	// chainedMax is the hard cap on a role session assumed with temporary
-	// credentials (credentials.md 2.2).
+	// credentials (docs/credentials.md 2.2).
 	chainedMax = 3600
 )
 

@@ -6,7 +6,7 @@ package awserr
 
 // refused are the codes with which a service refuses the caller's own
 // credentials, as opposed to the request: expired, unknown, deactivated or
-// badly signed (credentials.md 5.5, 5.8). STS (awsquery) and SSM (JSON 1.1)
+// badly signed (docs/credentials.md 5.5, 5.8). STS (awsquery) and SSM (JSON 1.1)
 // spell some of them differently, so both spellings are here.
 var refused = map[string]bool{
 	"ExpiredToken":                        true,

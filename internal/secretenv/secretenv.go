@@ -1,5 +1,5 @@
 // Package secretenv is the one place that knows which environment variables
-// carry secrets, and keeps them from child processes (credentials.md 5.9).
+// carry secrets, and keeps them from child processes (docs/credentials.md 5.9).
 //
 // ssmproxy's own secrets (the file keyring passphrase, the login key, a
 // one-time MFA code) leave the process environment once read (Take), so that
