@@ -15,6 +15,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 	"github.com/ssmproxy/ssmproxy/internal/lockfile"
+	"github.com/ssmproxy/ssmproxy/internal/testkit"
 	"github.com/ssmproxy/ssmproxy/keyring"
 	"github.com/ssmproxy/ssmproxy/prompt"
 	"github.com/ssmproxy/ssmproxy/ssm"
@@ -44,15 +45,7 @@ const (
 // brokerEnv is a clean AWS environment pointed at the fake.
 func brokerEnv(t *testing.T, ts *fakeaws.TestServer) {
 	t.Helper()
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-		broker.EnvMFAToken, broker.EnvMFAProcess, broker.EnvRoleARN, "SSH_ASKPASS", "AWS_CREDENTIAL_EXPIRATION"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_ENDPOINT_URL_STS", ts.URL())
+	testkit.CleanAWSEnv(t, ts.URL(), broker.EnvMFAToken, broker.EnvMFAProcess, broker.EnvRoleARN)
 }
 
 func testBroker(t *testing.T, ts *fakeaws.TestServer, mods ...func(*broker.Options)) *broker.Broker {

@@ -85,14 +85,8 @@ func TestCacheSharedAndInvalidate(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
 	e.login("default", "")
 	ctx := context.Background()
-	b1 := e.newBroker()
-	if err := b1.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	b2 := e.newBroker()
-	if err := b2.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b1 := e.preparedBroker()
+	b2 := e.preparedBroker()
 	c1, _ := b1.Retrieve(ctx)
 	c2, _ := b2.Retrieve(ctx)
 	if c1.AccessKeyID != c2.AccessKeyID || e.sts("AssumeRole") != 1 {
@@ -111,10 +105,7 @@ func TestCacheSharedAndInvalidate(t *testing.T) {
 		t.Fatalf("the cache file does not hold the new credentials: %v", err)
 	}
 	// A third process now reads the re-minted ones.
-	b3 := e.newBroker()
-	if err := b3.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b3 := e.preparedBroker()
 	if c, _ := b3.Retrieve(ctx); c.AccessKeyID != c3.AccessKeyID {
 		t.Fatal("third broker did not adopt the re-minted credentials")
 	}
@@ -310,14 +301,8 @@ func TestSessionNameReusedAcrossProcesses(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
 	e.exportCreds(aws.Credentials{AccessKeyID: e.ts.User.AccessKeyID, SecretAccessKey: e.ts.User.SecretAccessKey})
 	ctx := context.Background()
-	b1 := e.newBroker()
-	if err := b1.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	b2 := e.newBroker()
-	if err := b2.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
+	e.preparedBroker()
+	b2 := e.preparedBroker()
 	b2.Invalidate()
 	if _, err := b2.Retrieve(ctx); err != nil {
 		t.Fatal(err)

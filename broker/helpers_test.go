@@ -46,17 +46,7 @@ func newTestEnv(t *testing.T, o fakeaws.Options) *testEnv {
 	t.Helper()
 	ts := fakeaws.StartTest(t, o)
 	ts.IAM.AddRole(iam.Role{Name: testRole, MaxSession: 12 * time.Hour})
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-		"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", EnvCredentialExpiration, EnvRoleARN,
-		EnvMFAToken, EnvMFAProcess, EnvMFASessionDuration, EnvSourceIdentity, "SSH_ASKPASS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SSM",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_ENDPOINT_URL_STS", ts.URL())
+	testkit.CleanAWSEnv(t, ts.URL(), EnvRoleARN, EnvMFAToken, EnvMFAProcess, EnvMFASessionDuration, EnvSourceIdentity)
 	return &testEnv{t: t, ts: ts, cacheDir: filepath.Join(t.TempDir(), "creds"), lockDir: filepath.Join(t.TempDir(), "locks"),
 		persistent: keyring.NewMemory(), volatile: keyring.NewMemory(), notice: &rig.SyncBuffer{}, logs: &rig.SyncBuffer{},
 		roleARN: ts.IAM.RoleARN(testRole)}
@@ -109,6 +99,16 @@ func (e *testEnv) newBroker(mods ...func(*Options)) *Broker {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(b.Close)
+	return b
+}
+
+// preparedBroker is newBroker after a successful Prepare.
+func (e *testEnv) preparedBroker(mods ...func(*Options)) *Broker {
+	e.t.Helper()
+	b := e.newBroker(mods...)
+	if err := b.Prepare(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
 	return b
 }
 

@@ -31,7 +31,7 @@ const (
 	ActionDrop           = "drop"
 	ActionDuplicate      = "duplicate"
 	ActionDelay          = "delay"
-	ActionReorder        = "reorder"         // hold Window frames, release them reversed
+	ActionReorder        = "reorder"         // hold Window frames (at most reorderHoldMax), release them reversed
 	ActionCorruptPayload = "corrupt-payload" // flip a payload byte, keep the stale digest
 	ActionCorruptDigest  = "corrupt-digest"
 	ActionHeaderLength   = "header-length" // bump HeaderLength
@@ -210,14 +210,18 @@ func (d *dirFaults) apply(msg []byte, fi frameInfo, emit func([]byte)) {
 			h := append(d.held[r], msg)
 			if len(h) < r.Window {
 				d.held[r] = h
+				if len(h) == 1 {
+					// A stream that stops short of a full window would
+					// keep its tail forever, which no relay does: what is
+					// held goes out after reorderHoldMax at the latest.
+					time.AfterFunc(reorderHoldMax, func() { d.release(r, emit) })
+				}
 				d.mu.Unlock()
 				return
 			}
 			delete(d.held, r)
 			d.mu.Unlock()
-			for i := len(h) - 1; i >= 0; i-- {
-				emit(h[i])
-			}
+			emitReversed(h, emit)
 			return
 		default:
 			emit(corrupt(r.Action, msg))
@@ -225,6 +229,24 @@ func (d *dirFaults) apply(msg []byte, fi frameInfo, emit func([]byte)) {
 		}
 	}
 	emit(msg)
+}
+
+// reorderHoldMax bounds how long a reorder rule holds frames.
+const reorderHoldMax = 200 * time.Millisecond
+
+// release emits whatever r holds, reversed.
+func (d *dirFaults) release(r *FaultRule, emit func([]byte)) {
+	d.mu.Lock()
+	h := d.held[r]
+	delete(d.held, r)
+	d.mu.Unlock()
+	emitReversed(h, emit)
+}
+
+func emitReversed(h [][]byte, emit func([]byte)) {
+	for i := len(h) - 1; i >= 0; i-- {
+		emit(h[i])
+	}
 }
 
 // corrupt returns an altered copy of a frame.

@@ -52,6 +52,16 @@ func StartTest(t testing.TB, o Options) *TestServer {
 	return ts
 }
 
+// AddFaults installs rules in order, failing t on an invalid one.
+func (ts *TestServer) AddFaults(t testing.TB, rules ...*FaultRule) {
+	t.Helper()
+	for _, r := range rules {
+		if err := ts.AddFault(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // AWSConfig returns an aws.Config for c (default: the user key) in the
 // fake's region. Endpoints are per client: point each SDK client's
 // BaseEndpoint at URL(). The fake hands out endpoints and credentials, never

@@ -76,12 +76,6 @@ func (s *stats) apiCall(op string, status int) {
 	m[strconv.Itoa(status)]++
 }
 
-func (s *stats) sigv4Failure(t string) {
-	s.mu.Lock()
-	s.st.SigV4Failures[t]++
-	s.mu.Unlock()
-}
-
 func (s *stats) frame(d direction, fi frameInfo, n int, retransmit bool) {
 	c := &s.frames[d]
 	c.frames.Add(1)

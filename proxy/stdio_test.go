@@ -178,6 +178,13 @@ func returned(ch chan result) bool {
 	}
 }
 
+// openStdin is a stdin that stays open until the test ends.
+func openStdin(t *testing.T) io.Reader {
+	r, w := io.Pipe()
+	t.Cleanup(func() { w.Close() })
+	return r
+}
+
 var t0 = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 
 // TestStdioEOF: when stdin ends, every byte reaches the session, Stdio waits
@@ -256,8 +263,7 @@ func TestStdioSlowStdout(t *testing.T) {
 		clk := clock.NewFake(t0)
 		s := newStream()
 		out := &syncWriter{delay: time.Millisecond}
-		in, inW := io.Pipe() // stdin stays open
-		defer inW.Close()
+		in := openStdin(t)
 		ch := runStdio(context.Background(), s, in, out, clk)
 		s.feed(payload)
 		s.end(nil)
@@ -293,8 +299,7 @@ func TestStdioSessionFailure(t *testing.T) {
 	boom := errors.New("data channel lost")
 	clk := clock.NewFake(t0)
 	s := newStream()
-	in, inW := io.Pipe()
-	defer inW.Close()
+	in := openStdin(t)
 	ch := runStdio(context.Background(), s, in, &syncWriter{}, clk)
 	s.end(boom)
 	if err := wait(t, ch); !errors.Is(err, boom) {
@@ -307,8 +312,7 @@ func TestStdioSessionFailure(t *testing.T) {
 func TestStdioStdoutGone(t *testing.T) {
 	clk := clock.NewFake(t0)
 	s := newStream()
-	in, inW := io.Pipe()
-	defer inW.Close()
+	in := openStdin(t)
 	ch := runStdio(context.Background(), s, in, &syncWriter{fail: io.ErrClosedPipe}, clk)
 	s.feed([]byte("output nobody reads"))
 	if err := wait(t, ch); err != nil {
@@ -324,8 +328,7 @@ func TestStdioStdoutGone(t *testing.T) {
 func TestStdioCancel(t *testing.T) {
 	clk := clock.NewFake(t0)
 	s := newStream()
-	in, inW := io.Pipe()
-	defer inW.Close()
+	in := openStdin(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := runStdio(ctx, s, in, &syncWriter{}, clk)
 	cancel()

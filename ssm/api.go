@@ -142,9 +142,14 @@ const (
 	KindSessionGone             // the session does not exist any more
 )
 
+var kindNames = [...]string{"other", "target not connected", "access denied", "invalid document", "invalid request",
+	"credentials", "throttled", "server", "session gone"}
+
 func (k Kind) String() string {
-	return [...]string{"other", "target not connected", "access denied", "invalid document", "invalid request",
-		"credentials", "throttled", "server", "session gone"}[k]
+	if k < 0 || int(k) >= len(kindNames) {
+		return fmt.Sprintf("kind(%d)", int(k))
+	}
+	return kindNames[k]
 }
 
 // Retryable reports whether an error of this kind may succeed when retried

@@ -76,3 +76,14 @@ func TestStreamDefaultsFollowSetFields(t *testing.T) {
 		t.Fatalf("contradictory windows were changed or accepted: %+v", c)
 	}
 }
+
+// TestKindString: every Kind has a name, and an unknown one prints its
+// number instead of panicking.
+func TestKindString(t *testing.T) {
+	if KindSessionGone.String() != "session gone" || KindOther.String() != "other" {
+		t.Fatalf("names: %q %q", KindSessionGone, KindOther)
+	}
+	if got := Kind(42).String(); got != "kind(42)" {
+		t.Fatalf("Kind(42) = %q", got)
+	}
+}

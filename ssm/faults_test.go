@@ -110,7 +110,13 @@ func startSession(t *testing.T, ts *fakeaws.TestServer, port string, mod func(*s
 	if mod != nil {
 		mod(&c)
 	}
-	return ssm.Start(fakeaws.Ctx(t), c)
+	s, err := ssm.Start(fakeaws.Ctx(t), c)
+	if s != nil {
+		// Closed even when the test did not expect a session: a leaked one
+		// would keep the fake's connections open and hang the cleanup.
+		t.Cleanup(func() { s.Close() })
+	}
+	return s, err
 }
 
 func mustStart(t *testing.T, ts *fakeaws.TestServer, port string, mod func(*ssm.Config)) *ssm.Session {
@@ -119,7 +125,6 @@ func mustStart(t *testing.T, ts *fakeaws.TestServer, port string, mod func(*ssm.
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -235,14 +240,10 @@ func TestAckLossThenDataLoss(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
 	port := fakeaws.Listen(t, fakeaws.Echo)
 	s := mustStart(t, ts, port, nil)
-	for _, r := range []*fakeaws.FaultRule{
-		{Direction: "client_to_agent", MessageType: "acknowledge", Nth: 40, Action: fakeaws.ActionDrop},
-		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 45, Action: fakeaws.ActionDrop},
-	} {
-		if err := ts.AddFault(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ts.AddFaults(t,
+		&fakeaws.FaultRule{Direction: "client_to_agent", MessageType: "acknowledge", Nth: 40, Action: fakeaws.ActionDrop},
+		&fakeaws.FaultRule{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 45, Action: fakeaws.ActionDrop},
+	)
 	echoTransfer(t, s, 1<<20, nil)
 	if d := s.Stats().Receiver.Duplicates; d == 0 {
 		t.Fatal("expected the agent to resend a duplicate that must be re-acked")
@@ -256,17 +257,13 @@ func TestCorruptionAndGarbage(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
 	port := fakeaws.Listen(t, fakeaws.Echo)
 	s := mustStart(t, ts, port, nil)
-	for _, r := range []*fakeaws.FaultRule{
-		{Direction: "agent_to_client", MessageType: "output_stream_data", Every: 101, Action: fakeaws.ActionCorruptPayload},
-		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 50, Action: fakeaws.ActionHeaderLength},
-		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 60, Action: fakeaws.ActionTruncate},
-		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 70, Action: fakeaws.ActionGarbleType},
-		{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 80, Action: fakeaws.ActionCorruptDigest},
-	} {
-		if err := ts.AddFault(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ts.AddFaults(t,
+		&fakeaws.FaultRule{Direction: "agent_to_client", MessageType: "output_stream_data", Every: 101, Action: fakeaws.ActionCorruptPayload},
+		&fakeaws.FaultRule{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 50, Action: fakeaws.ActionHeaderLength},
+		&fakeaws.FaultRule{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 60, Action: fakeaws.ActionTruncate},
+		&fakeaws.FaultRule{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 70, Action: fakeaws.ActionGarbleType},
+		&fakeaws.FaultRule{Direction: "agent_to_client", MessageType: "output_stream_data", Nth: 80, Action: fakeaws.ActionCorruptDigest},
+	)
 	n := 0
 	echoTransfer(t, s, 2<<20, func() {
 		n++
@@ -285,7 +282,8 @@ func TestBadInput(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{})
 	ts.AddTarget(fakeaws.Target{ID: "i-0aaaaaaaaaaaaaaa0", Connected: false})
 	port := fakeaws.Listen(t, fakeaws.Echo)
-	kind := func(err error) ssm.Kind {
+	kind := func(t *testing.T, err error) ssm.Kind {
+		t.Helper()
 		var ae *ssm.APIError
 		if !errors.As(err, &ae) {
 			t.Fatalf("not an APIError: %v", err)
@@ -294,13 +292,13 @@ func TestBadInput(t *testing.T) {
 	}
 	t.Run("unknown target", func(t *testing.T) {
 		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.Target = "i-0bbbbbbbbbbbbbbb0" })
-		if kind(err) != ssm.KindTargetNotConnected {
+		if kind(t, err) != ssm.KindTargetNotConnected {
 			t.Fatal(err)
 		}
 	})
 	t.Run("agent offline", func(t *testing.T) {
 		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.Target = "i-0aaaaaaaaaaaaaaa0" })
-		if kind(err) != ssm.KindTargetNotConnected {
+		if kind(t, err) != ssm.KindTargetNotConnected {
 			t.Fatal(err)
 		}
 		want := "instance is not connected to Session Manager: is the agent running and does the instance have the SSM role?"
@@ -310,13 +308,13 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("unknown document", func(t *testing.T) {
 		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.DocumentName = "No-Such-Document" })
-		if kind(err) != ssm.KindInvalidDocument {
+		if kind(t, err) != ssm.KindInvalidDocument {
 			t.Fatal(err)
 		}
 	})
 	t.Run("bad parameter", func(t *testing.T) {
 		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.Parameters = map[string][]string{"portNumber": {"99999"}} })
-		if kind(err) != ssm.KindInvalidRequest {
+		if kind(t, err) != ssm.KindInvalidRequest {
 			t.Fatal(err)
 		}
 	})
@@ -332,7 +330,7 @@ func TestBadInput(t *testing.T) {
 		bad.SecretAccessKey = "x" + bad.SecretAccessKey[1:]
 		cfg := ts.AWSConfig(&bad)
 		_, err := startSession(t, ts, port, func(c *ssm.Config) { c.AWS = fakeAWS(ts, cfg) })
-		if kind(err) != ssm.KindCredentials {
+		if kind(t, err) != ssm.KindCredentials {
 			t.Fatal(err)
 		}
 	})

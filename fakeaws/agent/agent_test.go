@@ -13,6 +13,19 @@ import (
 )
 
 // testSession bundles what most tests need.
+// waitTerminating fails t unless the agent's next state is Terminating.
+func (s *testSession) waitTerminating(t *testing.T) {
+	t.Helper()
+	select {
+	case st := <-s.l.states:
+		if st != "Terminating" {
+			t.Fatalf("state %q", st)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Terminating state")
+	}
+}
+
 type testSession struct {
 	m   *mgs
 	tgt *tcpTarget
@@ -82,14 +95,7 @@ func TestHandshakeWireFormat(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "Unable to connect to specified port: ") {
 		t.Fatalf("Run = %v", err)
 	}
-	select {
-	case st := <-s.l.states:
-		if st != "Terminating" {
-			t.Fatalf("state %q", st)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no Terminating state")
-	}
+	s.waitTerminating(t)
 }
 
 func TestHandshakeQuirks(t *testing.T) {
@@ -251,14 +257,7 @@ func TestTargetEOFEndsSession(t *testing.T) {
 	if string(p.received()) != "last words" {
 		t.Fatalf("received %q", p.received())
 	}
-	select {
-	case st := <-s.l.states:
-		if st != "Terminating" {
-			t.Fatalf("state %q", st)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no Terminating state")
-	}
+	s.waitTerminating(t)
 	select {
 	case <-s.l.done: // the agent closed its leg
 	case <-time.After(5 * time.Second):

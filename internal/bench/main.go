@@ -344,6 +344,16 @@ func (f *firstWriteTimer) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// sshCommand runs remote on host through ssh with the given config,
+// collecting ssh's stderr for error messages.
+func sshCommand(env []string, conf, host, remote string) (*exec.Cmd, *strings.Builder) {
+	cmd := exec.Command("ssh", "-F", conf, host, remote)
+	cmd.Env = env
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	return cmd, stderr
+}
+
 // upload pipes size bytes of file into `cat > /dev/null` on the host and
 // returns MB/s from the first byte ssh accepted to ssh's exit.
 func upload(env []string, conf, host, file string, size int64) (float64, error) {
@@ -352,14 +362,11 @@ func upload(env []string, conf, host, file string, size int64) (float64, error) 
 		return 0, err
 	}
 	defer src.Close()
-	cmd := exec.Command("ssh", "-F", conf, host, "cat > /dev/null")
-	cmd.Env = env
+	cmd, stderr := sshCommand(env, conf, host, "cat > /dev/null")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return 0, err
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
@@ -385,14 +392,11 @@ func upload(env []string, conf, host, file string, size int64) (float64, error) 
 // download reads file from the host with cat and returns MB/s from the
 // first byte received to the last.
 func download(env []string, conf, host, file string, size int64) (float64, error) {
-	cmd := exec.Command("ssh", "-F", conf, host, "cat "+file)
-	cmd.Env = env
+	cmd, stderr := sshCommand(env, conf, host, "cat "+file)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
