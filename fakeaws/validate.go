@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,8 +57,8 @@ type validator struct {
 	inHash        []uint64 // input seq -> hash of the first transmission
 	inIDs         map[uuid.UUID]int64
 	resends       map[int64][]time.Time
-	inUnacked     map[int64]bool
-	outIDs        []uuid.UUID // output seq -> MessageId delivered to the client
+	inUnacked     map[int64]wire.PayloadType // client messages not acked yet, by payload type
+	outIDs        []uuid.UUID                // output seq -> MessageId delivered to the client
 	outDelivered  map[int64]time.Time
 	handshakeSeq  int64 // seq of the HandshakeComplete delivered, -1 before
 	handshakeAckd bool
@@ -67,7 +70,7 @@ type validator struct {
 
 func newValidator(s *Server, session string) *validator {
 	return &validator{srv: s, session: session, requestIDs: map[string]bool{}, inIDs: map[uuid.UUID]int64{},
-		resends: map[int64][]time.Time{}, inUnacked: map[int64]bool{}, outDelivered: map[int64]time.Time{},
+		resends: map[int64][]time.Time{}, inUnacked: map[int64]wire.PayloadType{}, outDelivered: map[int64]time.Time{},
 		handshakeSeq: -1, terminateSeen: map[string]bool{}}
 }
 
@@ -241,7 +244,7 @@ func (v *validator) inputData(b []byte, seq int64, id uuid.UUID, pt wire.Payload
 		v.violation(sevError, "message-id-reused", fmt.Sprintf("seq %d reuses the MessageId of seq %d", seq, prev))
 	}
 	v.inIDs[id] = seq
-	v.inUnacked[seq] = true
+	v.inUnacked[seq] = pt
 	if pt == wire.PayloadHandshakeResponse {
 		v.handshakeResponse(payload)
 	}
@@ -416,6 +419,12 @@ func (v *validator) finish() {
 	v.finished = true
 	v.checkAcksLocked()
 	if len(v.terminateSeen) > 0 && len(v.inUnacked) > 0 {
-		v.violation(sevError, "terminate-with-unacked-data", fmt.Sprintf("the client terminated with %d unacked messages", len(v.inUnacked)))
+		seqs := slices.Sorted(maps.Keys(v.inUnacked))
+		desc := make([]string, 0, 8)
+		for _, seq := range seqs[:min(len(seqs), 8)] {
+			desc = append(desc, fmt.Sprintf("%d (payload type %d)", seq, v.inUnacked[seq]))
+		}
+		v.violation(sevError, "terminate-with-unacked-data", fmt.Sprintf("the client terminated with %d unacked messages (%s, of %d sent; terminated by %v)",
+			len(seqs), strings.Join(desc, ", "), len(v.inHash), slices.Sorted(maps.Keys(v.terminateSeen))))
 	}
 }

@@ -187,7 +187,7 @@ func (s *Session) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		chunk := p[:min(len(p), wire.MaxPayload)]
 		if err := s.send.enqueue(s.ctx, wire.PayloadOutput, chunk); err != nil {
-			if s.ctx.Err() != nil {
+			if s.ctx.Err() != nil || errors.Is(err, errSealed) {
 				return n, s.writeErr()
 			}
 			return n, err
@@ -255,6 +255,10 @@ func (s *Session) Close() error {
 	peer := s.peerClosed
 	s.mu.Unlock()
 
+	// Writes racing with Close (ssh's last bytes after it closed our
+	// stdout) are refused from here on: after the flag the agent would
+	// discard them unacked.
+	s.send.seal()
 	if !ended {
 		// Basic mode understands the flag from agent 2.3.722.0 on. Skip it
 		// when the agent is not acking (the window may be full and the flag

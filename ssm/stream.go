@@ -142,6 +142,7 @@ type sender struct {
 	paused    bool
 	lastProbe time.Time
 	closed    error
+	sealed    bool          // no more Output: the session is closing
 	space     chan struct{} // closed and replaced when the window opens
 	hint      time.Time     // no retransmission is due before this
 
@@ -177,6 +178,10 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 			err := s.closed
 			s.mu.Unlock()
 			return err
+		}
+		if s.sealed && pt == wire.PayloadOutput {
+			s.mu.Unlock()
+			return errSealed
 		}
 		if s.live < int(s.cwnd) && (s.bytes+len(payload) <= s.cfg.MaxWindowBytes || s.live == 0) &&
 			s.next-s.base < int64(s.cfg.MaxSpan) {
@@ -440,6 +445,23 @@ func (s *sender) changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.space
+}
+
+// errSealed refuses Output after seal.
+var errSealed = errors.New("stream sealed: the session is closing")
+
+// seal refuses every later Output, including writes waiting for window
+// room, while control messages (the TerminateSession flag) still go out.
+// Closing seals first, so that nothing the agent would discard follows
+// the flag (docs/protocol.md 14, item 11).
+func (s *sender) seal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.sealed {
+		s.sealed = true
+		close(s.space)
+		s.space = make(chan struct{})
+	}
 }
 
 func (s *sender) close(err error) {

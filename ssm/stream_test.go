@@ -2,6 +2,7 @@ package ssm
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -110,6 +111,43 @@ func TestSenderWindowBlocksAndNeverEvicts(t *testing.T) {
 	}
 	if err := s.enqueue(context.Background(), wire.PayloadOutput, nil); err == nil {
 		t.Fatal("an empty payload must be refused")
+	}
+}
+
+// TestSenderSeal: once sealed (the session is closing), Output is refused,
+// also for a writer already waiting for window room, while the
+// TerminateSession flag still goes out after everything sent before.
+func TestSenderSeal(t *testing.T) {
+	s, clk := newTestSender(t, StreamConfig{InitialWindow: 2, MinWindow: 2, MaxWindow: 2})
+	for i := 0; i < 2; i++ {
+		if err := s.enqueue(context.Background(), wire.PayloadOutput, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- s.enqueue(context.Background(), wire.PayloadOutput, []byte{2}) }()
+	s.seal()
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, errSealed) {
+			t.Fatalf("the waiting writer got %v, want errSealed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting writer was not released by seal")
+	}
+	if err := s.enqueue(context.Background(), wire.PayloadOutput, []byte{3}); !errors.Is(err, errSealed) {
+		t.Fatalf("Output after seal: %v, want errSealed", err)
+	}
+	s.due(clk.Now(), 10)
+	s.ack(0)
+	s.ack(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.enqueue(ctx, wire.PayloadFlag, wire.EncodeFlag(wire.FlagTerminateSession)); err != nil {
+		t.Fatalf("the flag after seal: %v", err)
+	}
+	if n, _ := s.pending(); n != 1 {
+		t.Fatalf("pending %d, want only the flag", n)
 	}
 }
 
