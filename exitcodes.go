@@ -38,8 +38,9 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 // It looks at types only (errors.As/errors.Is through every wrapper), never
 // at error text. The order matters where types nest: the broker's failures
 // come first because ssm wraps them when a resume needed credentials, and
-// the commands' catch-all credential wrappers come last so that the more
-// specific causes inside them keep their own codes.
+// the commands' catch-all credential wrappers come after every specific
+// cause so that those keep their own codes; a wrapped cancellation stays a
+// credentials failure, as before (setupFailure does not wrap a bare one).
 func exitCode(err error) int {
 	var (
 		ue  usageError
@@ -87,10 +88,10 @@ func exitCode(err error) int {
 		return exitAPIRefused
 	case errors.As(err, &he):
 		return exitChannelLost
-	case errors.Is(err, context.Canceled):
-		return exitOK
 	case errors.As(err, &cre), errors.As(err, &le):
 		return exitCredentials
+	case errors.Is(err, context.Canceled):
+		return exitOK
 	}
 	return exitInternal
 }

@@ -174,5 +174,9 @@ func setupFailure(err error) error {
 	if errors.As(err, &se) {
 		return se
 	}
+	if errors.Is(err, context.Canceled) {
+		// Stopped, not refused: not a credentials failure.
+		return err
+	}
 	return &credsError{err}
 }

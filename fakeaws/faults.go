@@ -173,10 +173,13 @@ type dirFaults struct {
 	dir     direction
 	mu      sync.Mutex
 	held    map[*FaultRule][][]byte
+	// windows counts each rule's windows, so that a release timer armed for
+	// a window that has since filled and gone out leaves the next one be.
+	windows map[*FaultRule]int
 }
 
 func (e *faultEngine) forDirection(session string, dir direction) *dirFaults {
-	return &dirFaults{e: e, session: session, dir: dir, held: map[*FaultRule][][]byte{}}
+	return &dirFaults{e: e, session: session, dir: dir, held: map[*FaultRule][][]byte{}, windows: map[*FaultRule]int{}}
 }
 
 // apply runs msg through the rules and emits what comes out (nothing,
@@ -214,12 +217,14 @@ func (d *dirFaults) apply(msg []byte, fi frameInfo, emit func([]byte)) {
 					// A stream that stops short of a full window would
 					// keep its tail forever, which no relay does: what is
 					// held goes out after reorderHoldMax at the latest.
-					time.AfterFunc(reorderHoldMax, func() { d.release(r, emit) })
+					w := d.windows[r]
+					time.AfterFunc(reorderHoldMax, func() { d.release(r, w, emit) })
 				}
 				d.mu.Unlock()
 				return
 			}
 			delete(d.held, r)
+			d.windows[r]++
 			d.mu.Unlock()
 			emitReversed(h, emit)
 			return
@@ -234,11 +239,17 @@ func (d *dirFaults) apply(msg []byte, fi frameInfo, emit func([]byte)) {
 // reorderHoldMax bounds how long a reorder rule holds frames.
 const reorderHoldMax = 200 * time.Millisecond
 
-// release emits whatever r holds, reversed.
-func (d *dirFaults) release(r *FaultRule, emit func([]byte)) {
+// release emits, reversed, what r holds of window w, unless that window
+// already went out full.
+func (d *dirFaults) release(r *FaultRule, w int, emit func([]byte)) {
 	d.mu.Lock()
+	if d.windows[r] != w {
+		d.mu.Unlock()
+		return
+	}
 	h := d.held[r]
 	delete(d.held, r)
+	d.windows[r]++
 	d.mu.Unlock()
 	emitReversed(h, emit)
 }

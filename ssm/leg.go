@@ -47,7 +47,10 @@ type legOutbox interface {
 	nextDue() time.Time
 }
 
-// legConfig are the timings of a leg.
+// legConfig are the timings of a leg. Pings run on the injected clock (a
+// test steps them), the read deadline on the wall clock (the kernel times
+// the socket): a test that freezes a fake clock with a ping interval below
+// a third of its wall-clock run sees idle legs die of the read deadline.
 type legConfig struct {
 	pingInterval time.Duration
 	// readTimeout: a leg that has read nothing (not even a pong) this long

@@ -16,7 +16,10 @@ func (s *Session) supervise() {
 			healthy, err = s.runLeg(l)
 			s.legDied = s.clk.Now()
 		}
-		if s.isEnded() {
+		if s.isEnded() || s.terminating.Load() {
+			// Ended, or ending: after the TerminateSession flag the service
+			// closes the session, and a ResumeSession would only race its
+			// channel_closed. Close calls TerminateSession itself.
 			return
 		}
 		s.log.Info("data channel lost; resuming", "reason", err)

@@ -47,7 +47,10 @@ type Session struct {
 	ended       bool
 	peerClosed  bool   // channel_closed received
 	closeReason string // channel_closed Output
-	closing     bool   // Close in progress: no reconnects
+	closing     bool   // Close in progress
+	// terminating: the TerminateSession flag is out; the agent ends the
+	// session on it, so a leg lost now is not resumed.
+	terminating atomic.Bool
 
 	legDied       time.Time // when the last leg died (supervisor only)
 	reconnects    atomic.Int64
@@ -265,6 +268,7 @@ func (s *Session) Close() error {
 		// would wait for room); the API call ends the session either way.
 		if s.Drain(s.cfg.DrainTimeout) && wire.VersionGreater(s.AgentVersion(), "2.3.722.0") {
 			ctx, cancel := context.WithTimeout(s.ctx, time.Second)
+			s.terminating.Store(true)
 			if err := s.sendFlag(ctx, wire.FlagTerminateSession); err == nil {
 				s.Drain(time.Second)
 			}
