@@ -255,8 +255,14 @@ func TestLegPingOnClock(t *testing.T) {
 	if p.seen("ping:") != 0 {
 		t.Fatal("pinged before the interval")
 	}
+	now := time.Unix(0, 0)
 	for i := 1; i <= 3; i++ {
+		// The next ping is armed (the writer re-arms it after each ping).
+		if !clk.WaitForNext(now.Add(20*time.Second), 5*time.Second) {
+			t.Fatalf("ping %d was never armed", i)
+		}
 		clk.Advance(20 * time.Second)
+		now = now.Add(20 * time.Second)
 		waitUntil(t, "a ping", func() bool { return p.seen("ping:keepalive") == i })
 	}
 	p.mu.Lock()
