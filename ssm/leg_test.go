@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
@@ -170,14 +171,12 @@ func (p *peer) send(t *testing.T, mt int, b []byte) {
 	}
 }
 
+// waitUntil fails t unless cond holds within 5 s (polled by the fake's
+// own WaitFor).
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !fakeaws.WaitFor(5*time.Second, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }
 
