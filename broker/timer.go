@@ -25,6 +25,13 @@ func (b *Broker) Start() error {
 	if b.started {
 		return nil
 	}
+	// A wake left by Prepare's adoption is stale: run reads the state
+	// afresh anyway, and consuming it later would re-arm a timer that was
+	// already right.
+	select {
+	case <-b.wake:
+	default:
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.stop, b.done, b.started = cancel, make(chan struct{}), true
 	go b.run(ctx)
