@@ -56,6 +56,12 @@ const (
 	recentAcks  = 8192
 )
 
+// maxQueuedAcks bounds the acks waiting for a writer (docs/protocol.md
+// 8.6). A peer that floods us with messages while it reads nothing (so our
+// writer is stuck) would otherwise grow the queue without end; a message
+// that arrives while it is full is dropped unacked, and the peer resends it.
+const maxQueuedAcks = 8192
+
 // acks is the session's ack machinery: the queue the legs write from and
 // the ring of recent acks.
 type acks struct {
@@ -84,15 +90,31 @@ func (a *acks) ack(seq int64, id uuid.UUID) bool {
 	if err != nil {
 		return false
 	}
-	a.push(f)
+	if !a.push(f) {
+		putAckBuf(f)
+		return false
+	}
 	a.record(seq, id, now)
 	return true
 }
 
-func (a *acks) push(frame []byte) {
+// full reports whether the queue is at maxQueuedAcks: the message that
+// would need the next ack is better not accepted at all.
+func (a *acks) full() bool {
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.queue) >= maxQueuedAcks
+}
+
+// push queues frame unless the queue is full.
+func (a *acks) push(frame []byte) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.queue) >= maxQueuedAcks {
+		return false
+	}
 	a.queue = append(a.queue, frame)
-	a.mu.Unlock()
+	return true
 }
 
 // take returns the queued frames and empties the queue.
@@ -144,8 +166,8 @@ func (a *acks) reack(legDied time.Time) int {
 	recs := a.since(legDied.Add(-reackWindow))
 	now := a.clk.Now()
 	for _, rec := range recs {
-		if f, err := ackFrame(rec.seq, rec.id, now); err == nil {
-			a.push(f)
+		if f, err := ackFrame(rec.seq, rec.id, now); err == nil && !a.push(f) {
+			putAckBuf(f)
 		}
 	}
 	return len(recs)

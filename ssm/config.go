@@ -75,8 +75,12 @@ type Config struct {
 	ResumeBudget     time.Duration // default DefaultResumeBudget
 	DrainTimeout     time.Duration // default DefaultDrainTimeout
 	Stream           StreamConfig
-	MaxOutOfOrder    int // default DefaultMaxOutOfOrder
-	DeliveryBuffer   int // bytes; default DefaultDeliveryBuffer
+	MaxOutOfOrder    int // messages; default DefaultMaxOutOfOrder
+	// MaxOutOfOrderBytes bounds the payload bytes held ahead of a gap
+	// (docs/protocol.md 8.6); default DefaultMaxOutOfOrderBytes. It must
+	// hold at least one message of MaxStreamPayload.
+	MaxOutOfOrderBytes int
+	DeliveryBuffer     int // bytes; default DefaultDeliveryBuffer
 
 	// Clock times everything the session schedules; Jitter returns a
 	// number in [0, 1) for reconnect backoff. Tests inject both.
@@ -117,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxOutOfOrder == 0 {
 		c.MaxOutOfOrder = DefaultMaxOutOfOrder
+	}
+	if c.MaxOutOfOrderBytes == 0 {
+		c.MaxOutOfOrderBytes = DefaultMaxOutOfOrderBytes
 	}
 	if c.DeliveryBuffer == 0 {
 		c.DeliveryBuffer = DefaultDeliveryBuffer
@@ -164,6 +171,11 @@ func (c Config) Verify() error {
 	}
 	if c.MaxOutOfOrder <= 0 {
 		bad("out-of-order buffer of %d messages", c.MaxOutOfOrder)
+	}
+	if c.MaxOutOfOrderBytes < MaxStreamPayload {
+		// A message the buffer could never hold would stall the stream
+		// whenever it arrives ahead of a gap.
+		bad("out-of-order buffer of %d bytes is smaller than the largest accepted payload (%d)", c.MaxOutOfOrderBytes, MaxStreamPayload)
 	}
 	if c.DeliveryBuffer < wire.MaxFrameSize {
 		// The ring takes whole messages: one larger than the ring would

@@ -64,8 +64,24 @@ func (s *Session) dropMessage(messageType, size int) {
 	s.log.Debug("dropping a non-binary websocket message", "type", messageType, "len", size)
 }
 
+// handleStreamData applies the receive rules (docs/protocol.md 8.3) to one
+// output_stream_data frame and acks what they accept. Whatever the peer
+// sends, what it can make us hold stays bounded (8.6): a message that needs
+// an ack while the ack queue is full is not taken at all, and the receiver
+// refuses oversize payloads, numbers far ahead and what does not fit.
 func (s *Session) handleStreamData(f *wire.Frame) {
+	if s.acks.full() {
+		return
+	}
 	v := s.recv.receive(f.SequenceNumber, f.PayloadType, f.Payload)
+	if v == verdictOversize {
+		// Once per session: a hostile peer could otherwise flood the log.
+		if s.oversizeWarned.CompareAndSwap(false, true) {
+			s.log.Warn("dropping stream messages with oversize payloads (no ack)",
+				"seq", f.SequenceNumber, "len", len(f.Payload), "max", MaxStreamPayload)
+		}
+		return
+	}
 	if v == verdictDrop || !s.acks.ack(f.SequenceNumber, f.MessageID) {
 		return
 	}

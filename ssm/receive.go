@@ -6,10 +6,28 @@ import (
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// DefaultMaxOutOfOrder bounds the messages held ahead of a gap. Beyond it,
-// new out-of-order messages are dropped without an ack and the agent resends
-// them later.
-const DefaultMaxOutOfOrder = 4096
+// Receive bounds (docs/protocol.md 8.3 and 8.6). A peer can make the client
+// hold only what these allow, whatever it sends: the agent's own buffers are
+// far larger, but it never needs them towards one client.
+const (
+	// DefaultMaxOutOfOrder bounds the messages held ahead of a gap. Beyond
+	// it, new out-of-order messages are dropped without an ack and the agent
+	// resends them later.
+	DefaultMaxOutOfOrder = 4096
+	// DefaultMaxOutOfOrderBytes bounds the payload bytes held ahead of a gap
+	// (or held while the session is not ready), with the same rule: beyond
+	// it, no ack. The count bound alone would let 4096 large messages pin a
+	// gigabyte.
+	DefaultMaxOutOfOrderBytes = 4 << 20
+	// MaxStreamPayload is the largest incoming stream payload accepted. The
+	// agent cuts data at 1024 bytes and its JSON payloads are small; a larger
+	// payload is dropped without an ack.
+	MaxStreamPayload = 16 << 10
+	// MaxSeqAhead: a sequence number more than this past the next expected
+	// one is ignored (no ack, nothing stored). A real agent's messages that
+	// far ahead would need thousands of unacked messages in flight.
+	MaxSeqAhead = 4096
+)
 
 // inMsg is a received stream message held until its turn.
 type inMsg struct {
@@ -21,10 +39,17 @@ type inMsg struct {
 type verdict int
 
 const (
-	verdictDrop      verdict = iota // no ack: invalid, buffer full, or not ready
+	verdictDrop      verdict = iota // no ack: buffer full, too far ahead, or not ready
 	verdictAck                      // ack it (new or duplicate)
 	verdictDuplicate                // already delivered: re-ack it
+	verdictOversize                 // payload over MaxStreamPayload: no ack
 )
+
+// receiverLimits bound what a receiver holds (docs/protocol.md 8.6).
+type receiverLimits struct {
+	messages int // out-of-order (and not-ready) messages held
+	bytes    int // their payload bytes
+}
 
 // receiver is the incoming half of the reliable stream (docs/protocol.md 8.3):
 // in-order delivery, selective acks for buffered out-of-order messages, and a
@@ -33,20 +58,43 @@ type receiver struct {
 	mu       sync.Mutex
 	expected int64
 	ooo      map[int64]inMsg
-	maxOOO   int
+	held     int // payload bytes in ooo
+	limits   receiverLimits
 	// deliver hands an in-order message to the session. It returns false when
 	// the session is not ready for it; the message is then neither acked nor
 	// consumed, and the sender's retransmission brings it again.
 	deliver func(pt wire.PayloadType, payload []byte) bool
 
 	duplicates, outOfOrder, notReady int64
+	// Refusals: payload too large, sequence number too far ahead, no room.
+	oversize, tooFarAhead, full int64
 }
 
-func newReceiver(maxOOO int, deliver func(wire.PayloadType, []byte) bool) *receiver {
-	if maxOOO <= 0 {
-		maxOOO = DefaultMaxOutOfOrder
+func newReceiver(limits receiverLimits, deliver func(wire.PayloadType, []byte) bool) *receiver {
+	if limits.messages <= 0 {
+		limits.messages = DefaultMaxOutOfOrder
 	}
-	return &receiver{ooo: make(map[int64]inMsg), maxOOO: maxOOO, deliver: deliver}
+	if limits.bytes <= 0 {
+		limits.bytes = DefaultMaxOutOfOrderBytes
+	}
+	return &receiver{ooo: make(map[int64]inMsg), limits: limits, deliver: deliver}
+}
+
+// roomFor reports whether a message of n payload bytes may be held; r.mu
+// must be held.
+func (r *receiver) roomFor(n int) bool {
+	if len(r.ooo) >= r.limits.messages || r.held+n > r.limits.bytes {
+		r.full++
+		return false
+	}
+	return true
+}
+
+// holdLocked stores a copy of the message; r.mu must be held and roomFor
+// must have said yes.
+func (r *receiver) holdLocked(seq int64, pt wire.PayloadType, payload []byte) {
+	r.ooo[seq] = inMsg{payloadType: pt, payload: append([]byte(nil), payload...)}
+	r.held += len(payload)
 }
 
 // receive applies the receive rules to one message. payload is not retained
@@ -56,6 +104,12 @@ func newReceiver(maxOOO int, deliver func(wire.PayloadType, []byte) bool) *recei
 func (r *receiver) receive(seq int64, pt wire.PayloadType, payload []byte) verdict {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(payload) > MaxStreamPayload {
+		// Checked first: an oversize message is never acked, whatever its
+		// number, so a peer cannot learn that one got through.
+		r.oversize++
+		return verdictOversize
+	}
 	// A buffered message the session was not ready for earlier gets another
 	// chance first, so the stream cannot stall on it.
 	r.drainLocked()
@@ -63,17 +117,20 @@ func (r *receiver) receive(seq int64, pt wire.PayloadType, payload []byte) verdi
 	case seq < r.expected:
 		r.duplicates++
 		return verdictDuplicate
+	case seq > r.expected+MaxSeqAhead:
+		r.tooFarAhead++
+		return verdictDrop
 	case seq > r.expected:
 		if _, ok := r.ooo[seq]; ok {
 			// A repeat of a buffered message: re-ack, keep one copy.
 			r.duplicates++
 			return verdictDuplicate
 		}
-		if len(r.ooo) >= r.maxOOO {
+		if !r.roomFor(len(payload)) {
 			return verdictDrop
 		}
 		r.outOfOrder++
-		r.ooo[seq] = inMsg{payloadType: pt, payload: append([]byte(nil), payload...)}
+		r.holdLocked(seq, pt, payload)
 		return verdictAck
 	}
 	if _, ok := r.ooo[seq]; ok {
@@ -86,10 +143,10 @@ func (r *receiver) receive(seq int64, pt wire.PayloadType, payload []byte) verdi
 		// Hold it like an out-of-order message while there is room, so the
 		// agent need not resend it; drain delivers it when the session can
 		// take it. With no room: no ack, and the agent resends.
-		if len(r.ooo) >= r.maxOOO {
+		if !r.roomFor(len(payload)) {
 			return verdictDrop
 		}
-		r.ooo[seq] = inMsg{payloadType: pt, payload: append([]byte(nil), payload...)}
+		r.holdLocked(seq, pt, payload)
 		return verdictAck
 	}
 	r.expected++
@@ -119,6 +176,7 @@ func (r *receiver) drainLocked() {
 			return
 		}
 		delete(r.ooo, r.expected)
+		r.held -= len(m.payload)
 		r.expected++
 	}
 }
@@ -126,12 +184,18 @@ func (r *receiver) drainLocked() {
 // ReceiverStats is a snapshot of the incoming stream.
 type ReceiverStats struct {
 	Expected                         int64
-	Buffered                         int
+	Buffered                         int // messages held
+	BufferedBytes                    int // their payload bytes
 	Duplicates, OutOfOrder, NotReady int64
+	// Dropped without an ack: payload over MaxStreamPayload, sequence
+	// number over MaxSeqAhead past the expected one, no room to hold it.
+	Oversize, TooFarAhead, Full int64
 }
 
 func (r *receiver) stats() ReceiverStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return ReceiverStats{Expected: r.expected, Buffered: len(r.ooo), Duplicates: r.duplicates, OutOfOrder: r.outOfOrder, NotReady: r.notReady}
+	return ReceiverStats{Expected: r.expected, Buffered: len(r.ooo), BufferedBytes: r.held,
+		Duplicates: r.duplicates, OutOfOrder: r.outOfOrder, NotReady: r.notReady,
+		Oversize: r.oversize, TooFarAhead: r.tooFarAhead, Full: r.full}
 }

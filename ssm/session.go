@@ -55,7 +55,9 @@ type Session struct {
 	legDied       time.Time // when the last leg died (supervisor only)
 	reconnects    atomic.Int64
 	invalidFrames atomic.Int64
-	bytesOut      atomic.Int64
+	// oversizeWarned: the one warning about oversize payloads is out.
+	oversizeWarned atomic.Bool
+	bytesOut       atomic.Int64
 }
 
 // Start calls StartSession, opens the data channel and completes the
@@ -123,7 +125,7 @@ func newSession(cfg Config, api API, info SessionInfo) *Session {
 		done: make(chan struct{}),
 	}
 	s.out = newOutbox(s.acks, s.send)
-	s.recv = newReceiver(cfg.MaxOutOfOrder, s.deliver)
+	s.recv = newReceiver(receiverLimits{messages: cfg.MaxOutOfOrder, bytes: cfg.MaxOutOfOrderBytes}, s.deliver)
 	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, in: s, out: s.out}
 	return s
 }

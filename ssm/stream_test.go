@@ -237,7 +237,7 @@ func TestPausedSendsOnlyProbes(t *testing.T) {
 func TestReceiverRules(t *testing.T) {
 	var delivered []byte
 	ready := true
-	r := newReceiver(3, func(pt wire.PayloadType, p []byte) bool {
+	r := newReceiver(receiverLimits{messages: 3}, func(pt wire.PayloadType, p []byte) bool {
 		if !ready {
 			return false
 		}
@@ -286,7 +286,7 @@ func TestReceiverRules(t *testing.T) {
 		t.Fatalf("after drain: %q expected %d", delivered, r.stats().Expected)
 	}
 	// Not ready with a full buffer means no ack.
-	r2 := newReceiver(1, func(wire.PayloadType, []byte) bool { return false })
+	r2 := newReceiver(receiverLimits{messages: 1}, func(wire.PayloadType, []byte) bool { return false })
 	r2.receive(1, wire.PayloadOutput, []byte("x"))
 	if got := r2.receive(0, wire.PayloadOutput, []byte("y")); got != verdictDrop {
 		t.Fatalf("not ready, no room: %v", got)

@@ -1,0 +1,83 @@
+package ssm_test
+
+import (
+	"bytes"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
+)
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestHostilePeerFloodStaysBounded: a peer on a real websocket floods the
+// client with out-of-order messages of the largest accepted size, oversize
+// payloads and numbers far beyond the window. What the client holds stays
+// within its configured bound (docs/protocol.md 8.6), measured as heap
+// growth after garbage collection, and the stream still delivers once the
+// gap is filled.
+func TestHostilePeerFloodStaysBounded(t *testing.T) {
+	const limit = 2 << 20
+	p := newScriptedPeer(t)
+	s, l := startWithPeer(t, p, func(c *ssm.Config) { c.MaxOutOfOrderBytes = limit })
+	base := heapInUse()
+
+	// The agent's next message is seq 2; the flood leaves that gap open.
+	// Oversize payloads first, then the largest accepted size at the same
+	// numbers and beyond, as many as the message bound allows.
+	oversize := bytes.Repeat([]byte{'O'}, 200<<10)
+	for seq := int64(3); seq < 3+256; seq++ {
+		l.send(seq, wire.PayloadOutput, oversize)
+	}
+	full := bytes.Repeat([]byte{'F'}, ssm.MaxStreamPayload)
+	for seq := int64(3); seq < 3+ssm.DefaultMaxOutOfOrder; seq++ {
+		l.send(seq, wire.PayloadOutput, full)
+	}
+	for i := int64(1); i <= 64; i++ {
+		l.send(1_000_000*i, wire.PayloadOutput, full)
+	}
+	// A duplicate of an old message is always re-acked: once its ack is
+	// back, the client has processed everything sent before it.
+	marker := l.send(1, wire.PayloadHandshakeComplete, []byte("{}"))
+	if !l.waitAcked(marker, 30*time.Second) {
+		t.Fatalf("the client never re-acked the marker: %+v", s.Stats().Receiver)
+	}
+	after := heapInUse()
+	growth := int64(after) - int64(base)
+	st := s.Stats().Receiver
+	t.Logf("heap growth under the flood: %+.1f MiB (limit %d MiB); receiver %+v", float64(growth)/(1<<20), limit>>20, st)
+	if bound := int64(limit + 4<<20); growth > bound {
+		t.Fatalf("heap grew by %d bytes under the flood, bound %d", growth, bound)
+	}
+	if st.BufferedBytes > limit || st.Oversize == 0 || st.TooFarAhead == 0 || st.Full == 0 {
+		t.Fatalf("receiver stats: %+v", st)
+	}
+
+	// The stream is intact: fill the gap, and what was held is delivered in
+	// order, the held 16 KiB messages behind it.
+	l.send(2, wire.PayloadOutput, []byte("gap"))
+	got := make([]byte, 3+int(st.Buffered)*ssm.MaxStreamPayload)
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(s, got); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("held data never delivered: %+v", s.Stats().Receiver)
+	}
+	if string(got[:3]) != "gap" || got[3] != 'F' || got[len(got)-1] != 'F' {
+		t.Fatalf("delivered %q…%q", got[:4], got[len(got)-1:])
+	}
+}
