@@ -23,6 +23,9 @@ type handshake struct {
 	readyOnce sync.Once
 	version   atomic.Value                          // the agent's version, a string
 	pending   atomic.Pointer[wire.HandshakeRequest] // parsed by deliver, answered once its ack is queued
+	// requested: a HandshakeRequest was taken. Only the first is ever
+	// answered (docs/protocol.md 7.1).
+	requested atomic.Bool
 
 	mu      sync.Mutex
 	refusal error // we refused the handshake: the session's end reason
@@ -46,7 +49,18 @@ func (h *handshake) isReady() bool {
 }
 
 // request parses a HandshakeRequest and holds it until its ack is queued.
+// A later one (a new sequence number: a resend of the first is a duplicate
+// the receiver re-acks without delivering) is acked like any message and
+// otherwise ignored, with a warning. The real agent sends exactly one;
+// answering another would take a slot of the send window, and the reader
+// that answers must never wait for one: with the window full of data the
+// agent has not acked, only the reader can bring the acks that free it
+// (docs/protocol.md 7.1).
 func (h *handshake) request(p []byte) error {
+	if h.requested.Swap(true) {
+		h.log.Warn("ignoring a repeated HandshakeRequest from the agent", "ready", h.isReady())
+		return nil
+	}
 	var req wire.HandshakeRequest
 	if err := json.Unmarshal(p, &req); err != nil {
 		return &HandshakeRefusedError{SessionID: h.sessionID, What: "malformed handshake request: " + err.Error()}

@@ -81,3 +81,39 @@ func TestHostilePeerFloodStaysBounded(t *testing.T) {
 		t.Fatalf("delivered %q…%q", got[:4], got[len(got)-1:])
 	}
 }
+
+// TestRepeatedHandshakeRequestNeverBlocksReader: a HandshakeRequest at a
+// new sequence number after the handshake is acked and ignored
+// (docs/protocol.md 7.1). It must never block the websocket reader: here
+// the client's send window is full (the peer acks none of its data), so
+// answering it the way the first one was answered would wait for window
+// space that only the reader could bring.
+func TestRepeatedHandshakeRequestNeverBlocksReader(t *testing.T) {
+	p := newScriptedPeer(t)
+	// The peer never acks the data: Close need not wait for it long.
+	s, l := startWithPeer(t, p, func(c *ssm.Config) { c.DrainTimeout = 100 * time.Millisecond })
+	go func() { _, _ = s.Write(make([]byte, 256<<10)) }()
+	// Wait until the window is full: the initial window is 64 messages.
+	for i := 0; i < ssm.DefaultInitialWindow; i++ {
+		l.input()
+	}
+	again := l.send(2, wire.PayloadHandshakeRequest, handshakeRequest(t))
+	l.send(3, wire.PayloadOutput, []byte("after"))
+	got := make([]byte, 5)
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(s, got); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil || string(got) != "after" {
+			t.Fatalf("read %q, %v", got, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("data after a second HandshakeRequest never arrived: %+v", s.Stats().Receiver)
+	}
+	if !l.waitAcked(again, 5*time.Second) {
+		t.Fatal("the second HandshakeRequest was not acked")
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("session failed: %v", err)
+	}
+}
