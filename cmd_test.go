@@ -111,6 +111,10 @@ func TestSetupFailureExitCodes(t *testing.T) {
 	if code := exitCode(setupFailure(lockErr)); code != exitInternal {
 		t.Errorf("lock timeout: exit %d, want %d", code, exitInternal)
 	}
+	// A refused StreamUrl, from Start or from a resume.
+	if code := exitCode(fmt.Errorf("start: %w", &ssm.StreamURLError{SessionID: "s", Reason: "foreign host"})); code != exitChannelLost {
+		t.Errorf("refused StreamUrl: exit %d, want %d", code, exitChannelLost)
+	}
 	// The same classes through ssm (a resume that needed credentials).
 	for want, inner := range map[int]error{
 		exitAccessDenied: &broker.AccessDeniedError{Op: "AssumeRole r", Code: "AccessDenied"},

@@ -62,7 +62,8 @@ Exit codes:
   5  the instance is not connected to Session Manager
   6  the service refused the request (unknown document, bad parameters, ...)
   7  the data channel was lost and could not be resumed, or never completed its handshake;
-     or AWS (STS) could not be reached
+     or AWS (STS) could not be reached; or the service returned a StreamUrl outside its own
+     domain (or the endpoint override's host); the session is then terminated
   8  the service ended the session while disconnected (idle timeout, terminated)
   1  unexpected internal error, or gave up waiting for another ssmproxy process's
      credentials lock; 128+N when stopped by signal N

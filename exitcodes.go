@@ -22,7 +22,7 @@ const (
 	exitAccessDenied = 4 // IAM denied the call
 	exitNotConnected = 5 // the instance's agent is not connected
 	exitAPIRefused   = 6 // the service refused the request (document, parameters, ...)
-	exitChannelLost  = 7 // the data channel was lost and could not be resumed, or never came up
+	exitChannelLost  = 7 // the data channel was lost and could not be resumed, or never came up; or the service's StreamUrl was refused
 	exitSessionEnded = 8 // the service ended the session while we were away (idle timeout, terminated)
 	exitSignalBase   = 128
 )
@@ -54,6 +54,7 @@ func exitCode(err error) int {
 		ae  *ssm.APIError
 		hr  *ssm.HandshakeRefusedError
 		he  *ssm.HandshakeError
+		su  *ssm.StreamURLError
 		cre *credsError
 		le  *loginError
 	)
@@ -73,6 +74,10 @@ func exitCode(err error) int {
 		return exitInternal
 	case errors.As(err, &se):
 		return exitSessionEnded
+	case errors.As(err, &su):
+		// The service pointed the data channel somewhere it must not go
+		// (docs/protocol.md 3.1): a protocol failure.
+		return exitChannelLost
 	case errors.As(err, &re):
 		// A resume that ended on refused credentials is a credentials problem.
 		if errors.As(re.Last, &ae) && ae.Kind == ssm.KindCredentials || errors.As(re.Last, &ce) {

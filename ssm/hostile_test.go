@@ -2,6 +2,8 @@ package ssm_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"runtime"
 	"testing"
@@ -115,5 +117,46 @@ func TestRepeatedHandshakeRequestNeverBlocksReader(t *testing.T) {
 	}
 	if err := s.Err(); err != nil {
 		t.Fatalf("session failed: %v", err)
+	}
+}
+
+// TestStartRefusesForeignStreamURL: a StartSession answer whose StreamUrl
+// points the token at another host is refused with a StreamURLError,
+// nothing is dialled, and the session is terminated (docs/protocol.md 3.1).
+// The same holds for a ResumeSession answer.
+func TestStartRefusesForeignStreamURL(t *testing.T) {
+	p := newScriptedPeer(t)
+	p.streamURL = "wss://ssmmessages.us-east-1.amazonaws.com.evil.example/v1/data-channel/" + peerSessionID
+	_, err := ssm.Start(context.Background(), ssm.Config{Target: "i-0123456789abcdef0", AWS: p.awsConfig(),
+		Parameters: map[string][]string{"portNumber": {"22"}}})
+	var se *ssm.StreamURLError
+	if !errors.As(err, &se) || se.SessionID != peerSessionID {
+		t.Fatalf("Start: %v, want a StreamURLError for the session", err)
+	}
+	if n := p.terminates.Load(); n != 1 {
+		t.Fatalf("TerminateSession calls: %d, want 1", n)
+	}
+	select {
+	case <-p.legs:
+		t.Fatal("the foreign StreamUrl was dialled")
+	default:
+	}
+
+	// On resume: the first leg is ours, the resumed one would be foreign.
+	p = newScriptedPeer(t)
+	p.resumeURL = "wss://evil.example/v1/data-channel/" + peerSessionID
+	s, l := startWithPeer(t, p, nil)
+	l.ws.Close()
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session did not end on a foreign resume StreamUrl")
+	}
+	if !errors.As(s.Err(), &se) {
+		t.Fatalf("session error %v, want a StreamURLError", s.Err())
+	}
+	s.Close()
+	if n := p.terminates.Load(); n != 1 {
+		t.Fatalf("TerminateSession calls after the refused resume: %d, want 1", n)
 	}
 }

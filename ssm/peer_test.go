@@ -31,7 +31,9 @@ type scriptedPeer struct {
 	srv *httptest.Server
 	// streamURL, if set, is the StreamUrl StartSession returns instead of
 	// this server's own data channel URL.
-	streamURL  string
+	streamURL string
+	// resumeURL, if set, is the StreamUrl ResumeSession returns.
+	resumeURL  string
 	legs       chan *peerLeg
 	terminates atomic.Int32
 }
@@ -61,6 +63,9 @@ func (p *scriptedPeer) serve(w http.ResponseWriter, r *http.Request) {
 	switch op {
 	case "StartSession", "ResumeSession":
 		u := p.streamURL
+		if op == "ResumeSession" && p.resumeURL != "" {
+			u = p.resumeURL
+		}
 		if u == "" {
 			u = "ws" + strings.TrimPrefix(p.srv.URL, "http") + "/v1/data-channel/" + peerSessionID + "?role=publish_subscribe"
 		}

@@ -22,6 +22,7 @@ type resumer struct {
 	log  *slog.Logger
 	ctx  context.Context // the session's: done when the session ends
 	info SessionInfo     // the latest StreamUrl and token
+	urls streamURLPolicy // which StreamUrls may be dialled (docs/protocol.md 3.1)
 	in   legHandler
 	out  legOutbox
 }
@@ -111,6 +112,11 @@ func (r *resumer) resume(rs *resumeState) (*leg, error) {
 			}
 			if info.StreamURL == "" {
 				info.StreamURL = r.info.StreamURL
+			}
+			if err := r.urls.checkInfo(SessionInfo{SessionID: r.info.SessionID, StreamURL: info.StreamURL}); err != nil {
+				// Final: the service itself points the token elsewhere.
+				// Close calls TerminateSession.
+				return nil, err
 			}
 			r.info.TokenValue, r.info.StreamURL = info.TokenValue, info.StreamURL
 			l, derr := r.dial()

@@ -3,6 +3,7 @@ package ssm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -69,9 +70,13 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	if err := cfg.Verify(); err != nil {
 		return nil, err
 	}
+	urls, err := newStreamURLPolicy(cfg.AWS)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
 	api := NewAPI(cfg.AWS)
 	var info SessionInfo
-	err := withCredentialRetry(ctx, cfg.AWS.Credentials, cfg.Log, func(ctx context.Context) (err error) {
+	err = withCredentialRetry(ctx, cfg.AWS.Credentials, cfg.Log, func(ctx context.Context) (err error) {
 		callCtx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 		defer cancel()
 		info, err = api.StartSession(callCtx, StartInput{
@@ -82,7 +87,14 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newSession(cfg, api, info)
+	if err := urls.checkInfo(info); err != nil {
+		// The session exists on the service's side: end it there rather
+		// than leave it to the idle timeout (docs/protocol.md 3.1).
+		cfg.Log.Warn("refusing the StreamUrl; terminating the session", "err", err)
+		terminate(api, cfg, info.SessionID)
+		return nil, err
+	}
+	s := newSession(cfg, api, info, urls)
 	s.log.Info("session started", "target", cfg.Target, "document", cfg.DocumentName)
 	s.wg.Add(2)
 	go s.supervise()
@@ -112,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	return nil, err
 }
 
-func newSession(cfg Config, api API, info SessionInfo) *Session {
+func newSession(cfg Config, api API, info SessionInfo, urls streamURLPolicy) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := cfg.Log.With("session", info.SessionID)
 	s := &Session{
@@ -126,7 +138,7 @@ func newSession(cfg Config, api API, info SessionInfo) *Session {
 	}
 	s.out = newOutbox(s.acks, s.send)
 	s.recv = newReceiver(receiverLimits{messages: cfg.MaxOutOfOrder, bytes: cfg.MaxOutOfOrderBytes}, s.deliver)
-	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, in: s, out: s.out}
+	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, urls: urls, in: s, out: s.out}
 	return s
 }
 
@@ -286,13 +298,18 @@ func (s *Session) Close() error {
 }
 
 // terminateAPI calls TerminateSession with credentials fetched now.
-func (s *Session) terminateAPI() {
+func (s *Session) terminateAPI() { terminate(s.api, s.cfg, s.info.SessionID) }
+
+// terminate calls TerminateSession for id, bounded, with credentials
+// fetched now; a failure is only logged (the service's idle timeout ends
+// the session anyway).
+func terminate(api API, cfg Config, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := withCredentialRetry(ctx, s.cfg.AWS.Credentials, s.log, func(ctx context.Context) error {
-		return s.api.TerminateSession(ctx, s.info.SessionID)
+	if err := withCredentialRetry(ctx, cfg.AWS.Credentials, cfg.Log, func(ctx context.Context) error {
+		return api.TerminateSession(ctx, id)
 	}); err != nil {
-		s.log.Warn("terminate session failed", "err", err)
+		cfg.Log.Warn("terminate session failed", "session", id, "err", err)
 	}
 }
 
