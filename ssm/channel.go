@@ -146,8 +146,68 @@ type dialConfig struct {
 	Sign          bool
 	Credentials   aws.CredentialsProvider
 	Region        string
-	TLSConfig     *tls.Config
+	Transport     dialTransport
 	Timeout       time.Duration
+}
+
+// dialTransport is what the websocket dial shares with the SDK's HTTP
+// client (docs/protocol.md 3.1): its TLS settings, where a custom CA bundle
+// (AWS_CA_BUNDLE, the profile's ca_bundle) lands as RootCAs, and its proxy
+// function (HTTPS_PROXY / NO_PROXY as the SDK's transport resolves them).
+// A corporate TLS-inspecting proxy that the API calls get through must not
+// stop the data channel.
+type dialTransport struct {
+	TLS   *tls.Config                           // nil: Go's defaults (system roots)
+	Proxy func(*http.Request) (*url.URL, error) // nil: no proxy
+}
+
+// sdkDialTransport takes the TLS settings and proxy function of the SDK
+// client's transport, looking through wrappers that expose the client they
+// wrap (Unwrap, as internal/awsconf's loopback rule does). explicit, if
+// set (Config.TLSConfig), replaces the TLS settings. A client whose
+// transport cannot be seen (a custom one) gives Go's TLS defaults and the
+// environment's proxy.
+func sdkDialTransport(c aws.HTTPClient, explicit *tls.Config) dialTransport {
+	dt := dialTransport{Proxy: http.ProxyFromEnvironment}
+	if tr := transportOf(c); tr != nil {
+		dt.Proxy = tr.Proxy
+		if tr.TLSClientConfig != nil {
+			dt.TLS = tr.TLSClientConfig.Clone()
+		}
+	}
+	if explicit != nil {
+		dt.TLS = explicit.Clone()
+	}
+	if dt.TLS != nil {
+		// The HTTP transport may offer h2; a websocket upgrade is
+		// HTTP/1.1 only.
+		dt.TLS.NextProtos = nil
+	}
+	return dt
+}
+
+// transportOf finds the *http.Transport behind an SDK HTTP client, or nil.
+func transportOf(c aws.HTTPClient) *http.Transport {
+	for range 8 {
+		switch v := c.(type) {
+		case nil:
+			return nil
+		case interface{ GetTransport() *http.Transport }: // awshttp.BuildableClient
+			return v.GetTransport()
+		case *http.Client:
+			if v.Transport == nil {
+				tr, _ := http.DefaultTransport.(*http.Transport)
+				return tr
+			}
+			tr, _ := v.Transport.(*http.Transport)
+			return tr
+		case interface{ Unwrap() aws.HTTPClient }:
+			c = v.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 // dialChannel opens the websocket to a StreamUrl and sends the opening frame
@@ -160,11 +220,11 @@ func dialChannel(ctx context.Context, streamURL, token string, dc dialConfig) (*
 	var bc *batchConn
 	nd := &net.Dialer{Timeout: dc.Timeout, KeepAlive: 15 * time.Second}
 	d := websocket.Dialer{
-		Proxy:            http.ProxyFromEnvironment,
+		Proxy:            dc.Transport.Proxy,
 		HandshakeTimeout: dc.Timeout,
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  16 << 10,
-		TLSClientConfig:  dc.TLSConfig,
+		TLSClientConfig:  dc.Transport.TLS,
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := nd.DialContext(ctx, network, addr)
 			if err != nil {

@@ -64,7 +64,10 @@ type Config struct {
 	AWS aws.Config
 	// SignDial signs every websocket upgrade with SigV4 (off by default: the
 	// token alone is accepted, docs/protocol.md 14, item 6).
-	SignDial  bool
+	SignDial bool
+	// TLSConfig, if set, replaces the TLS settings of the websocket dial,
+	// which are otherwise those of AWS.HTTPClient's transport (its CA
+	// bundle), as is its proxy (docs/protocol.md 3.1).
 	TLSConfig *tls.Config
 
 	ClientVersion    string        // default DefaultClientVersion

@@ -23,8 +23,10 @@ type resumer struct {
 	ctx  context.Context // the session's: done when the session ends
 	info SessionInfo     // the latest StreamUrl and token
 	urls streamURLPolicy // which StreamUrls may be dialled (docs/protocol.md 3.1)
-	in   legHandler
-	out  legOutbox
+	// transport: the SDK client's TLS settings and proxy, for every dial.
+	transport dialTransport
+	in        legHandler
+	out       legOutbox
 }
 
 // resumeState carries the resume budget and backoff across legs that die
@@ -69,7 +71,7 @@ func (r *resumer) dial() (*leg, error) {
 	ws, bc, err := dialChannel(ctx, r.info.StreamURL, r.info.TokenValue, dialConfig{
 		ClientID: r.cfg.ClientID, ClientVersion: r.cfg.ClientVersion,
 		Sign: r.cfg.SignDial, Credentials: r.cfg.AWS.Credentials, Region: r.cfg.AWS.Region,
-		TLSConfig: r.cfg.TLSConfig, Timeout: apiCallTimeout,
+		Transport: r.transport, Timeout: apiCallTimeout,
 	})
 	if err != nil {
 		return nil, err

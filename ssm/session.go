@@ -138,7 +138,8 @@ func newSession(cfg Config, api API, info SessionInfo, urls streamURLPolicy) *Se
 	}
 	s.out = newOutbox(s.acks, s.send)
 	s.recv = newReceiver(receiverLimits{messages: cfg.MaxOutOfOrder, bytes: cfg.MaxOutOfOrderBytes}, s.deliver)
-	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, urls: urls, in: s, out: s.out}
+	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, urls: urls,
+		transport: sdkDialTransport(cfg.AWS.HTTPClient, cfg.TLSConfig), in: s, out: s.out}
 	return s
 }
 

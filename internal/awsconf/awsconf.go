@@ -107,6 +107,10 @@ func (c loopbackOnlyHTTP) Do(req *http.Request) (*http.Response, error) {
 	return c.next.Do(req)
 }
 
+// Unwrap returns the wrapped client: the websocket dial takes its TLS
+// settings and proxy from the SDK transport behind it.
+func (c loopbackOnlyHTTP) Unwrap() aws.HTTPClient { return c.next }
+
 func checkScheme(u *url.URL) error {
 	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
 		return fmt.Errorf("refusing plain-HTTP endpoint %s: only loopback endpoints may skip TLS", u.Host)
