@@ -31,6 +31,8 @@ When stdin ends, ssmproxy waits (up to 5 s) until everything sent has been
 acknowledged, passes on the instance's output until it has been quiet for
 1 s (at most 10 s), then terminates the session and exits 0. When the
 instance closes the connection, it writes out everything received and exits 0.
+When stdout is closed by its reader (ssh exited), it terminates the session
+and exits 0 as well.
 
 Credentials come from ssmproxy's credential broker: it mints short-lived
 credentials scoped to this instance, this document and your own sessions
@@ -55,7 +57,8 @@ Flags:
                            plain http:// endpoints are accepted only on loopback
 
 Exit codes:
-  0  success: stdin ended and the session was closed, or the instance closed it
+  0  success: stdin ended or stdout was closed and the session was terminated,
+     or the instance closed it
   2  usage error, or a credential setting that cannot work (role ARN, durations)
   3  credentials missing, refused or expired
   4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)

@@ -57,6 +57,7 @@ func run(args []string) int {
 	// full environment (the keyring's pass backend, the SDK's default
 	// credential_process runner).
 	secretenv.Take(secretenv.Own...)
+	defer survivePipe()()
 	ctx, stop := signalContext()
 	defer stop()
 	defer startCPUProfile()()
@@ -145,6 +146,21 @@ func signalContext() (context.Context, func()) {
 		}
 	}()
 	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+// survivePipe makes a write to a closed stdout or stderr fail with EPIPE
+// instead of killing the process: Go's runtime exits on SIGPIPE from fd 1
+// or 2 (status 141, no TerminateSession) unless SIGPIPE is notified
+// (os/signal, "SIGPIPE"). When ssh closes the read end of our stdout, the
+// data path then takes its normal close: TerminateSession, exit 0, as for
+// stdin EOF (docs/protocol.md 9.3). The signal is notified, not ignored,
+// so that child processes (credential_process) start with the default
+// disposition. Nobody reads the channel: a pending signal is enough, later
+// ones are dropped.
+func survivePipe() func() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGPIPE)
+	return func() { signal.Stop(ch) }
 }
 
 func caughtSignal(ctx context.Context) int {

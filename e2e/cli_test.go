@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/rand"
 	"io"
+	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -137,5 +139,73 @@ func TestCLISignal(t *testing.T) {
 	}
 	if n := f.stats().API["TerminateSession"]["200"]; n != 1 {
 		t.Fatalf("TerminateSession calls %d", n)
+	}
+}
+
+// TestCLIStdoutClosed: when ssh closes the read end of ssmproxy's stdout
+// while the target's data flows, the write fails (EPIPE) instead of
+// SIGPIPE killing the process: the session is terminated and the exit
+// code is 0, as for stdin EOF (docs/protocol.md 9.3).
+func TestCLIStdoutClosed(t *testing.T) {
+	f := startFake(t)
+	// A target that sends until the connection goes away, or the test
+	// ends: a fake whose client died keeps the agent's connection open,
+	// and a write blocked on it must not hang the listener's cleanup.
+	stop := make(chan struct{})
+	port := fakeaws.Listen(t, func(c net.Conn) {
+		go func() { <-stop; c.Close() }()
+		buf := bytes.Repeat([]byte("x"), 16<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // runs before the listener's cleanup
+	cmd := exec.Command(ssmproxyBin, "connect", target, port)
+	cmd.Env = f.environ()
+	stdin, err := cmd.StdinPipe() // held open: only stdout closes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = outW
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outW.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Nothing below may hang: past the deadline the process is killed,
+	// which also ends a read of its stdout.
+	deadline := time.AfterFunc(90*time.Second, func() { _ = cmd.Process.Kill() })
+	defer deadline.Stop()
+	// Data flows, then the reader goes away.
+	if _, err := io.ReadFull(outR, make([]byte, 64<<10)); err != nil {
+		_ = cmd.Process.Kill()
+		t.Fatalf("no data on stdout: %v; stderr %q", err, errb.String())
+	}
+	outR.Close()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("ssmproxy did not exit within 60 s after its stdout closed; stderr %q", errb.String())
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("killed by %v; stderr %q", ws.Signal(), errb.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d, want 0; stderr %q", code, errb.String())
+	}
+	if !fakeaws.WaitFor(10*time.Second, func() bool { return f.stats().API["TerminateSession"]["200"] == 1 }) {
+		t.Fatalf("TerminateSession calls: %v", f.stats().API["TerminateSession"])
 	}
 }
