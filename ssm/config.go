@@ -151,6 +151,9 @@ func (c Config) Verify() error {
 	}
 	if c.AWS.Region == "" {
 		bad("no region in the AWS config")
+	} else if !regionName.MatchString(c.AWS.Region) {
+		// The region names the StreamUrl host (docs/protocol.md 3.1).
+		bad("region %q is not a region name", c.AWS.Region)
 	}
 	if c.AWS.Credentials == nil {
 		bad("no credentials provider in the AWS config")

@@ -32,6 +32,7 @@ func TestConfigVerify(t *testing.T) {
 	}{
 		{"no target", func(c *Config) { c.Target = "" }, "no target"},
 		{"no region", func(c *Config) { c.AWS.Region = "" }, "no region"},
+		{"region with a domain", func(c *Config) { c.AWS.Region = "us-east-1.evil.example" }, "not a region name"},
 		{"no credentials", func(c *Config) { c.AWS.Credentials = nil }, "no credentials"},
 		{"old client version", func(c *Config) { c.ClientVersion = "1.2.0.0" }, "client version"},
 		{"negative budget", func(c *Config) { c.ResumeBudget = -time.Second }, "resume budget"},
