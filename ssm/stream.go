@@ -26,9 +26,6 @@ const (
 	DefaultMaxRTO = time.Second
 	// maxBackoff bounds the per-message exponential backoff of Karn's rule.
 	maxBackoff = 8 * time.Second
-	// pausedProbeInterval: while MGS says the peer leg is away, only the oldest
-	// unacked message is resent, this often, to learn whether the path is back.
-	pausedProbeInterval = 3 * time.Second
 )
 
 // Flow-control defaults (docs/protocol.md section 14, item 3). The window stays far
@@ -153,6 +150,7 @@ type sender struct {
 	retransmits int64
 	sentNew     int64
 	timeouts    int64
+	probes      int64
 }
 
 func newSender(cfg StreamConfig, clk clock.Clock, messageType string) *sender {
@@ -219,22 +217,15 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 
 // due returns frames to transmit now, oldest first: every message whose
 // retransmission timer expired, then messages never sent. At most max frames
-// are returned. While paused it returns only a periodic probe of the oldest
-// unacked message.
+// are returned. While paused it returns at most one probe per probe
+// interval (probe, pause.go).
 func (s *sender) due(now time.Time, max int) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out [][]byte
 	if s.paused {
-		if len(s.q) > 0 && s.live > 0 && now.Sub(s.lastProbe) >= pausedProbeInterval {
-			for _, m := range s.q {
-				if !m.acked && m.sends > 0 {
-					s.lastProbe = now
-					s.transmit(m, now)
-					out = append(out, m.frame)
-					break
-				}
-			}
+		if f := s.probe(now); f != nil {
+			out = append(out, f)
 		}
 		return out
 	}
@@ -402,19 +393,6 @@ func (s *sender) retransmitAll() {
 	}
 }
 
-func (s *sender) setPaused(p bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.paused == p {
-		return
-	}
-	if !p {
-		s.hint = time.Time{}
-	}
-	s.paused = p
-	s.lastProbe = s.clock.Now()
-}
-
 // nextDeadline is when due must be called again even without new data.
 func (s *sender) nextDeadline() time.Time {
 	s.mu.Lock()
@@ -477,14 +455,17 @@ func (s *sender) close(err error) {
 // SenderStats is a snapshot of the outgoing stream.
 type SenderStats struct {
 	Sent, Retransmits, Timeouts int64
-	Unacked, UnackedBytes       int
-	Window                      int
-	RTO, SRTT                   time.Duration
+	// Probes counts the frames sent while paused (docs/protocol.md 8.8).
+	Probes                int64
+	Paused                bool
+	Unacked, UnackedBytes int
+	Window                int
+	RTO, SRTT             time.Duration
 }
 
 func (s *sender) stats() SenderStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SenderStats{Sent: s.sentNew, Retransmits: s.retransmits, Timeouts: s.timeouts,
+	return SenderStats{Sent: s.sentNew, Retransmits: s.retransmits, Timeouts: s.timeouts, Probes: s.probes, Paused: s.paused,
 		Unacked: s.live, UnackedBytes: s.bytes, Window: int(s.cwnd), RTO: s.rto, SRTT: s.srtt}
 }
