@@ -62,6 +62,7 @@ Exit codes:
   5  the instance is not connected to Session Manager
   6  the service refused the request (unknown document, bad parameters, ...)
   7  the data channel was lost and could not be resumed, or never completed its handshake;
+     or the agent sent nothing for 3 min while data waited for its ack (no progress);
      or AWS (STS) could not be reached
   8  the service ended the session while disconnected (idle timeout, terminated)
   1  unexpected internal error, or gave up waiting for another ssmproxy process's

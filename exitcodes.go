@@ -22,7 +22,7 @@ const (
 	exitAccessDenied = 4 // IAM denied the call
 	exitNotConnected = 5 // the instance's agent is not connected
 	exitAPIRefused   = 6 // the service refused the request (document, parameters, ...)
-	exitChannelLost  = 7 // the data channel was lost and could not be resumed, or never came up
+	exitChannelLost  = 7 // the data channel was lost and could not be resumed, never came up, or the agent went silent
 	exitSessionEnded = 8 // the service ended the session while we were away (idle timeout, terminated)
 	exitSignalBase   = 128
 )
@@ -54,6 +54,7 @@ func exitCode(err error) int {
 		ae  *ssm.APIError
 		hr  *ssm.HandshakeRefusedError
 		he  *ssm.HandshakeError
+		np  *ssm.NoProgressError
 		cre *credsError
 		le  *loginError
 	)
@@ -86,7 +87,7 @@ func exitCode(err error) int {
 	case errors.As(err, &hr):
 		// The document asked for something ssmproxy cannot serve.
 		return exitAPIRefused
-	case errors.As(err, &he):
+	case errors.As(err, &he), errors.As(err, &np):
 		return exitChannelLost
 	case errors.As(err, &cre), errors.As(err, &le):
 		return exitCredentials

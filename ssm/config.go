@@ -74,9 +74,13 @@ type Config struct {
 	ReadTimeout      time.Duration // default 3 × PingInterval
 	ResumeBudget     time.Duration // default DefaultResumeBudget
 	DrainTimeout     time.Duration // default DefaultDrainTimeout
-	Stream           StreamConfig
-	MaxOutOfOrder    int // default DefaultMaxOutOfOrder
-	DeliveryBuffer   int // bytes; default DefaultDeliveryBuffer
+	// NoProgressTimeout ends a session whose data stays unacked while
+	// nothing comes from the agent for this much connected time
+	// (docs/protocol.md 9.4); default DefaultNoProgressTimeout.
+	NoProgressTimeout time.Duration
+	Stream            StreamConfig
+	MaxOutOfOrder     int // default DefaultMaxOutOfOrder
+	DeliveryBuffer    int // bytes; default DefaultDeliveryBuffer
 
 	// Clock times everything the session schedules; Jitter returns a
 	// number in [0, 1) for reconnect backoff. Tests inject both.
@@ -114,6 +118,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.NoProgressTimeout == 0 {
+		c.NoProgressTimeout = DefaultNoProgressTimeout
 	}
 	if c.MaxOutOfOrder == 0 {
 		c.MaxOutOfOrder = DefaultMaxOutOfOrder
@@ -153,7 +160,7 @@ func (c Config) Verify() error {
 		name string
 		v    time.Duration
 	}{{"handshake timeout", c.HandshakeTimeout}, {"ping interval", c.PingInterval}, {"read timeout", c.ReadTimeout},
-		{"resume budget", c.ResumeBudget}, {"drain timeout", c.DrainTimeout}} {
+		{"resume budget", c.ResumeBudget}, {"drain timeout", c.DrainTimeout}, {"no-progress timeout", c.NoProgressTimeout}} {
 		if d.v <= 0 {
 			bad("%s %s is not positive", d.name, d.v)
 		}
@@ -161,6 +168,11 @@ func (c Config) Verify() error {
 	if c.ReadTimeout > 0 && c.ReadTimeout <= c.PingInterval {
 		// The pong to our ping is what keeps an idle leg's reads alive.
 		bad("read timeout %s must be longer than the ping interval %s", c.ReadTimeout, c.PingInterval)
+	}
+	if c.NoProgressTimeout > 0 && c.NoProgressTimeout <= c.ReadTimeout {
+		// A dead leg is the read deadline's to find and a resume's to fix;
+		// no progress is for a live leg with a silent agent behind it.
+		bad("no-progress timeout %s must be longer than the read timeout %s", c.NoProgressTimeout, c.ReadTimeout)
 	}
 	if c.MaxOutOfOrder <= 0 {
 		bad("out-of-order buffer of %d messages", c.MaxOutOfOrder)

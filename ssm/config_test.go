@@ -36,6 +36,8 @@ func TestConfigVerify(t *testing.T) {
 		{"old client version", func(c *Config) { c.ClientVersion = "1.2.0.0" }, "client version"},
 		{"negative budget", func(c *Config) { c.ResumeBudget = -time.Second }, "resume budget"},
 		{"read timeout under ping", func(c *Config) { c.ReadTimeout = c.PingInterval }, "longer than the ping interval"},
+		{"negative no-progress timeout", func(c *Config) { c.NoProgressTimeout = -time.Minute }, "no-progress timeout"},
+		{"no-progress under the read timeout", func(c *Config) { c.NoProgressTimeout = c.ReadTimeout }, "longer than the read timeout"},
 		{"tiny delivery ring", func(c *Config) { c.DeliveryBuffer = 4096 }, "delivery buffer"},
 		{"window upside down", func(c *Config) { c.Stream.MinWindow, c.Stream.MaxWindow = 64, 32 }, "stream window"},
 		{"span under window", func(c *Config) { c.Stream.MaxSpan = c.Stream.MaxWindow - 1 }, "span"},

@@ -62,3 +62,21 @@ type SessionEndedError struct {
 func (e *SessionEndedError) Error() string {
 	return fmt.Sprintf("session %s was ended by the service (%s)", e.SessionID, e.Detail)
 }
+
+// NoProgressError: our data stayed unacked while nothing at all came from
+// the agent for the no-progress timeout, with the data channel up
+// (docs/protocol.md 9.4). The agent has most likely given up reconnecting.
+type NoProgressError struct {
+	SessionID string
+	Unacked   int
+	Silence   time.Duration
+}
+
+func (e *NoProgressError) Error() string {
+	messages := "messages"
+	if e.Unacked == 1 {
+		messages = "message"
+	}
+	return fmt.Sprintf("session %s: no progress: %d %s unacked and nothing from the agent for %s; the agent is not reachable",
+		e.SessionID, e.Unacked, messages, e.Silence.Round(time.Second))
+}

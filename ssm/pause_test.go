@@ -2,6 +2,7 @@ package ssm_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -68,5 +69,48 @@ func TestPauseWithoutStartPublication(t *testing.T) {
 	}
 	if st := s.Stats().Sender; st.Probes != 1 || st.Paused {
 		t.Fatalf("probes %d paused %v: want the keystroke sent as the one probe, and the echo to clear the pause", st.Probes, st.Paused)
+	}
+}
+
+// The agent goes silent (the real agent, out of reconnect attempts, just
+// stops) while MGS keeps the client's leg up and answers its pings: with
+// data unacked, the session ends with NoProgressError after the
+// no-progress timeout, and terminates the session (docs/protocol.md 9.4).
+func TestNoProgressWhenAgentSilent(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{})
+	// Deliberate: the client gives up on data the agent never acked.
+	ts.AllowViolations["terminate-with-unacked-data"] = true
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	const timeout = 2 * time.Second
+	s := mustStart(t, ts, port, func(c *ssm.Config) {
+		c.PingInterval = 200 * time.Millisecond
+		c.NoProgressTimeout = timeout
+	})
+	echoTransfer(t, s, 4<<10, nil)
+	// Nothing from the agent reaches the client any more.
+	ts.AddFaults(t, &fakeaws.FaultRule{Direction: "agent_to_client", Action: fakeaws.ActionDrop})
+	written := time.Now()
+	if _, err := s.Write([]byte("anyone there?")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(10 * timeout):
+		t.Fatalf("the session did not notice the silent agent: %+v", s.Stats())
+	}
+	took := time.Since(written)
+	var np *ssm.NoProgressError
+	if err := s.Err(); !errors.As(err, &np) || np.Unacked != 1 || np.Silence < timeout {
+		t.Fatalf("session ended with %v, want NoProgressError with 1 unacked message after %v", err, timeout)
+	}
+	t.Logf("ended %v after the write: %v", took.Round(time.Millisecond), s.Err())
+	if took < timeout {
+		t.Fatalf("ended after %v, before the %v timeout", took, timeout)
+	}
+	if st := s.Stats(); st.Reconnects != 0 {
+		t.Fatalf("%d reconnects: the leg must have stayed up (MGS answers pings)", st.Reconnects)
+	}
+	if n := ts.Stats().API["TerminateSession"]["200"]; n != 1 {
+		t.Fatalf("TerminateSession calls %d, want 1", n)
 	}
 }

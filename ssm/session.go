@@ -35,6 +35,7 @@ type Session struct {
 	out   *outbox
 	hs    *handshake
 	legs  *resumer
+	prog  *progress
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -48,6 +49,10 @@ type Session struct {
 	peerClosed  bool   // channel_closed received
 	closeReason string // channel_closed Output
 	closing     bool   // Close in progress
+	// stopping is our own reason to end the session, set before we
+	// terminate it (a silent agent, progress.go), so that the
+	// channel_closed our TerminateSession provokes ends it with this.
+	stopping error
 	// terminating: the TerminateSession flag is out; the agent ends the
 	// session on it, so a leg lost now is not resumed.
 	terminating atomic.Bool
@@ -82,9 +87,10 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s := newSession(cfg, api, info)
 	s.log.Info("session started", "target", cfg.Target, "document", cfg.DocumentName)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.supervise()
 	go s.drainer()
+	go s.watchProgress()
 
 	timer := s.clk.NewTimer(cfg.HandshakeTimeout)
 	defer timer.Stop()
@@ -123,6 +129,8 @@ func newSession(cfg Config, api API, info SessionInfo) *Session {
 		done: make(chan struct{}),
 	}
 	s.out = newOutbox(s.acks, s.send)
+	s.prog = newProgress(cfg.Clock, cfg.NoProgressTimeout)
+	s.send.onBusy = s.prog.setBusy
 	s.recv = newReceiver(cfg.MaxOutOfOrder, s.deliver)
 	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, in: s, out: s.out}
 	return s
@@ -315,6 +323,17 @@ func (s *Session) finish(err error) {
 		l.close(err == nil)
 	}
 	s.cancel()
+}
+
+// ownReason is our own reason to end the session, if we decided to: a
+// refused handshake, or the agent's silence.
+func (s *Session) ownReason() error {
+	if err := s.hs.refused(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
 }
 
 func (s *Session) isEnded() bool {

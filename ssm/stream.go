@@ -142,6 +142,10 @@ type sender struct {
 	sealed    bool          // no more Output: the session is closing
 	space     chan struct{} // closed and replaced when the window opens
 	hint      time.Time     // no retransmission is due before this
+	// onBusy, if set, is told when the first message becomes unacked and
+	// when the last one is acked (no-progress detection, progress.go). It
+	// is called with mu held and must not call back into the sender.
+	onBusy func(busy bool)
 
 	// RTT estimator (RFC 6298 with the agent's constants).
 	srtt, rttvar, rto time.Duration
@@ -210,6 +214,9 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 		return err
 	}
 	s.q = append(s.q, &outMsg{seq: seq, frame: frame, size: len(payload)})
+	if s.live == 0 && s.onBusy != nil {
+		s.onBusy(true)
+	}
 	s.live++
 	s.bytes += len(payload)
 	return nil
@@ -325,6 +332,9 @@ func (s *sender) ack(seq int64) bool {
 	m.acked = true
 	m.frame = nil
 	s.live--
+	if s.live == 0 && s.onBusy != nil {
+		s.onBusy(false)
+	}
 	s.bytes -= m.size
 	if m.sends == 1 {
 		s.sample(s.clock.Now().Sub(m.lastSent))

@@ -1,0 +1,77 @@
+package ssm
+
+import (
+	"testing"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/internal/clock"
+)
+
+// TestNoProgressCount: the agent's silence counts only while a leg is up
+// and data of ours is unacked; anything from the agent starts it over; a
+// new leg does not (docs/protocol.md 9.4). All on the simulated clock.
+func TestNoProgressCount(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	const timeout = 3 * time.Minute
+	p := newProgress(clk, timeout)
+	left := func() time.Duration {
+		at, _ := p.deadline()
+		if at.IsZero() {
+			return -1
+		}
+		return at.Sub(clk.Now())
+	}
+	kicked := func() bool {
+		select {
+		case <-p.kick:
+			return true
+		default:
+			return false
+		}
+	}
+
+	// Idle or disconnected: nothing counts, however long.
+	p.setUp(true)
+	clk.Advance(time.Hour)
+	if l := left(); l != -1 {
+		t.Fatalf("idle connected session counts: %v left", l)
+	}
+	// The first unacked message starts the count, and wakes the watchdog.
+	p.setBusy(true)
+	if l, k := left(), kicked(); l != timeout || !k {
+		t.Fatalf("busy: %v left (watchdog woken: %v), want the full %v and a wake-up", l, k, timeout)
+	}
+	clk.Advance(time.Minute)
+	// An ack or output starts it over, without waking the watchdog: its
+	// timer fires early and finds the later deadline.
+	p.heard()
+	if l := left(); l != timeout || kicked() {
+		t.Fatalf("after agent traffic: %v left, want %v and no wake-up", l, timeout)
+	}
+	// The leg drops for 10 minutes (the resume budget's business), then a
+	// new leg comes: the silence before the drop still counts, the time
+	// without a leg does not.
+	clk.Advance(2 * time.Minute)
+	p.setUp(false)
+	if l := left(); l != -1 {
+		t.Fatalf("counting without a leg: %v left", l)
+	}
+	clk.Advance(10 * time.Minute)
+	p.setUp(true)
+	if l := left(); l != time.Minute || !kicked() {
+		t.Fatalf("new leg: %v left, want 1m0s", l)
+	}
+	clk.Advance(time.Minute)
+	if at, silence := p.deadline(); clk.Now().Before(at) || silence != timeout {
+		t.Fatalf("at the timeout: deadline %v from now, silence %v, want due and %v", at.Sub(clk.Now()), silence, timeout)
+	}
+	// The last ack ends the count.
+	p.setBusy(false)
+	if l := left(); l != -1 {
+		t.Fatalf("all acked but counting: %v left", l)
+	}
+	p.setBusy(true)
+	if l := left(); l != timeout {
+		t.Fatalf("new data after an ack: %v left, want %v", l, timeout)
+	}
+}
