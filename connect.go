@@ -42,7 +42,8 @@ hour. See "ssmproxy help creds" and "ssmproxy help login".
 Flags:
   --profile NAME           AWS profile (default: AWS_PROFILE / default chain)
   --region REGION          AWS region (default: AWS_REGION / profile)
-  --document NAME          session document (default AWS-StartSSHSession)
+  --document NAME          session document (default AWS-StartSSHSession); port-forwarding
+                           documents (type LocalPortForwarding) are refused: not supported yet
   --reason TEXT            session reason shown in Session Manager history
   --log-file PATH          write diagnostics to PATH (created 0600)
   -v                       verbose diagnostics on stderr (-v -v: debug)
@@ -56,7 +57,8 @@ Flags:
 
 Exit codes:
   0  success: stdin ended and the session was closed, or the instance closed it
-  2  usage error, or a credential setting that cannot work (role ARN, durations)
+  2  usage error, or a credential setting that cannot work (role ARN, durations);
+     or a port-forwarding document (type LocalPortForwarding), not supported yet
   3  credentials missing, refused or expired
   4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)
   5  the instance is not connected to Session Manager
@@ -133,6 +135,11 @@ func parseConnect(args []string) (connectOptions, error) {
 	}
 	if p, err := strconv.Atoi(o.port); err != nil || p < 1 || p > 65535 || strings.HasPrefix(o.port, "0") {
 		return o, usagef("connect: port %q is not a number from 1 to 65535", o.port)
+	}
+	if ssm.IsPortForwardingDocument(o.document) {
+		// Refused before any AWS call; a custom document of the same type
+		// is refused in the handshake (docs/protocol.md 11.1).
+		return o, &ssm.PortForwardingError{Document: o.document}
 	}
 	if !wire.ValidClientVersion(o.clientVersion) {
 		return o, usagef("connect: --client-version %q must be a four-part version above 1.2.331.0", o.clientVersion)

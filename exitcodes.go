@@ -17,7 +17,7 @@ import (
 const (
 	exitOK           = 0
 	exitInternal     = 1 // unexpected failure
-	exitUsage        = 2 // bad command line
+	exitUsage        = 2 // bad command line (including a port-forwarding document)
 	exitCredentials  = 3 // credentials missing, refused or expired
 	exitAccessDenied = 4 // IAM denied the call
 	exitNotConnected = 5 // the instance's agent is not connected
@@ -55,6 +55,7 @@ func exitCode(err error) int {
 		hr  *ssm.HandshakeRefusedError
 		he  *ssm.HandshakeError
 		np  *ssm.NoProgressError
+		pf  *ssm.PortForwardingError
 		cre *credsError
 		le  *loginError
 	)
@@ -62,6 +63,10 @@ func exitCode(err error) int {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue), errors.As(err, &cfg), errors.Is(err, awsconf.ErrNoRegion), errors.Is(err, ssm.ErrInvalidConfig):
+		return exitUsage
+	case errors.As(err, &pf):
+		// A document connect cannot serve (port forwarding), refused by
+		// name or in the handshake: the command line has to change.
 		return exitUsage
 	case errors.As(err, &src):
 		return exitCredentials

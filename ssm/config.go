@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,6 +22,19 @@ const (
 	DocumentPortForwarding         = "AWS-StartPortForwardingSession"
 	DocumentPortForwardingToRemote = "AWS-StartPortForwardingSessionToRemoteHost"
 )
+
+// IsPortForwardingDocument reports whether name (or a document ARN) is one
+// of the AWS port-forwarding documents, whose Properties say type
+// LocalPortForwarding: the agent multiplexes those sessions with smux
+// (docs/protocol.md 11.1, 11.4), which a Session does not speak yet. A
+// custom document with the same property is caught in the handshake
+// instead (PortForwardingError).
+func IsPortForwardingDocument(name string) bool {
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:] // arn:aws:ssm:region:account:document/NAME
+	}
+	return strings.EqualFold(name, DocumentPortForwarding) || strings.EqualFold(name, DocumentPortForwardingToRemote)
+}
 
 // Session defaults.
 const (

@@ -124,7 +124,7 @@ func newSession(cfg Config, api API, info SessionInfo) *Session {
 		send:  newSender(cfg.Stream, cfg.Clock, wire.TypeInputStreamData),
 		deliv: newDelivery(cfg.DeliveryBuffer),
 		acks:  &acks{clk: cfg.Clock},
-		hs:    newHandshake(info.SessionID, cfg.ClientVersion, log),
+		hs:    newHandshake(info.SessionID, cfg.ClientVersion, cfg.DocumentName, log),
 		ctx:   ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
