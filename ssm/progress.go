@@ -1,6 +1,7 @@
 package ssm
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -33,7 +34,7 @@ const DefaultNoProgressTimeout = 3 * time.Minute
 // progress measures the agent's silence as seen by a busy, connected
 // client. It is a plain state machine on the injected clock: events come
 // from the dispatcher (heard), the supervisor (setUp) and the sender
-// (setBusy); the session's watchdog waits for deadline.
+// (setBusy); the session's watchdog (watch) waits for deadline.
 type progress struct {
 	clk     clock.Clock
 	timeout time.Duration
@@ -102,33 +103,32 @@ func (p *progress) deadline() (at time.Time, silence time.Duration) {
 	return p.from.Add(p.timeout - p.quiet), p.quiet + p.clk.Now().Sub(p.from)
 }
 
-// watchProgress ends the session with a NoProgressError once the agent has
-// been silent for the timeout while our data waited (docs/protocol.md 9.4).
-// It starts at HandshakeComplete: until then the handshake timeout is the
-// bound.
-func (s *Session) watchProgress() {
-	defer s.wg.Done()
+// watch calls expired, once, when the silence reaches the timeout, and
+// returns; or returns when ctx ends. It starts counting down only once
+// ready is closed (HandshakeComplete: until then the handshake timeout is
+// the bound). The session runs it in its own goroutine.
+func (p *progress) watch(ctx context.Context, ready <-chan struct{}, expired func(silence time.Duration)) {
 	select {
-	case <-s.hs.ready:
-	case <-s.ctx.Done():
+	case <-ready:
+	case <-ctx.Done():
 		return
 	}
-	timer := s.clk.NewTimer(time.Hour)
+	timer := p.clk.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		at, silence := s.prog.deadline()
+		at, silence := p.deadline()
 		if at.IsZero() {
 			timer.Stop()
-		} else if wait := at.Sub(s.clk.Now()); wait > 0 {
+		} else if wait := at.Sub(p.clk.Now()); wait > 0 {
 			timer.Reset(wait)
 		} else {
-			s.noProgress(silence)
+			expired(silence)
 			return
 		}
 		select {
 		case <-timer.C():
-		case <-s.prog.kick:
-		case <-s.ctx.Done():
+		case <-p.kick:
+		case <-ctx.Done():
 			return
 		}
 	}

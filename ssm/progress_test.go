@@ -1,6 +1,7 @@
 package ssm
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -73,5 +74,57 @@ func TestNoProgressCount(t *testing.T) {
 	p.setBusy(true)
 	if l := left(); l != timeout {
 		t.Fatalf("new data after an ack: %v left, want %v", l, timeout)
+	}
+}
+
+// TestNoProgressWatch: the watchdog, on the simulated clock, waits for the
+// handshake, then fires once the silence reaches the timeout and not
+// before; agent traffic on the way pushes it out.
+func TestNoProgressWatch(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	const timeout = 3 * time.Minute
+	p := newProgress(clk, timeout)
+	ready := make(chan struct{})
+	fired := make(chan time.Duration, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.watch(ctx, ready, func(silence time.Duration) { fired <- silence })
+
+	p.setUp(true)
+	p.setBusy(true)
+	clk.Advance(time.Hour) // before HandshakeComplete nothing fires
+	select {
+	case s := <-fired:
+		t.Fatalf("fired before the handshake completed (silence %v)", s)
+	case <-time.After(20 * time.Millisecond):
+	}
+	p.heard()
+	close(ready)
+	if !clk.WaitForTimers(1, time.Second) {
+		t.Fatal("the watchdog armed no timer")
+	}
+	clk.Advance(2 * time.Minute)
+	p.heard() // the agent answers: the count starts over
+	due := clk.Now().Add(timeout)
+	// The old deadline passes: the watchdog wakes, finds the later one
+	// and re-arms for it.
+	clk.Advance(2 * time.Minute)
+	if !clk.WaitForNext(due, time.Second) {
+		next, ok := clk.Next()
+		t.Fatalf("watchdog armed for %v (%v), want 3m after the agent's last sign of life", next.Sub(clk.Now()), ok)
+	}
+	select {
+	case s := <-fired:
+		t.Fatalf("fired after 2m of silence (%v)", s)
+	default:
+	}
+	clk.Advance(time.Minute)
+	select {
+	case s := <-fired:
+		if s != timeout {
+			t.Fatalf("silence %v, want %v", s, timeout)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no-progress did not fire at the timeout")
 	}
 }

@@ -90,7 +90,10 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	s.wg.Add(3)
 	go s.supervise()
 	go s.drainer()
-	go s.watchProgress()
+	go func() {
+		defer s.wg.Done()
+		s.prog.watch(s.ctx, s.hs.ready, s.noProgress)
+	}()
 
 	timer := s.clk.NewTimer(cfg.HandshakeTimeout)
 	defer timer.Stop()
