@@ -53,8 +53,9 @@ type Session struct {
 	// terminate it (a silent agent, progress.go), so that the
 	// channel_closed our TerminateSession provokes ends it with this.
 	stopping error
-	// terminating: the TerminateSession flag is out; the agent ends the
-	// session on it, so a leg lost now is not resumed.
+	// terminating: the TerminateSession flag (Close) or API call
+	// (noProgress) is out; the session is ending, so a leg lost now is not
+	// resumed.
 	terminating atomic.Bool
 
 	legDied       time.Time // when the last leg died (supervisor only)
