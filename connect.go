@@ -44,7 +44,8 @@ hour. See "ssmproxy help creds" and "ssmproxy help login".
 Flags:
   --profile NAME           AWS profile (default: AWS_PROFILE / default chain)
   --region REGION          AWS region (default: AWS_REGION / profile)
-  --document NAME          session document (default AWS-StartSSHSession)
+  --document NAME          session document (default AWS-StartSSHSession); port-forwarding
+                           documents (type LocalPortForwarding) are refused: not supported yet
   --reason TEXT            session reason shown in Session Manager history
   --log-file PATH          write diagnostics to PATH (created 0600)
   -v                       verbose diagnostics on stderr (-v -v: debug)
@@ -59,14 +60,16 @@ Flags:
 Exit codes:
   0  success: stdin ended or stdout was closed and the session was terminated,
      or the instance closed it
-  2  usage error, or a credential setting that cannot work (role ARN, durations)
+  2  usage error, or a credential setting that cannot work (role ARN, durations);
+     or a port-forwarding document (type LocalPortForwarding), not supported yet
   3  credentials missing, refused or expired
   4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)
   5  the instance is not connected to Session Manager
   6  the service refused the request (unknown document, bad parameters, ...)
   7  the data channel was lost and could not be resumed, or never completed its handshake;
      or AWS (STS) could not be reached; or the service returned a StreamUrl outside its own
-     domain (or the endpoint override's host); the session is then terminated
+     domain (or the endpoint override's host), and the session is then terminated;
+     or the agent sent nothing for 3 min while data waited for its ack (no progress)
   8  the service ended the session while disconnected (idle timeout, terminated)
   1  unexpected internal error, or gave up waiting for another ssmproxy process's
      credentials lock; 128+N when stopped by signal N
@@ -136,6 +139,11 @@ func parseConnect(args []string) (connectOptions, error) {
 	}
 	if p, err := strconv.Atoi(o.port); err != nil || p < 1 || p > 65535 || strings.HasPrefix(o.port, "0") {
 		return o, usagef("connect: port %q is not a number from 1 to 65535", o.port)
+	}
+	if ssm.IsPortForwardingDocument(o.document) {
+		// Refused before any AWS call; a custom document of the same type
+		// is refused in the handshake (docs/protocol.md 11.1).
+		return o, &ssm.PortForwardingError{Document: o.document}
 	}
 	if !wire.ValidClientVersion(o.clientVersion) {
 		return o, usagef("connect: --client-version %q must be a four-part version above 1.2.331.0", o.clientVersion)

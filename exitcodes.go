@@ -17,12 +17,12 @@ import (
 const (
 	exitOK           = 0
 	exitInternal     = 1 // unexpected failure
-	exitUsage        = 2 // bad command line
+	exitUsage        = 2 // bad command line (including a port-forwarding document)
 	exitCredentials  = 3 // credentials missing, refused or expired
 	exitAccessDenied = 4 // IAM denied the call
 	exitNotConnected = 5 // the instance's agent is not connected
 	exitAPIRefused   = 6 // the service refused the request (document, parameters, ...)
-	exitChannelLost  = 7 // the data channel was lost and could not be resumed, or never came up; or the service's StreamUrl was refused
+	exitChannelLost  = 7 // the data channel was lost and could not be resumed, never came up, or the agent went silent; or the service's StreamUrl was refused
 	exitSessionEnded = 8 // the service ended the session while we were away (idle timeout, terminated)
 	exitSignalBase   = 128
 )
@@ -55,6 +55,8 @@ func exitCode(err error) int {
 		hr  *ssm.HandshakeRefusedError
 		he  *ssm.HandshakeError
 		su  *ssm.StreamURLError
+		np  *ssm.NoProgressError
+		pf  *ssm.PortForwardingError
 		cre *credsError
 		le  *loginError
 	)
@@ -62,6 +64,10 @@ func exitCode(err error) int {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue), errors.As(err, &cfg), errors.Is(err, awsconf.ErrNoRegion), errors.Is(err, ssm.ErrInvalidConfig):
+		return exitUsage
+	case errors.As(err, &pf):
+		// A document connect cannot serve (port forwarding), refused by
+		// name or in the handshake: the command line has to change.
 		return exitUsage
 	case errors.As(err, &src):
 		return exitCredentials
@@ -91,7 +97,7 @@ func exitCode(err error) int {
 	case errors.As(err, &hr):
 		// The document asked for something ssmproxy cannot serve.
 		return exitAPIRefused
-	case errors.As(err, &he):
+	case errors.As(err, &he), errors.As(err, &np):
 		return exitChannelLost
 	case errors.As(err, &cre), errors.As(err, &le):
 		return exitCredentials

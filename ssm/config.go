@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,6 +22,19 @@ const (
 	DocumentPortForwarding         = "AWS-StartPortForwardingSession"
 	DocumentPortForwardingToRemote = "AWS-StartPortForwardingSessionToRemoteHost"
 )
+
+// IsPortForwardingDocument reports whether name (or a document ARN) is one
+// of the AWS port-forwarding documents, whose Properties say type
+// LocalPortForwarding: the agent multiplexes those sessions with smux
+// (docs/protocol.md 11.1, 11.4), which a Session does not speak yet. A
+// custom document with the same property is caught in the handshake
+// instead (PortForwardingError).
+func IsPortForwardingDocument(name string) bool {
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:] // arn:aws:ssm:region:account:document/NAME
+	}
+	return strings.EqualFold(name, DocumentPortForwarding) || strings.EqualFold(name, DocumentPortForwardingToRemote)
+}
 
 // Session defaults.
 const (
@@ -77,8 +91,12 @@ type Config struct {
 	ReadTimeout      time.Duration // default 3 × PingInterval
 	ResumeBudget     time.Duration // default DefaultResumeBudget
 	DrainTimeout     time.Duration // default DefaultDrainTimeout
-	Stream           StreamConfig
-	MaxOutOfOrder    int // messages; default DefaultMaxOutOfOrder
+	// NoProgressTimeout ends a session whose data stays unacked while
+	// nothing comes from the agent for this much connected time
+	// (docs/protocol.md 9.4); default DefaultNoProgressTimeout.
+	NoProgressTimeout time.Duration
+	Stream            StreamConfig
+	MaxOutOfOrder     int // messages; default DefaultMaxOutOfOrder
 	// MaxOutOfOrderBytes bounds the payload bytes held ahead of a gap
 	// (docs/protocol.md 8.6); default DefaultMaxOutOfOrderBytes. It must
 	// hold at least one message of MaxStreamPayload.
@@ -121,6 +139,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.NoProgressTimeout == 0 {
+		c.NoProgressTimeout = DefaultNoProgressTimeout
 	}
 	if c.MaxOutOfOrder == 0 {
 		c.MaxOutOfOrder = DefaultMaxOutOfOrder
@@ -166,7 +187,7 @@ func (c Config) Verify() error {
 		name string
 		v    time.Duration
 	}{{"handshake timeout", c.HandshakeTimeout}, {"ping interval", c.PingInterval}, {"read timeout", c.ReadTimeout},
-		{"resume budget", c.ResumeBudget}, {"drain timeout", c.DrainTimeout}} {
+		{"resume budget", c.ResumeBudget}, {"drain timeout", c.DrainTimeout}, {"no-progress timeout", c.NoProgressTimeout}} {
 		if d.v <= 0 {
 			bad("%s %s is not positive", d.name, d.v)
 		}
@@ -174,6 +195,11 @@ func (c Config) Verify() error {
 	if c.ReadTimeout > 0 && c.ReadTimeout <= c.PingInterval {
 		// The pong to our ping is what keeps an idle leg's reads alive.
 		bad("read timeout %s must be longer than the ping interval %s", c.ReadTimeout, c.PingInterval)
+	}
+	if c.NoProgressTimeout > 0 && c.NoProgressTimeout <= c.ReadTimeout {
+		// A dead leg is the read deadline's to find and a resume's to fix;
+		// no progress is for a live leg with a silent agent behind it.
+		bad("no-progress timeout %s must be longer than the read timeout %s", c.NoProgressTimeout, c.ReadTimeout)
 	}
 	if c.MaxOutOfOrder <= 0 {
 		bad("out-of-order buffer of %d messages", c.MaxOutOfOrder)

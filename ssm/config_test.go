@@ -38,6 +38,8 @@ func TestConfigVerify(t *testing.T) {
 		{"negative budget", func(c *Config) { c.ResumeBudget = -time.Second }, "resume budget"},
 		{"read timeout under ping", func(c *Config) { c.ReadTimeout = c.PingInterval }, "longer than the ping interval"},
 		{"out-of-order bytes under a payload", func(c *Config) { c.MaxOutOfOrderBytes = MaxStreamPayload - 1 }, "out-of-order buffer of"},
+		{"negative no-progress timeout", func(c *Config) { c.NoProgressTimeout = -time.Minute }, "no-progress timeout"},
+		{"no-progress under the read timeout", func(c *Config) { c.NoProgressTimeout = c.ReadTimeout }, "longer than the read timeout"},
 		{"tiny delivery ring", func(c *Config) { c.DeliveryBuffer = 4096 }, "delivery buffer"},
 		{"window upside down", func(c *Config) { c.Stream.MinWindow, c.Stream.MaxWindow = 64, 32 }, "stream window"},
 		{"span under window", func(c *Config) { c.Stream.MaxSpan = c.Stream.MaxWindow - 1 }, "span"},

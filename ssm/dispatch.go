@@ -24,6 +24,8 @@ func (s *Session) handleFrame(b []byte) bool {
 	}
 	switch f.MessageType {
 	case wire.TypeOutputStreamData:
+		// From the agent: progress (9.4), even a duplicate.
+		s.prog.heard()
 		s.send.setPaused(false)
 		s.handleStreamData(f)
 	case wire.TypeAcknowledge:
@@ -34,6 +36,7 @@ func (s *Session) handleFrame(b []byte) bool {
 			s.log.Debug("dropping malformed acknowledge")
 			return false
 		}
+		s.prog.heard()
 		s.send.ack(seq)
 	case wire.TypeChannelClosed:
 		var cc wire.ChannelClosed
@@ -43,8 +46,9 @@ func (s *Session) handleFrame(b []byte) bool {
 		s.closeReason = cc.Output
 		s.mu.Unlock()
 		s.log.Info("channel closed by the service", "output", cc.Output)
-		// After our refusal of the handshake, the refusal is the reason.
-		s.finish(s.hs.refused())
+		// After our refusal of the handshake, or once we gave up on a
+		// silent agent, that is the reason.
+		s.finish(s.ownReason())
 	case wire.TypePausePublication:
 		s.log.Debug("pause_publication")
 		s.send.setPaused(true)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // ErrInvalidConfig is wrapped by every error of Config.Verify.
@@ -61,4 +63,42 @@ type SessionEndedError struct {
 
 func (e *SessionEndedError) Error() string {
 	return fmt.Sprintf("session %s was ended by the service (%s)", e.SessionID, e.Detail)
+}
+
+// NoProgressError: our data stayed unacked while nothing at all came from
+// the agent for the no-progress timeout, with the data channel up
+// (docs/protocol.md 9.4). The agent has most likely given up reconnecting.
+type NoProgressError struct {
+	SessionID string
+	Unacked   int
+	Silence   time.Duration
+}
+
+func (e *NoProgressError) Error() string {
+	messages := "messages"
+	if e.Unacked == 1 {
+		messages = "message"
+	}
+	return fmt.Sprintf("session %s: no progress: %d %s unacked and nothing from the agent for %s; the agent is not reachable",
+		e.SessionID, e.Unacked, messages, e.Silence.Round(time.Second))
+}
+
+// PortForwardingError: the document is a port-forwarding one (Properties
+// type LocalPortForwarding). The agent would multiplex the stream with smux
+// (docs/protocol.md 11.4) and a Session, which carries one raw byte stream,
+// would hand smux frames to ssh. Refused by name before StartSession
+// (SessionID empty) or in the handshake for any other document.
+type PortForwardingError struct {
+	SessionID string // empty when refused before a session was started
+	Document  string
+}
+
+func (e *PortForwardingError) Error() string {
+	msg := fmt.Sprintf("document %s is a port-forwarding document (type %s): the agent multiplexes such sessions with smux, "+
+		"which ssmproxy does not support yet; use a document that forwards one connection, such as %s",
+		e.Document, wire.PortTypeLocalPortForwarding, DocumentSSH)
+	if e.SessionID != "" {
+		msg = "session " + e.SessionID + ": " + msg
+	}
+	return msg
 }

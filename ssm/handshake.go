@@ -13,10 +13,11 @@ import (
 
 // handshake is the session's side of the agent's handshake
 // (docs/protocol.md 7): it answers the HandshakeRequest, refuses what
-// ssmproxy cannot serve (other session types, KMS), and opens the gate for
+// ssmproxy cannot serve (other session types, port forwarding, KMS), and opens the gate for
 // data at HandshakeComplete.
 type handshake struct {
 	sessionID, clientVersion string
+	document                 string // for the refusal of a port-forwarding document
 	log                      *slog.Logger
 
 	ready     chan struct{} // closed at HandshakeComplete
@@ -31,8 +32,8 @@ type handshake struct {
 	refusal error // we refused the handshake: the session's end reason
 }
 
-func newHandshake(sessionID, clientVersion string, log *slog.Logger) *handshake {
-	h := &handshake{sessionID: sessionID, clientVersion: clientVersion, log: log, ready: make(chan struct{})}
+func newHandshake(sessionID, clientVersion, document string, log *slog.Logger) *handshake {
+	h := &handshake{sessionID: sessionID, clientVersion: clientVersion, document: document, log: log, ready: make(chan struct{})}
 	h.version.Store("")
 	return h
 }
@@ -116,6 +117,14 @@ func (h *handshake) answer(req *wire.HandshakeRequest) (wire.HandshakeResponse, 
 				pa.Error = fmt.Sprintf("ssmproxy supports only Port sessions, not %q", st.SessionType)
 				refusal = &HandshakeRefusedError{SessionID: h.sessionID,
 					What: fmt.Sprintf("the document started a %q session; ssmproxy supports only port documents", st.SessionType)}
+				break
+			}
+			if st.Properties[wire.PropertyType] == wire.PortTypeLocalPortForwarding {
+				// Whatever the document is called: the agent would speak
+				// smux (11.4) and ssh would get its frames.
+				pa.ActionStatus = wire.ActionUnsupported
+				pa.Error = "ssmproxy does not support port forwarding (type LocalPortForwarding) yet"
+				refusal = &PortForwardingError{SessionID: h.sessionID, Document: h.document}
 				break
 			}
 			sessionType = true

@@ -19,7 +19,10 @@ func (s *Session) supervise() {
 		if s.isEnded() || s.terminating.Load() {
 			// Ended, or ending: after the TerminateSession flag the service
 			// closes the session, and a ResumeSession would only race its
-			// channel_closed. Close calls TerminateSession itself.
+			// channel_closed. Close (or noProgress) calls TerminateSession
+			// itself, then finish: Done waits for that, so that it never
+			// closes before Err says why.
+			<-s.ctx.Done()
 			return
 		}
 		s.log.Info("data channel lost; resuming", "reason", err)
@@ -66,8 +69,10 @@ func (s *Session) runLeg(l *leg) (proven bool, err error) {
 	s.send.retransmitAll()
 	opened := s.clk.Now()
 	l.start()
+	s.prog.setUp(true)
 	s.out.wake()
 	err = l.wait()
+	s.prog.setUp(false)
 	s.mu.Lock()
 	if s.leg == l {
 		s.leg = nil

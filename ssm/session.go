@@ -36,6 +36,7 @@ type Session struct {
 	out   *outbox
 	hs    *handshake
 	legs  *resumer
+	prog  *progress
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -49,8 +50,13 @@ type Session struct {
 	peerClosed  bool   // channel_closed received
 	closeReason string // channel_closed Output
 	closing     bool   // Close in progress
-	// terminating: the TerminateSession flag is out; the agent ends the
-	// session on it, so a leg lost now is not resumed.
+	// stopping is our own reason to end the session, set before we
+	// terminate it (a silent agent, progress.go), so that the
+	// channel_closed our TerminateSession provokes ends it with this.
+	stopping error
+	// terminating: the TerminateSession flag (Close) or API call
+	// (noProgress) is out; the session is ending, so a leg lost now is not
+	// resumed.
 	terminating atomic.Bool
 
 	legDied       time.Time // when the last leg died (supervisor only)
@@ -96,9 +102,13 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s := newSession(cfg, api, info, urls)
 	s.log.Info("session started", "target", cfg.Target, "document", cfg.DocumentName)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.supervise()
 	go s.drainer()
+	go func() {
+		defer s.wg.Done()
+		s.prog.watch(s.ctx, s.hs.ready, s.noProgress)
+	}()
 
 	timer := s.clk.NewTimer(cfg.HandshakeTimeout)
 	defer timer.Stop()
@@ -132,11 +142,13 @@ func newSession(cfg Config, api API, info SessionInfo, urls streamURLPolicy) *Se
 		send:  newSender(cfg.Stream, cfg.Clock, wire.TypeInputStreamData),
 		deliv: newDelivery(cfg.DeliveryBuffer),
 		acks:  &acks{clk: cfg.Clock},
-		hs:    newHandshake(info.SessionID, cfg.ClientVersion, log),
+		hs:    newHandshake(info.SessionID, cfg.ClientVersion, cfg.DocumentName, log),
 		ctx:   ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
 	s.out = newOutbox(s.acks, s.send)
+	s.prog = newProgress(cfg.Clock, cfg.NoProgressTimeout)
+	s.send.onBusy = s.prog.setBusy
 	s.recv = newReceiver(receiverLimits{messages: cfg.MaxOutOfOrder, bytes: cfg.MaxOutOfOrderBytes}, s.deliver)
 	s.legs = &resumer{cfg: cfg, api: api, clk: cfg.Clock, log: log, ctx: ctx, info: info, urls: urls,
 		transport: sdkDialTransport(cfg.AWS.HTTPClient, cfg.TLSConfig), in: s, out: s.out}
@@ -335,6 +347,17 @@ func (s *Session) finish(err error) {
 		l.close(err == nil)
 	}
 	s.cancel()
+}
+
+// ownReason is our own reason to end the session, if we decided to: a
+// refused handshake, or the agent's silence.
+func (s *Session) ownReason() error {
+	if err := s.hs.refused(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
 }
 
 func (s *Session) isEnded() bool {

@@ -26,9 +26,6 @@ const (
 	DefaultMaxRTO = time.Second
 	// maxBackoff bounds the per-message exponential backoff of Karn's rule.
 	maxBackoff = 8 * time.Second
-	// pausedProbeInterval: while MGS says the peer leg is away, only the oldest
-	// unacked message is resent, this often, to learn whether the path is back.
-	pausedProbeInterval = 3 * time.Second
 )
 
 // Flow-control defaults (docs/protocol.md section 14, item 3). The window stays far
@@ -145,6 +142,10 @@ type sender struct {
 	sealed    bool          // no more Output: the session is closing
 	space     chan struct{} // closed and replaced when the window opens
 	hint      time.Time     // no retransmission is due before this
+	// onBusy, if set, is told when the first message becomes unacked and
+	// when the last one is acked (no-progress detection, progress.go). It
+	// is called with mu held and must not call back into the sender.
+	onBusy func(busy bool)
 
 	// RTT estimator (RFC 6298 with the agent's constants).
 	srtt, rttvar, rto time.Duration
@@ -153,6 +154,7 @@ type sender struct {
 	retransmits int64
 	sentNew     int64
 	timeouts    int64
+	probes      int64
 }
 
 func newSender(cfg StreamConfig, clk clock.Clock, messageType string) *sender {
@@ -212,6 +214,9 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 		return err
 	}
 	s.q = append(s.q, &outMsg{seq: seq, frame: frame, size: len(payload)})
+	if s.live == 0 && s.onBusy != nil {
+		s.onBusy(true)
+	}
 	s.live++
 	s.bytes += len(payload)
 	return nil
@@ -219,22 +224,15 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 
 // due returns frames to transmit now, oldest first: every message whose
 // retransmission timer expired, then messages never sent. At most max frames
-// are returned. While paused it returns only a periodic probe of the oldest
-// unacked message.
+// are returned. While paused it returns at most one probe per probe
+// interval (probe, pause.go).
 func (s *sender) due(now time.Time, max int) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out [][]byte
 	if s.paused {
-		if len(s.q) > 0 && s.live > 0 && now.Sub(s.lastProbe) >= pausedProbeInterval {
-			for _, m := range s.q {
-				if !m.acked && m.sends > 0 {
-					s.lastProbe = now
-					s.transmit(m, now)
-					out = append(out, m.frame)
-					break
-				}
-			}
+		if f := s.probe(now); f != nil {
+			out = append(out, f)
 		}
 		return out
 	}
@@ -334,6 +332,9 @@ func (s *sender) ack(seq int64) bool {
 	m.acked = true
 	m.frame = nil
 	s.live--
+	if s.live == 0 && s.onBusy != nil {
+		s.onBusy(false)
+	}
 	s.bytes -= m.size
 	if m.sends == 1 {
 		s.sample(s.clock.Now().Sub(m.lastSent))
@@ -402,19 +403,6 @@ func (s *sender) retransmitAll() {
 	}
 }
 
-func (s *sender) setPaused(p bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.paused == p {
-		return
-	}
-	if !p {
-		s.hint = time.Time{}
-	}
-	s.paused = p
-	s.lastProbe = s.clock.Now()
-}
-
 // nextDeadline is when due must be called again even without new data.
 func (s *sender) nextDeadline() time.Time {
 	s.mu.Lock()
@@ -477,14 +465,17 @@ func (s *sender) close(err error) {
 // SenderStats is a snapshot of the outgoing stream.
 type SenderStats struct {
 	Sent, Retransmits, Timeouts int64
-	Unacked, UnackedBytes       int
-	Window                      int
-	RTO, SRTT                   time.Duration
+	// Probes counts the frames sent while paused (docs/protocol.md 8.8).
+	Probes                int64
+	Paused                bool
+	Unacked, UnackedBytes int
+	Window                int
+	RTO, SRTT             time.Duration
 }
 
 func (s *sender) stats() SenderStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SenderStats{Sent: s.sentNew, Retransmits: s.retransmits, Timeouts: s.timeouts,
+	return SenderStats{Sent: s.sentNew, Retransmits: s.retransmits, Timeouts: s.timeouts, Probes: s.probes, Paused: s.paused,
 		Unacked: s.live, UnackedBytes: s.bytes, Window: int(s.cwnd), RTO: s.rto, SRTT: s.srtt}
 }

@@ -210,26 +210,61 @@ func TestWindowShrinksOnTimeoutAndGrows(t *testing.T) {
 	}
 }
 
-func TestPausedSendsOnlyProbes(t *testing.T) {
+// Pause is a hint, never a gate (docs/protocol.md 8.8): while paused the
+// sender sends one probe per interval, the oldest unacked message if there
+// is one, otherwise the next new message, and drops nothing.
+func TestPauseIsAHint(t *testing.T) {
 	s, clk := newTestSender(t, StreamConfig{})
-	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{1})
-	s.due(clk.Now(), 10)
+	ctx := context.Background()
+
+	// Paused with nothing in flight: a new message (a keystroke) waits at
+	// most one probe interval, without any start_publication.
 	s.setPaused(true)
-	_ = s.enqueue(context.Background(), wire.PayloadOutput, []byte{2})
+	_ = s.enqueue(ctx, wire.PayloadOutput, []byte{0})
+	if got := s.due(clk.Now(), 10); len(got) != 0 {
+		t.Fatalf("sent %v at once while paused", seqs(t, got))
+	}
+	if next := s.nextDeadline(); !next.Equal(clk.Now().Add(pausedProbeInterval)) {
+		t.Fatalf("next deadline %v, want one probe interval from the pause", next.Sub(clk.Now()))
+	}
+	clk.Advance(pausedProbeInterval - time.Millisecond)
+	if got := s.due(clk.Now(), 10); len(got) != 0 {
+		t.Fatalf("probed %v before the interval", seqs(t, got))
+	}
+	clk.Advance(time.Millisecond)
+	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 1 || got[0] != 0 {
+		t.Fatalf("probe %v, want the new message [0]", got)
+	}
+
+	// With a message in flight the probe is the oldest unacked one, one
+	// frame per interval however much is queued.
+	for i := 1; i <= 3; i++ {
+		_ = s.enqueue(ctx, wire.PayloadOutput, []byte{byte(i)})
+	}
 	clk.Advance(time.Second)
 	if got := s.due(clk.Now(), 10); len(got) != 0 {
-		t.Fatalf("sent while paused: %v", seqs(t, got))
+		t.Fatalf("sent %v within the interval", seqs(t, got))
 	}
 	clk.Advance(pausedProbeInterval)
 	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 1 || got[0] != 0 {
 		t.Fatalf("probe %v, want the oldest unacked [0]", got)
 	}
-	s.setPaused(false)
+	s.ack(0)
+	clk.Advance(pausedProbeInterval)
 	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 1 || got[0] != 1 {
-		t.Fatalf("after unpause %v, want the queued [1]", got)
+		t.Fatalf("probe %v after the ack, want the next new message [1]", got)
+	}
+	if st := s.stats(); st.Probes != 3 || st.Unacked != 3 {
+		t.Fatalf("probes %d unacked %d, want 3 and 3 (nothing dropped)", st.Probes, st.Unacked)
+	}
+
+	// The pause clears: everything left goes out.
+	s.setPaused(false)
+	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 2 || got[0] != 2 || got[1] != 3 {
+		t.Fatalf("after unpause %v, want the queued [2 3]", got)
 	}
 	s.retransmitAll()
-	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 2 {
+	if got := seqs(t, s.due(clk.Now(), 10)); len(got) != 3 {
 		t.Fatalf("retransmitAll: %v", got)
 	}
 }

@@ -88,6 +88,11 @@ const (
 	ActionSessionType   = "SessionType"
 	ActionKMSEncryption = "KMSEncryption"
 	SessionTypePort     = "Port"
+	// PropertyType is the Port session property that picks the agent's
+	// mode; PortTypeLocalPortForwarding (the port-forwarding documents)
+	// makes it multiplex with smux (docs/protocol.md 11.1).
+	PropertyType                = "type"
+	PortTypeLocalPortForwarding = "LocalPortForwarding"
 )
 
 // ActionStatus values in a HandshakeResponse.

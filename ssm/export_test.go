@@ -1,0 +1,4 @@
+package ssm
+
+// PausedProbeInterval exposes the probe interval to the black-box tests.
+const PausedProbeInterval = pausedProbeInterval
