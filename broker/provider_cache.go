@@ -24,10 +24,14 @@ type cacheProvider struct {
 	// deadline is the source's current hard deadline, which a cached entry
 	// takes over (nil: the source renews itself).
 	deadline func() *Deadline
-	// cacheable: minted credentials may go to the file. Never full-power
-	// session credentials of an MFA session (those live in the keyring),
-	// and nothing from the environment (already at hand in every process).
-	// Long-term keys are kept out by obtain.
+	// cacheable: the credentials may go to the file, which holds them in
+	// plaintext. Only what ssmproxy minted itself with AssumeRole and its
+	// scoped session policy (docs/credentials.md 5.3): never the source's
+	// own credentials, whatever minted them (an external
+	// credential_process, SSO, the instance role, the environment), which
+	// carry the user's full power and are fetched from their source by
+	// every process; nor the MFA session's (kept in the keyring). Long-term
+	// keys are kept out by obtain too.
 	cacheable bool
 	// early: the mint's base is obtained before the role lock, where a
 	// human may be asked (the keyring's passphrase, an MFA code) and the
