@@ -242,6 +242,12 @@ func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 	os.WriteFile(os.Getenv("AWS_CONFIG_FILE"), []byte("[profile proc]\nregion = us-east-1\ncredential_process = "+script+"\n"), 0o600)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-for-children")
 	b := e.newBroker(func(o *Options) { o.Profile, o.RoleARN = "proc", "" })
+	// An entry an earlier version wrote for these credentials is removed.
+	old := &entry{Version: cacheVersion, Key: b.chain.cache.key, Profile: "proc", Region: "us-east-1",
+		Credentials: fromAWS(sc, time.Now())}
+	if err := b.chain.cache.file.write(old); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -33,6 +34,7 @@ type cacheProvider struct {
 	// every process; nor the MFA session's (kept in the keyring). Long-term
 	// keys are kept out by obtain too.
 	cacheable bool
+	dropOld   sync.Once
 	// early: the mint's base is obtained before the role lock, where a
 	// human may be asked (the keyring's passphrase, an MFA code) and the
 	// cost is local, so that processes waiting for the lock never time out
@@ -61,6 +63,13 @@ func (p *cacheProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 // before notBefore, and the rejected credentials, do not count as fresh.
 func (p *cacheProvider) obtain(ctx context.Context, rej rejection, notBefore time.Time) (*entry, error) {
 	if !p.cacheable {
+		// An earlier version cached such credentials too: take its entry
+		// out of the plaintext file, once per process.
+		p.dropOld.Do(func() {
+			if err := p.file.remove(p.key); err != nil {
+				p.log.Warn("could not remove an old credential cache entry", "err", err)
+			}
+		})
 		return p.role.mint(ctx, rej, nil)
 	}
 	if e := p.read(rej.key, notBefore); e != nil {
