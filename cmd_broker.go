@@ -65,7 +65,8 @@ Environment:
                            or through SSH_ASKPASS; never stdin)
   SSH_ASKPASS              prompt program used when there is no terminal
   SSMPROXY_LOCK_DIR        directory of the lock files (default <user cache dir>/ssmproxy/locks,
-                           the same for every process of the user)
+                           the same for every process of the user); an absolute path to a
+                           directory of your own that nobody else may write
 `
 
 // brokerOptions assembles broker.Options for a command.

@@ -17,8 +17,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
+	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -81,7 +83,11 @@ func run(args []string) int {
 	default:
 		err = usagef("unknown command %q (try \"ssmproxy help\")", args[0])
 	}
-	return report(ctx, err)
+	code := report(ctx, err)
+	// A prompt a signal cancelled may still be restoring the terminal in a
+	// goroutine nobody waits for; the user's shell must get its echo back.
+	prompt.Settle(time.Second)
+	return code
 }
 
 // report prints one line for a failure and returns the exit code.

@@ -228,8 +228,9 @@ func TestExportedCredentialsExpire(t *testing.T) {
 
 // TestProfileCredentialProcessWithoutRole: a shared-config profile with
 // credential_process (printing session credentials) as the source and no
-// role: used directly, through the cache, and the child gets stdin null and
-// no inherited keys.
+// role: used directly, never written to the cache file (ssmproxy did not
+// mint them: docs/credentials.md 5.3), and the child gets stdin null and no
+// inherited keys.
 func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 	e := newTestEnv(t, fakeaws.Options{})
 	report := t.TempDir() + "/report"
@@ -241,6 +242,12 @@ func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 	os.WriteFile(os.Getenv("AWS_CONFIG_FILE"), []byte("[profile proc]\nregion = us-east-1\ncredential_process = "+script+"\n"), 0o600)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-for-children")
 	b := e.newBroker(func(o *Options) { o.Profile, o.RoleARN = "proc", "" })
+	// An entry an earlier version wrote for these credentials is removed.
+	old := &entry{Version: cacheVersion, Key: b.chain.cache.key, Profile: "proc", Region: "us-east-1",
+		Credentials: fromAWS(sc, time.Now())}
+	if err := b.chain.cache.file.write(old); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -252,8 +259,8 @@ func TestProfileCredentialProcessWithoutRole(t *testing.T) {
 	if strings.Contains(string(r), "not-for-children") || !strings.Contains(string(r), "stdin=\n") {
 		t.Fatalf("credential_process child saw %q", r)
 	}
-	if len(b.chain.cache.file.list()) != 1 {
-		t.Fatal("no-role temporary credentials from a profile still go through the cache")
+	if n := len(b.chain.cache.file.list()); n != 0 {
+		t.Fatalf("%d cache entries: unscoped credentials from an external credential_process were written to the cache file", n)
 	}
 	if !strings.Contains(b.chain.src.src.describe(), `profile "proc" (credential_process)`) {
 		t.Fatalf("source %q", b.chain.src.src.describe())

@@ -225,6 +225,21 @@ func (c fileCache) list() []*entry {
 	return out
 }
 
+// remove deletes the entry for key, if any, from a directory that passes
+// checkDir.
+func (c fileCache) remove(key string) error {
+	if err := c.checkDir(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	if err := os.Remove(c.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove credential cache entry: %w", err)
+	}
+	return nil
+}
+
 // removeProfile deletes every entry of the profile.
 func (c fileCache) removeProfile(profile string) (int, error) {
 	n := 0

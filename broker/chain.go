@@ -59,7 +59,7 @@ func newChain(ctx context.Context, o Options, set *settings, note *notifier) (*c
 		sessionName: set.sessionName, duration: set.roleDuration, scope: set.scope, sourceIdentity: set.sourceIdentity}}
 	sdk, isSDK := s.(*sdkSource)
 	cache := &cacheProvider{role: role, file: file, key: key, locks: locks, deadline: s.deadline,
-		cacheable: set.roleARN != "" || (isSDK && set.mfaSerial == ""),
+		cacheable: set.roleARN != "",
 		early:     !isSDK || set.mfaSerial != "",
 		lockWait:  roleLockTimeout, clk: clk, log: log}
 	if isSDK && sdk.mayPrompt() {

@@ -34,6 +34,10 @@ func (l *locker) acquire(ctx context.Context, name string, timeout time.Duration
 			return nil, fmt.Errorf("gave up waiting for another ssmproxy process to %s (%w); "+
 				"if no other ssmproxy is running, some other program holds %s", activity, err, path)
 		}
+		if errors.Is(err, lockfile.ErrUnsafe) {
+			// A lock directory or file to fix (5.6), not a wait.
+			return nil, &ConfigError{err}
+		}
 		return nil, fmt.Errorf("wait for another ssmproxy process to %s: %w", activity, err)
 	}
 	return release, nil

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -24,11 +25,16 @@ type cacheProvider struct {
 	// deadline is the source's current hard deadline, which a cached entry
 	// takes over (nil: the source renews itself).
 	deadline func() *Deadline
-	// cacheable: minted credentials may go to the file. Never full-power
-	// session credentials of an MFA session (those live in the keyring),
-	// and nothing from the environment (already at hand in every process).
-	// Long-term keys are kept out by obtain.
+	// cacheable: the credentials may go to the file, which holds them in
+	// plaintext. Only what ssmproxy minted itself with AssumeRole and its
+	// scoped session policy (docs/credentials.md 5.3): never the source's
+	// own credentials, whatever minted them (an external
+	// credential_process, SSO, the instance role, the environment), which
+	// carry the user's full power and are fetched from their source by
+	// every process; nor the MFA session's (kept in the keyring). Long-term
+	// keys are kept out by obtain too.
 	cacheable bool
+	dropOld   sync.Once
 	// early: the mint's base is obtained before the role lock, where a
 	// human may be asked (the keyring's passphrase, an MFA code) and the
 	// cost is local, so that processes waiting for the lock never time out
@@ -57,6 +63,13 @@ func (p *cacheProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 // before notBefore, and the rejected credentials, do not count as fresh.
 func (p *cacheProvider) obtain(ctx context.Context, rej rejection, notBefore time.Time) (*entry, error) {
 	if !p.cacheable {
+		// An earlier version cached such credentials too: take its entry
+		// out of the plaintext file, once per process.
+		p.dropOld.Do(func() {
+			if err := p.file.remove(p.key); err != nil {
+				p.log.Warn("could not remove an old credential cache entry", "err", err)
+			}
+		})
 		return p.role.mint(ctx, rej, nil)
 	}
 	if e := p.read(rej.key, notBefore); e != nil {

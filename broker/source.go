@@ -207,9 +207,10 @@ type sdkSource struct {
 	// ssoDeadline reads the SSO token cache; nil for other kinds.
 	ssoDeadline func() *Deadline
 
-	// terminal is whether the retrieve in progress may prompt on the
-	// terminal, for the SDK's MFA token provider, which gets no context.
-	terminal atomic.Bool
+	// asking is the context of the retrieve in progress, for the SDK's MFA
+	// token provider, which gets none: whether it may prompt on the
+	// terminal, and when to give up (a signal, the caller's timeout).
+	asking atomic.Pointer[context.Context]
 
 	mu     sync.Mutex
 	seenID string    // access key id of the credentials last returned
@@ -221,7 +222,7 @@ type sdkSource struct {
 // other processes take the cache entry) only while a refresh window of their
 // lifetime remains: inside that window, ask the SDK for new ones.
 func (s *sdkSource) retrieve(ctx context.Context) (Credentials, error) {
-	s.terminal.Store(prompt.TerminalAllowed(ctx))
+	s.asking.Store(&ctx)
 	a, err := s.provider.Retrieve(ctx)
 	if err != nil {
 		return Credentials{}, s.wrap(err)
@@ -287,10 +288,14 @@ func (s *sdkSource) invalidate() {
 
 func (s *sdkSource) fingerprint() string { return "sdk:" + s.kind + ":" + hashString(s.profile) }
 
-// promptContext is the context the SDK's MFA token provider asks in.
+// promptContext is the context the SDK's MFA token provider asks in: that
+// of the retrieve it serves, so that a signal or the caller giving up ends
+// the prompt and restores the terminal (docs/credentials.md 5.7). The SDK's
+// credentials cache may keep resolving after its caller gave up; its prompt
+// then ends with that caller's context.
 func (s *sdkSource) promptContext() context.Context {
-	if s.terminal.Load() {
-		return context.Background()
+	if ctx := s.asking.Load(); ctx != nil {
+		return *ctx
 	}
 	return prompt.WithoutTerminal(context.Background())
 }

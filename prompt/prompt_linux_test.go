@@ -211,3 +211,31 @@ func TestPromptBackgroundProcessGroup(t *testing.T) {
 		t.Fatalf("the prompt was written to the terminal: %q", shown.String())
 	}
 }
+
+// TestSettleRestoresEcho: a prompt still reading when the process is about
+// to exit (its goroutine was left behind by a caller that gave up) has its
+// terminal's echo restored by Settle.
+func TestSettleRestoresEcho(t *testing.T) {
+	master, slave, shown := openTerminal(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = Prompter{TTY: slave, NoAskpass: true}.Secret(ctx, "ssmproxy: left behind", "X")
+	}()
+	echoOff := func() bool {
+		tio, err := unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS)
+		return err == nil && tio.Lflag&unix.ECHO == 0
+	}
+	if !waitUntil(10*time.Second, func() bool { return strings.Contains(shown.String(), "left behind") && echoOff() }) {
+		t.Fatalf("prompt not shown with echo off: %q", shown.String())
+	}
+	Settle(0)
+	if echoOff() {
+		t.Fatal("Settle left the echo off")
+	}
+	cancel()
+	<-done
+	Settle(time.Second) // nothing left: returns at once
+}

@@ -16,7 +16,8 @@ import (
 // readTTY writes the prompt to the terminal and reads one line from it, with
 // echo off unless echo is set. Cancelling ctx ends the read: the terminal is
 // polled (its descriptor is never switched to blocking mode), so a read
-// deadline interrupts it. The echo setting is restored in every case.
+// deadline interrupts it. The echo setting is restored in every case, and
+// Settle restores it should the process exit before this function returns.
 func readTTY(ctx context.Context, f *os.File, prompt string, echo bool) (string, error) {
 	if !strings.HasSuffix(prompt, " ") {
 		prompt += ": "
@@ -28,6 +29,9 @@ func readTTY(ctx context.Context, f *os.File, prompt string, echo bool) (string,
 		restore, err := echoOff(f)
 		switch {
 		case err == nil:
+			// Tracked until restored, so that Settle can restore the
+			// modes should the process exit before this read ends.
+			restore = track(restore)
 			defer func() {
 				restore()
 				_, _ = io.WriteString(f, "\n")

@@ -1,6 +1,8 @@
 // Package awsconf loads the aws.Config ssmproxy's clients share, with the
 // project's transport rules: plain HTTP only to loopback endpoints (the
-// local fake), TLS verified everywhere else, endpoint overrides per client.
+// local fake) and the platform's link-local credential addresses (EC2
+// instance metadata, ECS and EKS container credentials), TLS verified
+// everywhere else, endpoint overrides per client.
 package awsconf
 
 import (
@@ -84,8 +86,9 @@ func HTTPClient() *awshttp.BuildableClient {
 }
 
 // LoopbackOnlyHTTP wraps an HTTP client so that it refuses plain HTTP to
-// anything but loopback: a session token sent in the clear would be a
-// leaked secret. TLS verification stays the SDK's default (on). Apply it to
+// anything but loopback and the link-local credential addresses
+// (PlainHTTPAllowed): a session token sent in the clear would be a leaked
+// secret. TLS verification stays the SDK's default (on). Apply it to
 // a loaded configuration's client, never pass the result to
 // config.WithHTTPClient (the SDK could then not add a custom CA bundle).
 func LoopbackOnlyHTTP(next aws.HTTPClient) aws.HTTPClient {
@@ -112,10 +115,46 @@ func (c loopbackOnlyHTTP) Do(req *http.Request) (*http.Response, error) {
 func (c loopbackOnlyHTTP) Unwrap() aws.HTTPClient { return c.next }
 
 func checkScheme(u *url.URL) error {
-	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("refusing plain-HTTP endpoint %s: only loopback endpoints may skip TLS", u.Host)
+	if u.Scheme == "http" && !PlainHTTPAllowed(u.Hostname()) {
+		return fmt.Errorf("refusing plain-HTTP endpoint %s: only loopback and the EC2/ECS/EKS credential addresses may skip TLS", u.Host)
 	}
 	return nil
+}
+
+// linkLocalCredentialHosts are the addresses at which the compute platform
+// itself serves credentials over plain HTTP, as the SDK's default chain
+// uses them (docs/credentials.md 3.3): the EC2 instance metadata service
+// (IPv4 and its IPv6 endpoint mode), the ECS task credentials endpoint and
+// the EKS Pod Identity agent (IPv4 and IPv6). They are link-local: the
+// hypervisor or the node answers, nothing beyond it can be reached.
+var linkLocalCredentialHosts = []net.IP{
+	net.ParseIP("169.254.169.254"), // EC2 instance metadata
+	net.ParseIP("fd00:ec2::254"),   // EC2 instance metadata, IPv6 endpoint mode
+	net.ParseIP("169.254.170.2"),   // ECS container credentials
+	net.ParseIP("169.254.170.23"),  // EKS Pod Identity
+	net.ParseIP("fd00:ec2::23"),    // EKS Pod Identity, IPv6
+}
+
+// PlainHTTPAllowed reports whether an endpoint on host may be reached
+// without TLS: loopback (the local fake, a container credentials agent
+// named by AWS_CONTAINER_CREDENTIALS_FULL_URI, as the SDK allows) and the
+// platform's link-local credential addresses, written as IP addresses.
+// Everything else must use TLS: a session token sent in the clear would be
+// a leaked secret.
+func PlainHTTPAllowed(host string) bool {
+	if IsLoopbackHost(host) {
+		return true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	for _, allowed := range linkLocalCredentialHosts {
+		if ip.Equal(allowed) {
+			return true
+		}
+	}
+	return false
 }
 
 // IsLoopbackHost reports whether host is localhost or a loopback address.

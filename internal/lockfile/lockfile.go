@@ -51,8 +51,15 @@ var ErrTimeout = errors.New("timed out waiting for the lock")
 // ProxyCommand started by an IDE may lack XDG_RUNTIME_DIR while a shell has
 // it): two processes that computed different directories would each hold
 // "the" lock and mint at once.
+//
+// Acquire checks the directory (CheckDir) every time it takes a lock.
 func Dir() (string, error) {
 	if d := os.Getenv(EnvDir); d != "" {
+		if !filepath.IsAbs(d) {
+			// A relative path names a different directory in every
+			// working directory: no lock at all.
+			return "", fmt.Errorf("%w: %s=%q is not an absolute path", ErrUnsafe, EnvDir, d)
+		}
 		return d, nil
 	}
 	c, err := os.UserCacheDir()
@@ -77,7 +84,9 @@ func semaphore(path string) chan struct{} {
 
 // Acquire takes the exclusive lock at path (creating the file 0600 and its
 // directory 0700), polling until it is free, ctx ends or the timeout passes.
-// The returned function releases it.
+// It refuses a directory CheckDir refuses, and a lock file that is a
+// symbolic link (it is opened with O_NOFOLLOW) or not the user's own
+// private regular file. The returned function releases it.
 func Acquire(ctx context.Context, path string, o Options) (release func(), err error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
@@ -90,6 +99,12 @@ func Acquire(ctx context.Context, path string, o Options) (release func(), err e
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create lock directory: %w", err)
+	}
+	if err := CheckDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	if err := refuseLink(path); err != nil {
+		return nil, err
 	}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -128,7 +143,7 @@ acquireSem:
 
 	// Then the file lock: poll with TryLockContext, first until the notice
 	// is due, then until the timeout.
-	fl := flock.New(path, flock.SetPermissions(0o600))
+	fl := flock.New(path, flock.SetPermissions(0o600), flock.SetFlag(openFlag()))
 	noticeCtx, cancelNotice := context.WithTimeout(ctx, max(0, o.NoticeAfter-time.Since(start)))
 	ok, err := fl.TryLockContext(noticeCtx, o.Poll)
 	cancelNotice()
@@ -142,6 +157,17 @@ acquireSem:
 			return nil, wrap(ctx.Err())
 		}
 		return nil, fmt.Errorf("lock %s: %w", filepath.Base(path), err)
+	}
+	// Checked through the locked descriptor: what was opened, not what the
+	// path names now.
+	st, err := fl.Stat()
+	if err == nil {
+		err = checkFile(path, st)
+	}
+	if err != nil {
+		_ = fl.Unlock()
+		<-sem
+		return nil, err
 	}
 	var once sync.Once
 	return func() {
