@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 )
 
@@ -94,7 +95,10 @@ func report(ctx context.Context, err error) int {
 	if errors.Is(err, errHelpShown) {
 		return exitUsage
 	}
-	fmt.Fprintf(os.Stderr, "ssmproxy: %s\n", oneLine(err.Error()))
+	// The one stderr line may carry text from outside the process (an SDK
+	// error, a service message): it passes the redactor
+	// (docs/credentials.md 7.3).
+	fmt.Fprintf(os.Stderr, "ssmproxy: %s\n", redact.String(oneLine(err.Error())))
 	return exitCode(err)
 }
 
@@ -156,7 +160,8 @@ func caughtSignal(ctx context.Context) int {
 
 // newLogger builds the diagnostics logger: quiet on stderr by default (the
 // final error line is printed by report), more with -v, everything at debug
-// level to the log file when one is given (mode 0600).
+// level to the log file when one is given (mode 0600). Every record passes
+// the redactor (docs/credentials.md 7.3).
 func newLogger(verbosity int, logFile string) (*slog.Logger, func(), error) {
 	level := slog.LevelError + 4 // nothing but what report prints
 	switch {
@@ -179,5 +184,5 @@ func newLogger(verbosity int, logFile string) (*slog.Logger, func(), error) {
 			level = slog.LevelInfo
 		}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeFn, nil
+	return slog.New(redact.NewHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))), closeFn, nil
 }

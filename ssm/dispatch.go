@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -40,9 +41,9 @@ func (s *Session) handleFrame(b []byte) bool {
 		_ = json.Unmarshal(f.Payload, &cc)
 		s.mu.Lock()
 		s.peerClosed = true
-		s.closeReason = cc.Output
+		s.closeReason = redact.String(cc.Output) // service text, shown to the user
 		s.mu.Unlock()
-		s.log.Info("channel closed by the service", "output", cc.Output)
+		s.log.Info("channel closed by the service", "output", s.closeReason)
 		// After our refusal of the handshake, the refusal is the reason.
 		s.finish(s.hs.refused())
 	case wire.TypePausePublication:
