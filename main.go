@@ -97,7 +97,7 @@ func report(ctx context.Context, err error) int {
 	}
 	// The one stderr line may carry text from outside the process (an SDK
 	// error, a service message): it passes the redactor
-	// (docs/credentials.md 7.3).
+	// (docs/credentials.md 7.1).
 	fmt.Fprintf(os.Stderr, "ssmproxy: %s\n", redact.String(oneLine(err.Error())))
 	return exitCode(err)
 }
@@ -161,7 +161,7 @@ func caughtSignal(ctx context.Context) int {
 // newLogger builds the diagnostics logger: quiet on stderr by default (the
 // final error line is printed by report), more with -v, everything at debug
 // level to the log file when one is given (mode 0600). Every record passes
-// the redactor (docs/credentials.md 7.3).
+// the redactor (docs/credentials.md 7.1).
 func newLogger(verbosity int, logFile string) (*slog.Logger, func(), error) {
 	level := slog.LevelError + 4 // nothing but what report prints
 	switch {

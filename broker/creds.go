@@ -45,7 +45,7 @@ func (c Credentials) AWS(source string) aws.Credentials {
 }
 
 // register tells the redactor this process's secrets, so that no message
-// or log line shows them whatever wraps them (docs/credentials.md 7.3).
+// or log line shows them whatever wraps them (docs/credentials.md 7.1).
 func (c Credentials) register() { redact.Register(c.SecretAccessKey, c.SessionToken) }
 
 func fromAWS(a aws.Credentials, now time.Time) Credentials {

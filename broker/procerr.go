@@ -16,7 +16,7 @@ import (
 // credential_process JSON. It says which part failed and never what the
 // process printed: the AWS SDK's own error for a parse failure embeds the
 // whole output, secret key and session token included, so it is dropped
-// here, not wrapped (docs/credentials.md 7.3). It is not permanent: the next
+// here, not wrapped (docs/credentials.md 7.1). It is not permanent: the next
 // refresh runs the process again.
 type ProcessError struct {
 	Profile string

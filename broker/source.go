@@ -256,7 +256,7 @@ func (s *sdkSource) stamp(a aws.Credentials) Credentials {
 
 // wrap gives an SDK failure its context. A credential_process failure is
 // replaced, not wrapped: the SDK's error embeds the process's output
-// (docs/credentials.md 7.3).
+// (docs/credentials.md 7.1).
 func (s *sdkSource) wrap(err error) error {
 	if pe, ok := processFailure(s.profile, err); ok {
 		return pe

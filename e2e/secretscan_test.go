@@ -99,7 +99,7 @@ func connectScan(t *testing.T, w *brokerWorld, env []string, port, input string,
 // issuedSecrets lists every secret the fake's IAM store holds or issued,
 // with whether ssmproxy minted it for the broker's role (session name
 // alice): the one kind the credential cache may hold (docs/credentials.md
-// 5.4, 7.3).
+// 5.3, 7.1).
 func issuedSecrets(t *testing.T, f *fake) (all []string, minted map[string]bool) {
 	t.Helper()
 	var creds []fakeaws.IssuedCredential

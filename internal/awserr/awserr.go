@@ -25,7 +25,7 @@ func Code(err error) string {
 
 // Message is the message of the service's answer in err's chain, through
 // the redactor: it is text from outside the process and may quote a request
-// (docs/credentials.md 7.3).
+// (docs/credentials.md 7.1).
 func Message(err error) string {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {

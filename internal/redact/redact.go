@@ -1,7 +1,7 @@
 // Package redact is the one choke point for text that comes from outside
 // the process (SDK errors that embed a child's output, service messages,
 // channel_closed text, HTTP bodies, keyring and child-process errors) on its
-// way to stderr, a log or an error message (docs/credentials.md 7.3).
+// way to stderr, a log or an error message (docs/credentials.md 7.1).
 //
 // String does three things, in this order:
 //
