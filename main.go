@@ -17,10 +17,14 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 )
+
+// childStderrDrain bounds the wait, at exit, for children's stderr.
+const childStderrDrain = 500 * time.Millisecond
 
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
@@ -81,6 +85,9 @@ func run(args []string) int {
 	default:
 		err = usagef("unknown command %q (try \"ssmproxy help\")", args[0])
 	}
+	// A child's stderr reaches ours through the redactor, asynchronously:
+	// let it arrive before our last line (docs/credentials.md 7.1).
+	secretenv.Drain(childStderrDrain)
 	return report(ctx, err)
 }
 

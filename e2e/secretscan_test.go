@@ -43,6 +43,10 @@ func TestCLISecretScanBrokenCredentialProcess(t *testing.T) {
 			"credential_process output is not valid JSON"},
 		{"exit status", "printf '%s\\n' '" + fmt.Sprintf(good, "2099-01-01T00:00:00Z") + "'\nexit 4\n",
 			"exited with status 4"},
+		// A wrapper traced with "sh -x" prints what it handles on stderr,
+		// which goes to the user's terminal through the redactor.
+		{"stderr trace", "echo '+ export AWS_SECRET_ACCESS_KEY=" + leakSecret + " AWS_SESSION_TOKEN=" + leakToken + "' >&2\n" +
+			"printf 'wrapper gives up\\033[2J\\n' >&2\nexit 2\n", "wrapper gives up\\x1b[2J\nssmproxy: credentials of profile \"proc\": credential_process exited with status 2"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -283,3 +283,15 @@ func needsEscape(r rune, n int) bool {
 	}
 	return false
 }
+
+// Lines is String for text of several lines: each line is redacted and
+// escaped, and the newlines between them stay.
+func Lines(s string) string { return known.lines(s) }
+
+func (r *registry) lines(s string) string {
+	parts := strings.Split(s, "\n")
+	for i, p := range parts {
+		parts[i] = r.redact(p)
+	}
+	return strings.Join(parts, "\n")
+}

@@ -159,3 +159,18 @@ func FuzzRedact(f *testing.F) {
 		}
 	})
 }
+
+// TestWriter: a child's stderr keeps its lines but loses secrets and
+// control sequences.
+func TestWriter(t *testing.T) {
+	Register("writer-registered-secret-1")
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	in := []byte("+ export KEY=writer-registered-secret-1\n\x1b[2Jline two\r\nprompt: ")
+	if n, err := w.Write(in); err != nil || n != len(in) {
+		t.Fatalf("write %d %v", n, err)
+	}
+	if got, want := buf.String(), "+ export KEY=[redacted]\n\\x1b[2Jline two\\r\nprompt: "; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
