@@ -160,9 +160,40 @@ const (
 	sessionTokenAt = 100 // session tokens are several hundred characters
 )
 
-// shaped replaces secret-shaped values.
+// shaped replaces secret-shaped values. Cheap checks first: most text has
+// no field named like a secret and no long base64 run, and the regular
+// expressions cost some microseconds per line.
 func shaped(s string) string {
-	s = fieldRE.ReplaceAllStringFunc(s, func(m string) string {
+	lower := strings.ToLower(s)
+	if strings.Contains(lower, "key") || strings.Contains(lower, "token") {
+		s = fields(s)
+	}
+	if strings.Contains(s, "<") {
+		s = xmlRE.ReplaceAllString(s, "${1}"+Placeholder+"${2}")
+	}
+	if longestRun(s) < secretKeyLen {
+		return s
+	}
+	return runs(s)
+}
+
+// longestRun is the length of the longest run of base64 characters in s.
+func longestRun(s string) int {
+	longest, cur := 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=' {
+			cur++
+			longest = max(longest, cur)
+		} else {
+			cur = 0
+		}
+	}
+	return longest
+}
+
+func fields(s string) string {
+	return fieldRE.ReplaceAllStringFunc(s, func(m string) string {
 		sub := fieldRE.FindStringSubmatch(m)
 		v := sub[2]
 		q := ""
@@ -174,7 +205,9 @@ func shaped(s string) string {
 		}
 		return sub[1] + q + Placeholder + q
 	})
-	s = xmlRE.ReplaceAllString(s, "${1}"+Placeholder+"${2}")
+}
+
+func runs(s string) string {
 	return b64RunRE.ReplaceAllStringFunc(s, func(run string) string {
 		if len(run) >= sessionTokenAt {
 			return Placeholder

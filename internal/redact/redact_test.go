@@ -174,3 +174,14 @@ func TestWriter(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+func BenchmarkString(b *testing.B) {
+	for i := range 20 {
+		Register(fmt.Sprintf("bench-registered-secret-%04d", i))
+	}
+	line := "StartSession i-0123456789abcdef0: access denied (AccessDeniedException, HTTP 400): User: arn:aws:sts::123456789012:assumed-role/x/alice is not authorized to perform: ssm:StartSession"
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = String(line)
+	}
+}
