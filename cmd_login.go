@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ssmproxy/ssmproxy/broker"
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/keyring"
 	"github.com/ssmproxy/ssmproxy/prompt"
@@ -75,6 +76,7 @@ func cmdLogin(ctx context.Context, args []string) error {
 			return &loginError{err}
 		}
 	}
+	redact.Register(key.SecretAccessKey) // no message about this login shows it
 	store, err := openStore(ctx, backend, true)
 	if err != nil {
 		return err

@@ -19,9 +19,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/prompt"
 )
+
+// childStderrDrain bounds the wait, at exit, for children's stderr.
+const childStderrDrain = 500 * time.Millisecond
 
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
@@ -83,6 +87,9 @@ func run(args []string) int {
 	default:
 		err = usagef("unknown command %q (try \"ssmproxy help\")", args[0])
 	}
+	// A child's stderr reaches ours through the redactor, asynchronously:
+	// let it arrive before our last line (docs/credentials.md 7.1).
+	secretenv.Drain(childStderrDrain)
 	code := report(ctx, err)
 	// A prompt a signal cancelled may still be restoring the terminal in a
 	// goroutine nobody waits for; the user's shell must get its echo back.
@@ -101,7 +108,10 @@ func report(ctx context.Context, err error) int {
 	if errors.Is(err, errHelpShown) {
 		return exitUsage
 	}
-	fmt.Fprintf(os.Stderr, "ssmproxy: %s\n", oneLine(err.Error()))
+	// The one stderr line may carry text from outside the process (an SDK
+	// error, a service message): it passes the redactor
+	// (docs/credentials.md 7.1).
+	fmt.Fprintf(os.Stderr, "ssmproxy: %s\n", redact.String(oneLine(err.Error())))
 	return exitCode(err)
 }
 
@@ -178,7 +188,8 @@ func caughtSignal(ctx context.Context) int {
 
 // newLogger builds the diagnostics logger: quiet on stderr by default (the
 // final error line is printed by report), more with -v, everything at debug
-// level to the log file when one is given (mode 0600).
+// level to the log file when one is given (mode 0600). Every record passes
+// the redactor (docs/credentials.md 7.1).
 func newLogger(verbosity int, logFile string) (*slog.Logger, func(), error) {
 	level := slog.LevelError + 4 // nothing but what report prints
 	switch {
@@ -201,5 +212,5 @@ func newLogger(verbosity int, logFile string) (*slog.Logger, func(), error) {
 			level = slog.LevelInfo
 		}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeFn, nil
+	return slog.New(redact.NewHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))), closeFn, nil
 }

@@ -250,6 +250,7 @@ func (b *Broker) noteFailure(ctx context.Context, err error) {
 // adopt makes e current and schedules its re-mint with this process's
 // jitter, or the final mint before a hard deadline when that comes first.
 func (b *Broker) adopt(e *entry) {
+	e.Credentials.register()
 	now := b.clk.Now()
 	b.mu.Lock()
 	b.cur = e

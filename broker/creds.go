@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 )
 
 // Credentials are one set of AWS credentials with their real expiry. The
@@ -41,6 +43,10 @@ func (c Credentials) AWS(source string) aws.Credentials {
 		Source: source, CanExpire: c.CanExpire(), Expires: c.Expires,
 	}
 }
+
+// register tells the redactor this process's secrets, so that no message
+// or log line shows them whatever wraps them (docs/credentials.md 7.1).
+func (c Credentials) register() { redact.Register(c.SecretAccessKey, c.SessionToken) }
 
 func fromAWS(a aws.Credentials, now time.Time) Credentials {
 	c := Credentials{AccessKeyID: a.AccessKeyID, SecretAccessKey: a.SecretAccessKey, SessionToken: a.SessionToken, Issued: now}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 )
 
 // notifier writes the user-facing lines (the connect-time deadline, the
@@ -21,6 +23,7 @@ type notifier struct {
 
 // line writes one line.
 func (n *notifier) line(s string) {
+	s = redact.String(s)
 	n.log.Warn(s)
 	_, _ = fmt.Fprintf(n.w, "ssmproxy: %s\n", s)
 }

@@ -72,6 +72,7 @@ func (p *mfaProvider) based(ctx context.Context) (based, error) {
 		if bs.base, err = p.session(ctx, src, serial); err != nil {
 			return based{}, err
 		}
+		bs.base.register()
 		bs.mfa = serial
 		bs.deadline = &Deadline{At: bs.base.Expires, What: "the MFA session",
 			Fix:       fmt.Sprintf("reconnect from a terminal to enter a new code, or set %s", EnvMFAProcess),

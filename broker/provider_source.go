@@ -33,7 +33,9 @@ func (p *sourceProvider) retrieve(ctx context.Context) (Credentials, error) {
 	if d := p.src.deadline(); d != nil && !d.Renewable && d.Known() && !p.clk.Now().Before(d.At) {
 		return Credentials{}, &SourceError{Profile: p.profile, What: d.What, At: d.At, Fix: d.Fix}
 	}
-	return p.src.retrieve(ctx)
+	c, err := p.src.retrieve(ctx)
+	c.register()
+	return c, err
 }
 
 // failure turns an STS error into one that says what failed: a

@@ -255,7 +255,13 @@ func (s *sdkSource) stamp(a aws.Credentials) Credentials {
 	return fromAWS(a, issued)
 }
 
+// wrap gives an SDK failure its context. A credential_process failure is
+// replaced, not wrapped: the SDK's error embeds the process's output
+// (docs/credentials.md 7.1).
 func (s *sdkSource) wrap(err error) error {
+	if pe, ok := processFailure(s.profile, err); ok {
+		return pe
+	}
 	if isSSOExpired(err) {
 		return &SourceError{Profile: s.profile, What: "the SSO session", Reason: "has expired or is invalid and cannot be renewed from here",
 			Fix: fmt.Sprintf("run \"aws sso login --profile %s\" and reconnect", s.profile)}

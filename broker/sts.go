@@ -1,14 +1,14 @@
 package broker
 
 import (
-	"errors"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
-	"github.com/aws/smithy-go"
+
+	"github.com/ssmproxy/ssmproxy/internal/awserr"
 )
 
 // stsCallTimeout bounds one STS call (the SDK retries inside it).
@@ -36,25 +36,16 @@ func fromSTS(c *ststypes.Credentials, now time.Time) Credentials {
 	if c == nil {
 		return Credentials{}
 	}
-	return Credentials{
+	out := Credentials{
 		AccessKeyID: aws.ToString(c.AccessKeyId), SecretAccessKey: aws.ToString(c.SecretAccessKey),
 		SessionToken: aws.ToString(c.SessionToken), Expires: aws.ToTime(c.Expiration), Issued: now,
 	}
+	out.register() // minted: known to the redactor from this moment
+	return out
 }
 
 // stsCode is the error code of an STS failure, or "".
-func stsCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
+func stsCode(err error) string { return awserr.Code(err) }
 
-func stsMessage(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorMessage()
-	}
-	return ""
-}
+// stsMessage is STS's message, redacted.
+func stsMessage(err error) string { return awserr.Message(err) }

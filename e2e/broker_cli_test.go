@@ -79,9 +79,15 @@ func TestBrokerMFAWithoutTerminal(t *testing.T) {
 // exit code.
 func connectOnce(t *testing.T, env []string, port, input string) (string, string, int) {
 	t.Helper()
+	return connectArgs(t, env, input, target, port)
+}
+
+// connectArgs is connectOnce with the connect command's arguments.
+func connectArgs(t *testing.T, env []string, input string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, ssmproxyBin, "connect", target, port)
+	cmd := exec.CommandContext(ctx, ssmproxyBin, append([]string{"connect"}, args...)...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	in, _ := cmd.StdinPipe()

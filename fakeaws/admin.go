@@ -22,6 +22,15 @@ type SessionInfo struct {
 	AgentOutputSeconds float64 `json:"agent_output_seconds"`
 }
 
+// IssuedCredential is one credential of the fake's IAM store, as the admin
+// API lists it (GET /_fake/credentials).
+type IssuedCredential struct {
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	SessionToken    string `json:"session_token,omitempty"`
+	Principal       string `json:"principal"`
+}
+
 // SessionInfos lists every session.
 func (s *Server) SessionInfos() []SessionInfo {
 	var out []SessionInfo
@@ -109,6 +118,15 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		s.IAM.SetSTSDelay(d)
 		w.WriteHeader(http.StatusNoContent)
+	case path == "credentials" && r.Method == http.MethodGet:
+		// Every credential the fake knows, secrets included: the secret
+		// scans look for them in everything ssmproxy leaves behind.
+		var out []IssuedCredential
+		for _, c := range s.IAM.Issued() {
+			out = append(out, IssuedCredential{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey,
+				SessionToken: c.SessionToken, Principal: c.Principal.ARN(c.Account)})
+		}
+		writeJSON(w, out)
 	case path == "credentials/expire" && r.Method == http.MethodPost:
 		s.IAM.ExpireNow(q.Get("akid"))
 		w.WriteHeader(http.StatusNoContent)

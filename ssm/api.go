@@ -13,6 +13,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/ssmproxy/ssmproxy/internal/awserr"
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 )
 
 // SessionInfo is what StartSession and ResumeSession return.
@@ -258,7 +259,7 @@ func classify(op, resource string, err error) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		e.Code = ErrorCode(ae.ErrorCode())
-		e.Message = ae.ErrorMessage()
+		e.Message = awserr.Message(err)
 	}
 	// A failure to obtain credentials at all (the provider failed) is a
 	// credentials problem even though no request was sent.
@@ -266,7 +267,7 @@ func classify(op, resource string, err error) error {
 	isCredErr := errors.As(err, &ce)
 	if isCredErr {
 		e.Kind = KindCredentials
-		e.Message = ce.Err.Error()
+		e.Message = redact.String(ce.Err.Error())
 		return e
 	}
 	if awserr.CredentialsRefused(e.Code) {

@@ -20,6 +20,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -248,7 +249,7 @@ func dialChannel(ctx context.Context, streamURL, token string, dc dialConfig) (*
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
-			return nil, nil, &DialError{Status: resp.StatusCode, Body: strings.TrimSpace(string(body)), Err: err}
+			return nil, nil, &DialError{Status: resp.StatusCode, Body: redact.String(strings.TrimSpace(string(body))), Err: err}
 		}
 		return nil, nil, &DialError{Err: err}
 	}

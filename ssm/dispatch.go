@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -43,9 +44,9 @@ func (s *Session) handleFrame(b []byte) bool {
 		_ = json.Unmarshal(f.Payload, &cc)
 		s.mu.Lock()
 		s.peerClosed = true
-		s.closeReason = cc.Output
+		s.closeReason = redact.String(cc.Output) // service text, shown to the user
 		s.mu.Unlock()
-		s.log.Info("channel closed by the service", "output", cc.Output)
+		s.log.Info("channel closed by the service", "output", s.closeReason)
 		// After our refusal of the handshake, or once we gave up on a
 		// silent agent, that is the reason.
 		s.finish(s.ownReason())

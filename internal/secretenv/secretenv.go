@@ -12,12 +12,16 @@ package secretenv
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 )
 
 // ssmproxy's own secret variables.
@@ -81,13 +85,75 @@ func Scrub(env []string) []string {
 }
 
 // Command is a child process with stdin null, stderr passed through to the
-// user, and a scrubbed environment; the caller sets Stdout.
+// user's stderr by way of the redactor, and a scrubbed environment; the
+// caller sets Stdout. The child's stderr is text from outside the process: a
+// wrapper script run with "sh -x" prints the secrets it handles
+// (docs/credentials.md 7.1).
 func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdin = nil // the null device
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = redactedStderr(ctx)
 	cmd.Env = Scrub(os.Environ())
 	return cmd
+}
+
+// redactedStderr is the write end of a pipe whose read end a goroutine
+// copies to os.Stderr through the redactor. It is an *os.File, so the child
+// gets it as its stderr and Wait has no copy to wait for: a grandchild that
+// keeps it open (an agent the child started) delays nothing. Our own copy of
+// the write end is closed when ctx ends (every caller's ctx has a timeout
+// and is cancelled when the child is done); the goroutine ends when the last
+// writer closes.
+func redactedStderr(ctx context.Context) io.Writer {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return redact.NewWriter(os.Stderr) // exec's own pipe instead
+	}
+	dst := os.Stderr
+	done := make(chan struct{})
+	copiesMu.Lock()
+	copies[done] = struct{}{}
+	copiesMu.Unlock()
+	go func() {
+		defer func() {
+			copiesMu.Lock()
+			delete(copies, done)
+			copiesMu.Unlock()
+			close(done)
+		}()
+		defer pr.Close()
+		_, _ = io.Copy(redact.NewWriter(dst), pr)
+	}()
+	context.AfterFunc(ctx, func() { pw.Close() })
+	return pw
+}
+
+// copies are the stderr copies still running, by their done channels.
+var (
+	copiesMu sync.Mutex
+	copies   = map[chan struct{}]struct{}{}
+)
+
+// Drain waits, at most d, until what the children wrote on stderr has
+// reached ours: main calls it before its final line, so that a failed
+// child's own message comes first and is not lost at exit. A copy that a
+// lingering grandchild keeps open is given up on after d.
+func Drain(d time.Duration) {
+	copiesMu.Lock()
+	var running []chan struct{}
+	for c := range copies {
+		running = append(running, c)
+	}
+	copiesMu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for _, c := range running {
+		select {
+		case <-c:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // Shell is Command for a configured command line, run through the

@@ -1,10 +1,15 @@
 package secretenv
 
 import (
+	"context"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/internal/redact"
 )
 
 // TestTakeHidesFromChildren: a taken variable is still readable through Get,
@@ -50,5 +55,49 @@ func TestScrub(t *testing.T) {
 	}
 	if len(out) != 3 {
 		t.Fatalf("ordinary variables must stay: %q", out)
+	}
+}
+
+// TestChildStderrRedacted: what a child writes on stderr reaches ours
+// through the redactor (a "sh -x" wrapper prints the secrets it handles),
+// all of it once Drain returns.
+func TestChildStderrRedacted(t *testing.T) {
+	const secret = "child-stderr-secret-0001"
+	redact.Register(secret)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	saved := os.Stderr
+	os.Stderr = w
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	cmd := Shell(ctx, "echo '+ KEY="+secret+"' >&2; printf 'x\\033[2Jy\\n' >&2")
+	os.Stderr = saved
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	Drain(20 * time.Second)
+	w.Close()
+	b, _ := io.ReadAll(r)
+	if got := string(b); got != "+ KEY=[redacted]\nx\\x1b[2Jy\n" {
+		t.Errorf("stderr %q", got)
+	}
+}
+
+// TestChildStderrGrandchild: a grandchild that keeps the child's stderr
+// open holds up neither Wait nor Drain beyond its bound.
+func TestChildStderrGrandchild(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := Shell(ctx, "sleep 5 >/dev/null & echo started >&2").Run(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	Drain(time.Second)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Run and Drain took %s: the grandchild held them", d)
 	}
 }
