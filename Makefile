@@ -4,6 +4,7 @@
 #   make test    unit, integration and pure-Go end-to-end tests
 #   make e2e     end-to-end tests with the real OpenSSH ssh/scp/sshd and rsync
 #   make bench   throughput, CPU, RSS and latency against plain ssh
+#   make fuzz    every fuzz target for FUZZTIME (default 30s)
 #   make lint    gofmt and go vet
 
 GO      ?= go
@@ -43,8 +44,20 @@ test:
 e2e:
 	SSMPROXY_E2E_REQUIRE_OPENSSH=1 $(GO) test -count=1 -timeout 25m -v ./e2e/
 
+# Every fuzz target in the module, one after another, FUZZTIME each (default
+# 30s); FUZZ narrows it to the targets matching a regexp. Each target's last
+# line gives its executions.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./ssm/wire/
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for pkg in $$($(GO) list ./... | grep -v /e2e$$); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' | grep -E "$${FUZZ:-.}" || true); do \
+	    if $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-30s} $$pkg >$$log 2>&1; then \
+	      echo "fuzz: ok   $$pkg $$t: $$(grep -o 'execs: [0-9]*' $$log | tail -n 1)"; \
+	    else \
+	      echo "fuzz: FAIL $$pkg $$t"; tail -n 30 $$log; exit 1; \
+	    fi; \
+	  done; \
+	done
 
 bench: bin/ssmproxy bin/fakeaws bin/bench
 	bin/bench -bin bin $(BENCHFLAGS)

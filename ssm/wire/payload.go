@@ -51,27 +51,75 @@ func encodeUUID(dst []byte, id uuid.UUID) {
 }
 
 // ParseAckSequence extracts AcknowledgedMessageSequenceNumber from an
-// acknowledge payload without reflection (an ack arrives for every message
-// sent), falling back to encoding/json for unusual formatting.
+// acknowledge payload. An ack arrives for every message sent, so the exact
+// shape the real peers emit (the field order of Acknowledge, compact, no
+// escapes) is read without reflection; anything else goes to encoding/json,
+// so both paths always agree (a repeated key, a key in another case or in a
+// nested object reads as encoding/json reads it: FuzzParseAckSequence).
 func ParseAckSequence(p []byte) (int64, bool) {
-	const key = `"AcknowledgedMessageSequenceNumber":`
-	if i := bytes.Index(p, []byte(key)); i >= 0 {
-		rest := p[i+len(key):]
-		j := 0
-		for j < len(rest) && (rest[j] == '-' || (rest[j] >= '0' && rest[j] <= '9')) {
-			j++
-		}
-		if j > 0 && j < len(rest) && (rest[j] == ',' || rest[j] == '}') {
-			if n, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
-				return n, true
-			}
-		}
+	if n, ok := parseCanonicalAck(p); ok {
+		return n, true
 	}
 	a, err := ParseAcknowledge(p)
 	if err != nil {
 		return 0, false
 	}
 	return a.AcknowledgedMessageSequenceNumber, true
+}
+
+// parseCanonicalAck reads an ack in exactly AppendAcknowledge's layout.
+func parseCanonicalAck(p []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(p, []byte(`{"AcknowledgedMessageType":"`))
+	if !ok {
+		return 0, false
+	}
+	if rest, ok = skipPlainString(rest); !ok {
+		return 0, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"AcknowledgedMessageId":"`)); !ok {
+		return 0, false
+	}
+	if rest, ok = skipPlainString(rest); !ok {
+		return 0, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"AcknowledgedMessageSequenceNumber":`)); !ok {
+		return 0, false
+	}
+	j := 0
+	if j < len(rest) && rest[j] == '-' {
+		j++
+	}
+	digits := j
+	for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+		j++
+	}
+	// JSON numbers have no leading zeros; leave those to encoding/json.
+	if j == digits || (rest[digits] == '0' && j > digits+1) {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	switch string(rest[j:]) {
+	case `,"IsSequentialMessage":true}`, `,"IsSequentialMessage":false}`:
+		return n, true
+	}
+	return 0, false
+}
+
+// skipPlainString skips the rest of a JSON string with no escapes and no
+// control characters, up to and including its closing quote.
+func skipPlainString(b []byte) ([]byte, bool) {
+	for i, c := range b {
+		switch {
+		case c == '"':
+			return b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 // ParseAcknowledge decodes an acknowledge payload.
