@@ -16,7 +16,7 @@ import (
 //   - whatever is delivered is exactly the sender's stream, in order, without
 //     gaps or repeats, whatever the arrival order, duplicates, corruption or
 //     readiness of the local side;
-//   - the buffer never holds more than its bound;
+//   - the buffer never holds more than its bounds (messages and bytes);
 //   - an acked message is never lost: after the sender has resent only what
 //     is still unacked, the whole stream has been delivered.
 //
@@ -31,7 +31,9 @@ func FuzzReceivePath(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{9, 8, 7, 6, 5, 4, 3, 2, 1}, 8))
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		const total = 48 // messages in the sender's stream
-		const maxOOO = 6 // small, so the full-buffer paths run
+		// Small bounds, so the full-buffer paths run: at most 6 messages or
+		// 12 payload bytes held (payloads are 1 to 5 bytes).
+		const maxOOO, maxBytes = 6, 12
 		payload := func(seq int64) []byte {
 			return bytes.Repeat([]byte{byte(seq)}, int(seq%5)+1)
 		}
@@ -40,7 +42,7 @@ func FuzzReceivePath(f *testing.F) {
 			ready     = true
 			acked     [total]bool
 		)
-		r := newReceiver(maxOOO, func(pt wire.PayloadType, p []byte) bool {
+		r := newReceiver(receiverLimits{messages: maxOOO, bytes: maxBytes}, func(pt wire.PayloadType, p []byte) bool {
 			if !ready {
 				return false
 			}
@@ -74,8 +76,8 @@ func FuzzReceivePath(f *testing.F) {
 			case verdictAck, verdictDuplicate:
 				acked[seq] = true
 			}
-			if b := r.stats().Buffered; b > maxOOO {
-				t.Fatalf("%d messages buffered, bound %d", b, maxOOO)
+			if st := r.stats(); st.Buffered > maxOOO || st.BufferedBytes > maxBytes {
+				t.Fatalf("%d messages (%d bytes) buffered, bounds %d (%d)", st.Buffered, st.BufferedBytes, maxOOO, maxBytes)
 			}
 		}
 		oldestUnacked := func() int64 {
