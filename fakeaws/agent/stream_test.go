@@ -149,6 +149,11 @@ func TestHeadOnlyResend(t *testing.T) {
 	// Acking the head makes the next one the head.
 	s.l.send(ackFrame(fs[0]))
 	seqs, _ = collect(t, s.l, time.Second)
+	// A resend of 2 may already be on its way when the ack lands (CI saw
+	// [2 3 3 3]); only one such, before any 3, is allowed.
+	if len(seqs) > 1 && seqs[0] == 2 {
+		seqs = seqs[1:]
+	}
 	if len(seqs) == 0 {
 		t.Fatal("no resend of the new head")
 	}
