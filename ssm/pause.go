@@ -14,9 +14,12 @@ import "time"
 
 // pausedProbeInterval is how often the sender probes while paused: often
 // enough that a keystroke after a lost start_publication is late by at most
-// this much, rarely enough that a path that really is away costs one frame
-// per interval instead of a retransmission storm against MGS.
-const pausedProbeInterval = 3 * time.Second
+// this much (two intervals if the probe itself met the agent's leg away),
+// rarely enough that a path that really is away costs one frame per second
+// instead of a retransmission storm against MGS. It was 3 s; the variant
+// matrix (docs/fakeaws.md 4.1) showed a probe lost to an agent leg that was
+// away at that moment costing 6 s of an interactive session.
+const pausedProbeInterval = time.Second
 
 // probe returns the one frame to send while paused, or nil before the
 // interval since the last probe (or the pause) has passed. The probe is the

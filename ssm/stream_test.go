@@ -241,7 +241,7 @@ func TestPauseIsAHint(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		_ = s.enqueue(ctx, wire.PayloadOutput, []byte{byte(i)})
 	}
-	clk.Advance(time.Second)
+	clk.Advance(pausedProbeInterval / 3)
 	if got := s.due(clk.Now(), 10); len(got) != 0 {
 		t.Fatalf("sent %v within the interval", seqs(t, got))
 	}
