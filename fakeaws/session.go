@@ -276,6 +276,13 @@ func (ss *session) closeLeg(which string, code int, text string) error {
 		l = ss.client
 	case "agent":
 		l = ss.agent
+		if l != nil {
+			// The agent's leg is gone as soon as MGS closes it: the client
+			// hears pause_publication now, not after the socket drained.
+			// (A client leg's end is left to detach, which also tells the
+			// validator.)
+			ss.leaveLocked(l)
+		}
 	default:
 		ss.mu.Unlock()
 		return fmt.Errorf("unknown leg %q", which)
@@ -361,8 +368,9 @@ func (ss *session) channelClosedFrame(reason string) ([]byte, error) {
 func (ss *session) publicationFrame(kind string) []byte {
 	f := &wire.Frame{MessageType: kind, SchemaVersion: 1, CreatedDate: uint64(ss.srv.clk.Now().UnixMilli()), MessageID: uuid.New()}
 	b, _ := wire.Encode(f)
-	if ss.srv.opts.MinimalPublicationHeaders {
-		// Zero date and digest: the minimal header MGS appears to send.
+	if ss.srv.opts.PublicationHeaders == HeadersMinimal {
+		// Zero date and digest: the minimal header MGS appears to send
+		// (docs/fakeaws.md 4.1); the real agent's Validate drops it.
 		clear(b[40:48])
 		clear(b[80:112])
 	}
