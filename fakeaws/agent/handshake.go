@@ -261,3 +261,10 @@ func compareVersions(a, b string) int {
 	}
 	return 0
 }
+
+// clientVersion is the ClientVersion of the HandshakeResponse ("" before it).
+func (s *session) clientVersion() string {
+	s.hs.mu.Lock()
+	defer s.hs.mu.Unlock()
+	return s.hs.clientVersion
+}
