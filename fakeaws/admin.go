@@ -156,6 +156,8 @@ func (s *Server) handleSessionAdmin(w http.ResponseWriter, r *http.Request, rest
 		err = s.Inject(id, defaultString(q.Get("leg"), "client"), body, q.Get("text") == "1")
 	case "half-open":
 		err = s.HalfOpen(id, q.Get("on") != "0")
+	case "refuse-agent":
+		err = s.RefuseAgentLegs(id, q.Get("on") != "0")
 	default:
 		http.Error(w, "unknown session action", http.StatusNotFound)
 		return

@@ -347,6 +347,20 @@ func (s *Server) takeUpgradeFault() int {
 	return s.upFault.status
 }
 
+// RefuseAgentLegs makes the agent's CreateDataChannel calls for session
+// fail (on) or succeed again: with its leg closed, the agent runs out of
+// reconnect attempts and gives up (Options.AgentGiveUp).
+func (s *Server) RefuseAgentLegs(session string, on bool) error {
+	ss := s.session(session)
+	if ss == nil {
+		return fmt.Errorf("no such session")
+	}
+	ss.mu.Lock()
+	ss.refuseAgent = on
+	ss.mu.Unlock()
+	return nil
+}
+
 // Inject sends raw bytes to a leg ("client" or "agent") of a session, as a
 // binary message or, with text, as a text message: synthetic frames and
 // garbage for robustness tests.

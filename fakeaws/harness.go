@@ -33,8 +33,9 @@ type TestServer struct {
 func StartTest(t testing.TB, o Options) *TestServer {
 	t.Helper()
 	// What the real service appears to do: a new cell-number on every
-	// ResumeSession (the old StreamUrl refused), minimal publication headers.
-	o.RotateCellNumber, o.StrictCellNumber, o.MinimalPublicationHeaders = true, true, true
+	// ResumeSession (the old StreamUrl refused). The MGS variants keep
+	// their zero values unless the test picks one.
+	o.RotateCellNumber, o.StrictCellNumber = true, true
 	s := New(o)
 	if err := s.Start(""); err != nil {
 		t.Fatal(err)

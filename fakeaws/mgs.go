@@ -155,7 +155,8 @@ func closeWith(ws *websocket.Conn, code int, text string) {
 }
 
 // attach makes l the session's leg of its kind, replacing any old one, and
-// tells the peer that publication may go on. Publication frames are queued
+// tells the peer that publication may go on (unless the Publication variant
+// never says so: docs/fakeaws.md 4.1). Publication frames are queued
 // under ss.mu so a concurrent detach cannot reorder pause after start.
 func (ss *session) attach(l *leg) {
 	ss.mu.Lock()
@@ -170,8 +171,9 @@ func (ss *session) attach(l *leg) {
 		held, ss.heldAgent = ss.heldAgent, nil
 	}
 	ss.stateLocked()
-	if peer != nil {
+	if peer != nil && ss.srv.opts.Publication == PublicationAlways {
 		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypeStartPublication), false)
+		ss.srv.stats.publication(peer.kind, wire.TypeStartPublication)
 	}
 	ss.mu.Unlock()
 	ss.srv.stats.legOpened(l.kind)
@@ -183,29 +185,40 @@ func (ss *session) attach(l *leg) {
 	}
 }
 
-// detach removes l if it is still current, and pauses the peer.
+// detach removes l if it is still current, and pauses the peer (unless the
+// Publication variant is PublicationNever).
 func (ss *session) detach(l *leg, readErr error) {
 	l.close(0, "", true)
 	<-l.done
 	ss.srv.stats.legClosed(l.kind)
 	ss.mu.Lock()
-	current := false
-	if l.kind == "client" && ss.client == l {
-		ss.client, current = nil, true
-		if ss.agent != nil && ss.state < stateTerminating {
-			_ = ss.agent.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypePausePublication), false)
-		}
-	} else if l.kind == "agent" && ss.agent == l {
-		ss.agent, current = nil, true
-		if ss.client != nil && ss.state < stateTerminating {
-			_ = ss.client.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypePausePublication), false)
-		}
-	}
-	ss.stateLocked()
+	current := ss.leaveLocked(l)
 	ss.mu.Unlock()
 	if l.kind == "client" && current {
 		ss.val.clientLegClosed(readErr)
 	}
+}
+
+// leaveLocked makes l no longer the session's leg of its kind, if it still
+// is, and tells the peer (pause_publication, per the variant). MGS knows a
+// leg is gone the moment it closes it, before the socket has drained, so
+// closeLeg calls it at once; ss.mu held.
+func (ss *session) leaveLocked(l *leg) bool {
+	var peer *leg
+	switch {
+	case l.kind == "client" && ss.client == l:
+		ss.client, peer = nil, ss.agent
+	case l.kind == "agent" && ss.agent == l:
+		ss.agent, peer = nil, ss.client
+	default:
+		return false
+	}
+	if peer != nil && ss.state < stateTerminating && ss.srv.opts.Publication != PublicationNever {
+		_ = peer.enqueue(websocket.BinaryMessage, ss.publicationFrame(wire.TypePausePublication), false)
+		ss.srv.stats.publication(peer.kind, wire.TypePausePublication)
+	}
+	ss.stateLocked()
+	return true
 }
 
 // relay reads frames from l and forwards them to the peer leg until the

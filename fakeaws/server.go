@@ -69,9 +69,72 @@ type Options struct {
 	// QualifiedErrorTypes makes API errors use a namespace-qualified
 	// __type and a "Message" key.
 	QualifiedErrorTypes bool
-	// MinimalPublicationHeaders sends pause/start_publication with zero
-	// CreatedDate and no digest, as the real service appears to.
-	MinimalPublicationHeaders bool
+	// The unknowns of MGS (docs/fakeaws.md 4.1, variants). The zero values
+	// are bin/fakeaws's defaults; the doc argues each one.
+	//
+	// Publication: whether MGS tells a leg that its peer went away and came
+	// back: PublicationAlways (pause_publication, then start_publication),
+	// PublicationPauseOnly (never a start), PublicationNever.
+	Publication Publication
+	// PublicationHeaders: the header of those frames. The zero value is
+	// HeadersMinimal (zero CreatedDate, no digest), which the real agent's
+	// Validate drops, so the agent never pauses.
+	PublicationHeaders PublicationHeaders
+	// AgentGiveUp: what the client sees once the agent has run out of
+	// reconnect attempts. The zero value is GiveUpSilent (the real agent
+	// logs and stops; MGS sends nothing); GiveUpChannelClosed ends the
+	// session with channel_closed.
+	AgentGiveUp AgentGiveUp
+}
+
+// Publication is the pause/start_publication variant (Options.Publication).
+type Publication string
+
+const (
+	PublicationAlways    Publication = "always"
+	PublicationPauseOnly Publication = "pause-only"
+	PublicationNever     Publication = "never"
+)
+
+// PublicationHeaders is the publication frames' header variant.
+type PublicationHeaders string
+
+const (
+	HeadersMinimal PublicationHeaders = "minimal"
+	HeadersFull    PublicationHeaders = "full"
+)
+
+// AgentGiveUp is what happens when the agent stops reconnecting.
+type AgentGiveUp string
+
+const (
+	GiveUpSilent        AgentGiveUp = "silent"
+	GiveUpChannelClosed AgentGiveUp = "channel-closed"
+)
+
+// Verify reports options the fake cannot run with.
+func (o Options) Verify() error {
+	switch o.Publication {
+	case "", PublicationAlways, PublicationPauseOnly, PublicationNever:
+	default:
+		return fmt.Errorf("fakeaws: publication %q: want always, pause-only or never", o.Publication)
+	}
+	switch o.PublicationHeaders {
+	case "", HeadersMinimal, HeadersFull:
+	default:
+		return fmt.Errorf("fakeaws: publication headers %q: want full or minimal", o.PublicationHeaders)
+	}
+	switch o.AgentGiveUp {
+	case "", GiveUpSilent, GiveUpChannelClosed:
+	default:
+		return fmt.Errorf("fakeaws: agent give-up %q: want silent or channel-closed", o.AgentGiveUp)
+	}
+	switch o.CloseLegs {
+	case "", "both", "client", "agent":
+	default:
+		return fmt.Errorf("fakeaws: close legs %q: want both, client or agent", o.CloseLegs)
+	}
+	return nil
 }
 
 func (o Options) withDefaults() Options {
@@ -96,6 +159,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.TokenTTL <= 0 {
 		o.TokenTTL = 60 * time.Second
+	}
+	if o.Publication == "" {
+		o.Publication = PublicationAlways
+	}
+	if o.PublicationHeaders == "" {
+		o.PublicationHeaders = HeadersMinimal
+	}
+	if o.AgentGiveUp == "" {
+		o.AgentGiveUp = GiveUpSilent
 	}
 	return o
 }
@@ -163,6 +235,9 @@ func New(o Options) *Server {
 // Start listens on apiAddr (STS, SSM and the admin API) and on a second
 // loopback port for MGS. An empty apiAddr means 127.0.0.1:0.
 func (s *Server) Start(apiAddr string) error {
+	if err := s.opts.Verify(); err != nil {
+		return err
+	}
 	if apiAddr == "" {
 		apiAddr = "127.0.0.1:0"
 	}

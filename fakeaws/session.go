@@ -64,6 +64,7 @@ type session struct {
 	held          [][]byte // frames for an absent client (QueueWhileAbsent)
 	heldAgent     [][]byte // frames for an absent agent
 	noPong        bool     // half-open fault: stop answering pings
+	refuseAgent   bool     // fault: CreateDataChannel fails for the agent
 	halfOpen      bool     // half-open fault: the client leg is silent both ways
 	faultsClient  *dirFaults
 	faultsAgent   *dirFaults
@@ -171,6 +172,12 @@ func (ss *session) runAgent(ctx context.Context) {
 			if ss.isOver() {
 				return "", "", fmt.Errorf("%w", agent.ErrSessionTerminated)
 			}
+			ss.mu.Lock()
+			refuse := ss.refuseAgent
+			ss.mu.Unlock()
+			if refuse {
+				return "", "", errors.New("injected: CreateDataChannel refused")
+			}
 			return ss.streamURL(), ss.newToken(true), nil
 		},
 		DialTarget:  ss.dialTarget,
@@ -199,6 +206,13 @@ func (ss *session) runAgent(ctx context.Context) {
 		}
 	}
 	err := agent.Run(ctx, cfg)
+	if errors.Is(err, agent.ErrGaveUp) && s.opts.AgentGiveUp == GiveUpSilent {
+		// The real agent logs and stops; MGS says nothing to the client,
+		// whose session stays open until it gives up itself, terminates
+		// or idles out (docs/fakeaws.md 4.1).
+		s.log.Info("agent gave up; the client is not told", "session", ss.id, "err", err)
+		return
+	}
 	reason := ""
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, agent.ErrSessionTerminated) {
 		reason = err.Error()
@@ -276,6 +290,13 @@ func (ss *session) closeLeg(which string, code int, text string) error {
 		l = ss.client
 	case "agent":
 		l = ss.agent
+		if l != nil {
+			// The agent's leg is gone as soon as MGS closes it: the client
+			// hears pause_publication now, not after the socket drained.
+			// (A client leg's end is left to detach, which also tells the
+			// validator.)
+			ss.leaveLocked(l)
+		}
 	default:
 		ss.mu.Unlock()
 		return fmt.Errorf("unknown leg %q", which)
@@ -361,8 +382,9 @@ func (ss *session) channelClosedFrame(reason string) ([]byte, error) {
 func (ss *session) publicationFrame(kind string) []byte {
 	f := &wire.Frame{MessageType: kind, SchemaVersion: 1, CreatedDate: uint64(ss.srv.clk.Now().UnixMilli()), MessageID: uuid.New()}
 	b, _ := wire.Encode(f)
-	if ss.srv.opts.MinimalPublicationHeaders {
-		// Zero date and digest: the minimal header MGS appears to send.
+	if ss.srv.opts.PublicationHeaders == HeadersMinimal {
+		// Zero date and digest: the minimal header MGS appears to send
+		// (docs/fakeaws.md 4.1); the real agent's Validate drops it.
 		clear(b[40:48])
 		clear(b[80:112])
 	}

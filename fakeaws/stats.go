@@ -38,12 +38,15 @@ type Stats struct {
 	SignedLegsExpired int64                       `json:"signed_legs_expired"`
 	UpgradesRefused   map[string]int64            `json:"upgrades_refused,omitempty"`
 	DroppedAbsent     int64                       `json:"dropped_peer_absent"`
-	FaultsActed       int64                       `json:"faults_acted"`
-	APIFaults         int64                       `json:"api_faults"`
-	SessionsStarted   int64                       `json:"sessions_started"`
-	SessionsActive    int64                       `json:"sessions_active"`
-	Violations        []Violation                 `json:"violations"`
-	ViolationCount    map[string]int64            `json:"violation_count"` // by severity
+	// Publications counts the pause/start_publication frames MGS sent, by
+	// "leg:type" (e.g. "client:pause_publication").
+	Publications    map[string]int64 `json:"publications,omitempty"`
+	FaultsActed     int64            `json:"faults_acted"`
+	APIFaults       int64            `json:"api_faults"`
+	SessionsStarted int64            `json:"sessions_started"`
+	SessionsActive  int64            `json:"sessions_active"`
+	Violations      []Violation      `json:"violations"`
+	ViolationCount  map[string]int64 `json:"violation_count"` // by severity
 }
 
 type stats struct {
@@ -97,6 +100,15 @@ func (s *stats) frame(d direction, fi frameInfo, n int, retransmit bool) {
 func (s *stats) legOpened(kind string) {
 	s.mu.Lock()
 	s.st.Websocket[kind].Opens++
+	s.mu.Unlock()
+}
+
+func (s *stats) publication(leg, typ string) {
+	s.mu.Lock()
+	if s.st.Publications == nil {
+		s.st.Publications = map[string]int64{}
+	}
+	s.st.Publications[leg+":"+typ]++
 	s.mu.Unlock()
 }
 
@@ -196,6 +208,12 @@ func (s *Server) Stats() Stats {
 	}
 	for k, v := range st.UpgradesRefused {
 		out.UpgradesRefused[k] = v
+	}
+	if len(st.Publications) > 0 {
+		out.Publications = map[string]int64{}
+		for k, v := range st.Publications {
+			out.Publications[k] = v
+		}
 	}
 	for k, v := range st.ViolationCount {
 		out.ViolationCount[k] = v

@@ -215,21 +215,49 @@ func TestStreamAcrossReconnects(t *testing.T) {
 	}
 }
 
-// The agent's leg goes away three times: MGS pauses the client, which
-// stops sending new data until publication starts again; nothing is lost.
+// The agent's leg goes away three times under every MGS publication variant
+// (docs/fakeaws.md 4.1), with the ideal agent and the realistic one
+// (head-only resend, paced): pause is a hint (docs/protocol.md 8.8), so
+// nothing is lost and nothing waits for a start_publication that never
+// comes. The fake's counts show what the client leg was told.
 func TestAgentLegOutage(t *testing.T) {
-	ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true, ResendAllExpired: true}})
-	port := fakeaws.Listen(t, fakeaws.Echo)
-	s := mustStart(t, ts, port, nil)
-	closes := 0
-	echoTransfer(t, s, 4<<20, func() {
-		if closes < 3 {
-			closes++
-			_ = ts.CloseLeg(s.ID(), "agent", 1000, "Bye")
+	agents := []struct {
+		name   string
+		quirks agent.Quirks
+		size   int
+	}{
+		{"ideal", agent.Quirks{Unpaced: true, ResendAllExpired: true}, 4 << 20},
+		{"realistic", agent.Quirks{}, 1 << 20},
+	}
+	for _, a := range agents {
+		for _, pub := range []fakeaws.Publication{fakeaws.PublicationAlways, fakeaws.PublicationPauseOnly, fakeaws.PublicationNever} {
+			for _, hdr := range []fakeaws.PublicationHeaders{fakeaws.HeadersMinimal, fakeaws.HeadersFull} {
+				t.Run(a.name+"/"+string(pub)+"/"+string(hdr), func(t *testing.T) {
+					ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: a.quirks, Publication: pub, PublicationHeaders: hdr})
+					port := fakeaws.Listen(t, fakeaws.Echo)
+					s := mustStart(t, ts, port, nil)
+					closes := 0
+					echoTransfer(t, s, a.size, func() {
+						if closes < 3 {
+							closes++
+							_ = ts.CloseLeg(s.ID(), "agent", 1000, "Bye")
+						}
+					})
+					if closes == 0 {
+						t.Fatal("the agent leg was never closed")
+					}
+					pubs := ts.Stats().Publications
+					pause, start := pubs["client:pause_publication"], pubs["client:start_publication"]
+					switch {
+					case pub == fakeaws.PublicationNever && pause+start != 0,
+						pub == fakeaws.PublicationPauseOnly && (pause == 0 || start != 0),
+						pub == fakeaws.PublicationAlways && (pause == 0 || start == 0):
+						t.Fatalf("variant %s: client told pause %d, start %d times", pub, pause, start)
+					}
+					t.Logf("closes %d, client pause %d start %d, sender %+v", closes, pause, start, s.Stats().Sender)
+				})
+			}
 		}
-	})
-	if closes == 0 {
-		t.Fatal("the agent leg was never closed")
 	}
 }
 

@@ -49,6 +49,11 @@ const (
 // over ("Session is already terminated"). It ends the agent for good.
 var ErrSessionTerminated = errors.New("session is already terminated")
 
+// ErrGaveUp wraps Run's error when the agent ran out of reconnect attempts
+// for its leg. The real agent then logs and stops; what MGS tells the
+// client is unknown, so the caller decides (docs/fakeaws.md 4.1).
+var ErrGaveUp = errors.New("agent gave up reconnecting")
+
 // Quirks switches the real agent's quirks. The zero value is the real agent;
 // each field turns one quirk off or changes it (docs/fakeaws.md section 5.3).
 type Quirks struct {

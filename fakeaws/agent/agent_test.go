@@ -129,6 +129,25 @@ func TestHandshakeFailedStatus(t *testing.T) {
 	}
 }
 
+// TestHandshakeAnyFailedAction: the real agent fails the handshake on any
+// action not reported as status 1, not only SessionType: here the session
+// type succeeded and an unknown action came back unsupported.
+func TestHandshakeAnyFailedAction(t *testing.T) {
+	s := start(t, true, Config{})
+	req := recv(t, s.l, 5*time.Second)
+	s.l.send(ackFrame(req))
+	payload, _ := json.Marshal(wire.HandshakeResponse{ClientVersion: "1.2.804.0", ProcessedClientActions: []wire.ProcessedClientAction{
+		{ActionType: wire.ActionSessionType, ActionStatus: wire.ActionSuccess},
+		{ActionType: "SomethingNew", ActionStatus: wire.ActionUnsupported, Error: "unsupported"},
+	}})
+	_, b := inputFrame(0, wire.PayloadHandshakeResponse, payload)
+	s.l.send(b)
+	err := s.r.wait(t, 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "SomethingNew failed on client with status 3") {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
 func TestHandshakeTimeoutAndLateResponse(t *testing.T) {
 	s := start(t, true, Config{Quirks: Quirks{HandshakeTimeout: 300 * time.Millisecond}})
 	req := recv(t, s.l, 5*time.Second)

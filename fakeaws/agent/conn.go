@@ -405,7 +405,8 @@ func (s *session) connLoop(l *link) {
 		nl, err := s.connectWithRetry(s.ctx)
 		if err != nil {
 			if s.ctx.Err() == nil {
-				s.end(fmt.Errorf("reconnect: %w", err))
+				s.log.Warn("giving up on the agent leg", "err", err)
+				s.end(fmt.Errorf("%w: %w", ErrGaveUp, err))
 			}
 			return
 		}

@@ -156,9 +156,11 @@ func (s *session) deliverHandshake() {
 	}
 }
 
-// checkHandshakeResponse applies the real agent's checks: the SessionType
-// action must report ActionStatus 1. Other actions are ignored, as the real
-// agent only logs unknown ones.
+// checkHandshakeResponse applies the real agent's checks
+// (handleHandshakeResponse in agent/session/datachannel/datachannel.go):
+// every processed action, whatever its type, must report ActionStatus 1,
+// or the session is cancelled with "<type> failed on client with status
+// <n> error: <text>"; an unknown action type that succeeded is only logged.
 func (s *session) checkHandshakeResponse(payload []byte) error {
 	var r wire.HandshakeResponse
 	if err := json.Unmarshal(payload, &r); err != nil {
@@ -172,14 +174,17 @@ func (s *session) checkHandshakeResponse(payload []byte) error {
 		s.violation("warning", "handshake-client-version", fmt.Sprintf("ClientVersion %q is not a dotted numeric version", r.ClientVersion))
 	}
 	found := false
+	var failed error
 	for _, a := range r.ProcessedClientActions {
-		if a.ActionType != wire.ActionSessionType {
-			continue
+		if a.ActionType == wire.ActionSessionType {
+			found = true
 		}
-		found = true
-		if a.ActionStatus != wire.ActionSuccess {
-			return fmt.Errorf("%s failed on client with status %d error: %s", a.ActionType, a.ActionStatus, a.Error)
+		if a.ActionStatus != wire.ActionSuccess && failed == nil {
+			failed = fmt.Errorf("%s failed on client with status %d error: %s", a.ActionType, a.ActionStatus, a.Error)
 		}
+	}
+	if failed != nil {
+		return failed
 	}
 	if !found {
 		s.violation("error", "handshake-missing-session-type", "HandshakeResponse does not report the SessionType action")
@@ -255,4 +260,11 @@ func compareVersions(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// clientVersion is the ClientVersion of the HandshakeResponse ("" before it).
+func (s *session) clientVersion() string {
+	s.hs.mu.Lock()
+	defer s.hs.mu.Unlock()
+	return s.hs.clientVersion
 }

@@ -45,11 +45,14 @@ type portSession interface {
 	wait()
 }
 
-// newPortSession picks the Port plugin mode. The real agent runs mux mode for
-// type LocalPortForwarding when the client is at least 1.1.70 (docs/protocol.md
-// 11.1) and basic mode otherwise; mux mode is not implemented yet, so every
-// session runs in basic mode for now.
+// newPortSession picks the Port plugin mode as the real agent does: mux mode
+// for type LocalPortForwarding when the client is at least 1.1.70
+// (docs/protocol.md 11.1), basic mode otherwise. Mux mode only refuses what a
+// real smux server would refuse until the fake serves smux (port_mux.go).
 func newPortSession(s *session) portSession {
+	if s.cfg.Properties[propType] == typeLocalPortForwarding && clientSupportsMux(s.clientVersion()) {
+		return newMuxPort(s)
+	}
 	return newBasicPort(s)
 }
 

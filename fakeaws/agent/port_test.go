@@ -109,7 +109,7 @@ func TestRemoteHostTriesAddressesInOrder(t *testing.T) {
 	startAgent(t, m, Config{Resolve: fixedResolver("10.0.0.1", "127.0.0.1"), DialTarget: dial,
 		Properties: map[string]string{"portNumber": tgt.port(), "host": "db.internal", "type": "LocalPortForwarding", "localPortNumber": "0"}})
 	l := m.nextLeg(t)
-	doHandshake(t, l)
+	handshakeAs(t, l, "1.1.61.0") // basic mode: a client below the mux gate
 	tgt.accept(t)
 	mu.Lock()
 	defer mu.Unlock()
@@ -123,7 +123,7 @@ func TestLocalPortForwardingBasicRedialsAfterEOF(t *testing.T) {
 	tgt := newTarget(t, false)
 	r := startAgent(t, m, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding", "localPortNumber": "0"}})
 	l := m.nextLeg(t)
-	doHandshake(t, l)
+	handshakeAs(t, l, "1.1.61.0") // basic mode: a client below the mux gate
 	p := newDataPeer(t, m, l)
 	c1 := tgt.accept(t)
 	c1.Close() // EOF: in basic port forwarding this is not the end

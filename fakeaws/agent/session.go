@@ -225,7 +225,8 @@ func (s *session) pluginRun() {
 
 // handleFrame parses one binary frame the way the real agent does and
 // dispatches it. The real agent checks only the bounds, HeaderLength != 0, a
-// non-empty MessageType and a non-zero CreatedDate, not the digest; invalid
+// non-empty MessageType and a non-zero CreatedDate (for every message type),
+// not the digest; invalid
 // frames are dropped without an ack.
 func (s *session) handleFrame(b []byte) {
 	s.stats.FramesIn.Add(1)
@@ -239,8 +240,12 @@ func (s *session) handleFrame(b []byte) {
 		return
 	}
 	publication := f.MessageType == wire.TypePausePublication || f.MessageType == wire.TypeStartPublication
-	// MGS appears to send publication control frames with minimal headers.
-	if !publication && f.CreatedDate == 0 {
+	// The real agent's AgentMessage.Validate (agent/session/contracts/
+	// agentmessage.go, called first thing by the data channel's incoming
+	// handler) refuses a zero CreatedDate for every type, publication frames
+	// included: minimal-header pause/start frames never reach its pause
+	// logic (docs/fakeaws.md 4.1).
+	if f.CreatedDate == 0 {
 		s.log.Warn("dropping frame with zero CreatedDate", "type", f.MessageType)
 		return
 	}

@@ -357,3 +357,19 @@ func TestOversizedMessageDropped(t *testing.T) {
 	sendUntilAcked(t, s.l, in, b)
 	readExactly(t, c, "x")
 }
+
+// TestMinimalPauseIgnored: a pause_publication with a zero CreatedDate (the
+// minimal header MGS appears to send) fails the real agent's Validate, so
+// the agent keeps sending as if nothing was said (docs/fakeaws.md 4.1).
+func TestMinimalPauseIgnored(t *testing.T) {
+	s, c := established(t, false, Config{})
+	p := newDataPeer(t, s.m, s.l)
+	b := controlFrame(wire.TypePausePublication, nil)
+	clear(b[40:48]) // CreatedDate
+	s.l.send(b)
+	time.Sleep(250 * time.Millisecond)
+	c.Write([]byte("not paused"))
+	if !p.waitFor(5*time.Second, func() bool { return string(p.data) == "not paused" }) {
+		t.Fatalf("a zero-date pause paused the agent: received %q", p.received())
+	}
+}

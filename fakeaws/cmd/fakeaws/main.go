@@ -42,6 +42,10 @@ func main() {
 		rotate      = flag.Bool("rotate-cell-number", true, "new cell-number on every ResumeSession, old StreamUrl refused")
 		requireSign = flag.Bool("require-signed-upgrade", false, "refuse unsigned client websocket upgrades")
 		verbose     = flag.Bool("v", false, "log to stderr")
+		publication = flag.String("mgs-publication", string(fakeaws.PublicationAlways), "MGS variant: whether a leg hears pause_publication/start_publication when its peer leaves and returns: always, pause-only or never")
+		pubHeaders  = flag.String("publication-headers", string(fakeaws.HeadersMinimal), "MGS variant: header of publication frames: minimal (zero CreatedDate, no digest; the real agent drops them) or full")
+		giveUp      = flag.String("agent-giveup", string(fakeaws.GiveUpSilent), "what the client sees when the agent stops reconnecting: silent (the real agent just stops) or channel-closed")
+		queue       = flag.Bool("queue-while-absent", false, "MGS variant: queue frames for an absent leg instead of dropping them")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile to this file until the fake stops")
 		targets     listFlag
 		offline     listFlag
@@ -74,7 +78,8 @@ func main() {
 		Region: *region, CredTTL: *credTTL, AgentQuirks: quirks, AgentVersion: *agentVer,
 		CloseEvery: *closeEvery, CloseLegs: *closeLegs, IdleTimeout: *idle,
 		RotateCellNumber: *rotate, StrictCellNumber: *rotate, RequireSignedUpgrade: *requireSign, Log: log,
-		MinimalPublicationHeaders: true,
+		Publication: fakeaws.Publication(*publication), PublicationHeaders: fakeaws.PublicationHeaders(*pubHeaders),
+		AgentGiveUp: fakeaws.AgentGiveUp(*giveUp), QueueWhileAbsent: *queue,
 	})
 	if err := srv.Start(*addr); err != nil {
 		fmt.Fprintln(os.Stderr, "fakeaws:", err)

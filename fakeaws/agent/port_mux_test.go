@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
+)
+
+// handshakeAs completes the handshake on l answering as clientVersion.
+func handshakeAs(t *testing.T, l *leg, clientVersion string) {
+	t.Helper()
+	req := recv(t, l, 10*time.Second)
+	l.send(ackFrame(req))
+	payload, _ := json.Marshal(wire.HandshakeResponse{ClientVersion: clientVersion,
+		ProcessedClientActions: []wire.ProcessedClientAction{{ActionType: wire.ActionSessionType, ActionStatus: wire.ActionSuccess}}})
+	_, b := inputFrame(0, wire.PayloadHandshakeResponse, payload)
+	l.send(b)
+	for {
+		f := recv(t, l, 5*time.Second)
+		if f.MessageType == wire.TypeOutputStreamData && f.PayloadType == wire.PayloadHandshakeComplete {
+			l.send(ackFrame(f))
+			return
+		}
+	}
+}
+
+// TestLocalPortForwardingModes: a port-forwarding document puts the agent in
+// mux mode for clients from 1.1.70 on, where raw bytes break the session as
+// they break a real smux server, reach no target, and are recorded; older
+// clients get basic mode, where raw bytes are the stream (docs/protocol.md
+// 11.1, docs/fakeaws.md 4.2).
+func TestLocalPortForwardingModes(t *testing.T) {
+	t.Run("mux/raw-bytes", func(t *testing.T) {
+		tgt := newTarget(t, true)
+		s := start(t, true, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
+		handshakeAs(t, s.l, "1.2.804.0")
+		_, b := inputFrame(1, wire.PayloadOutput, []byte("SSH-2.0-OpenSSH_9.2\r\n"))
+		s.l.send(b)
+		err := s.r.wait(t, 10*time.Second)
+		if err == nil || !strings.Contains(err.Error(), "invalid protocol") {
+			t.Fatalf("Run = %v, want the smux protocol error", err)
+		}
+		if !s.r.viol.has("raw-bytes-into-mux") {
+			t.Fatalf("violations %v, want raw-bytes-into-mux", s.r.viol.all())
+		}
+		if n := s.r.stats.BytesToTarget.Load(); n != 0 {
+			t.Fatalf("%d bytes reached a target", n)
+		}
+		select {
+		case <-tgt.conns:
+			t.Fatal("mux mode dialled the target for raw bytes")
+		default:
+		}
+	})
+	t.Run("mux/smux-frame", func(t *testing.T) {
+		s := start(t, true, Config{Properties: map[string]string{"portNumber": "1", "type": "LocalPortForwarding"}})
+		handshakeAs(t, s.l, "1.2.804.0")
+		_, b := inputFrame(1, wire.PayloadOutput, []byte{1, 0, 0, 0, 3, 0, 0, 0}) // SYN of stream 3
+		s.l.send(b)
+		if err := s.r.wait(t, 10*time.Second); err == nil || !strings.Contains(err.Error(), "does not serve smux") {
+			t.Fatalf("Run = %v", err)
+		}
+		if s.r.viol.has("raw-bytes-into-mux") {
+			t.Fatalf("an smux frame was taken for raw bytes")
+		}
+	})
+	t.Run("basic/old-client", func(t *testing.T) {
+		tgt := newTarget(t, false)
+		s := start(t, true, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
+		handshakeAs(t, s.l, "1.1.61.0")
+		in, b := inputFrame(1, wire.PayloadOutput, []byte("raw"))
+		sendUntilAcked(t, s.l, in, b)
+		c := <-tgt.conns
+		readExactly(t, c, "raw")
+		if s.r.viol.has("raw-bytes-into-mux") {
+			t.Fatal("basic mode recorded a mux violation")
+		}
+	})
+}
