@@ -379,15 +379,18 @@ func (ss *session) forward(toAgent bool, msg []byte) bool {
 		return false
 	}
 	if dst == nil {
-		if ss.srv.opts.QueueWhileAbsent && len(ss.held)+len(ss.heldAgent) < 100000 {
-			if toAgent {
-				ss.heldAgent = append(ss.heldAgent, msg)
-			} else {
-				ss.held = append(ss.held, msg)
-			}
+		// Only a frame that is really lost counts as dropped: the counter
+		// is what tells the two QueueWhileAbsent variants apart.
+		held := ss.srv.opts.QueueWhileAbsent && len(ss.held)+len(ss.heldAgent) < 100000
+		if held && toAgent {
+			ss.heldAgent = append(ss.heldAgent, msg)
+		} else if held {
+			ss.held = append(ss.held, msg)
 		}
 		ss.mu.Unlock()
-		ss.srv.stats.droppedAbsent()
+		if !held {
+			ss.srv.stats.droppedAbsent()
+		}
 		return false
 	}
 	ss.mu.Unlock()

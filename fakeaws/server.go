@@ -69,12 +69,15 @@ type Options struct {
 	// QualifiedErrorTypes makes API errors use a namespace-qualified
 	// __type and a "Message" key.
 	QualifiedErrorTypes bool
-	// The unknowns of MGS (docs/fakeaws.md 4.1, variants). The zero values
-	// are bin/fakeaws's defaults; the doc argues each one.
+	// The unknowns of MGS (docs/fakeaws.md 4.1, variants). The zero value
+	// of each is the least forgiving variant for a client, so a test that
+	// does not pick one runs against the harshest; the doc argues each.
 	//
 	// Publication: whether MGS tells a leg that its peer went away and came
 	// back: PublicationAlways (pause_publication, then start_publication),
-	// PublicationPauseOnly (never a start), PublicationNever.
+	// PublicationPauseOnly (never a start), PublicationNever. The zero value
+	// is PublicationPauseOnly: a pause that never ends is what deadlocks a
+	// client that gates on pause. bin/fakeaws's flag defaults to always.
 	Publication Publication
 	// PublicationHeaders: the header of those frames. The zero value is
 	// HeadersMinimal (zero CreatedDate, no digest), which the real agent's
@@ -161,7 +164,7 @@ func (o Options) withDefaults() Options {
 		o.TokenTTL = 60 * time.Second
 	}
 	if o.Publication == "" {
-		o.Publication = PublicationAlways
+		o.Publication = PublicationPauseOnly
 	}
 	if o.PublicationHeaders == "" {
 		o.PublicationHeaders = HeadersMinimal

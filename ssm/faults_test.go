@@ -155,23 +155,39 @@ func TestStreamUnderFaults(t *testing.T) {
 			{Direction: "agent_to_client", MessageType: "output_stream_data", Every: 50, Action: fakeaws.ActionDelay, Delay: fakeaws.Duration(150 * time.Millisecond)},
 		}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: agent.Quirks{Unpaced: true}})
-			port := fakeaws.Listen(t, fakeaws.Echo)
-			s := mustStart(t, ts, port, nil)
-			for i := range c.rules {
-				if err := ts.AddFault(&c.rules[i]); err != nil {
-					t.Fatal(err)
+	// Head-only resend unpaced, and the realistic agent (head-only, paced
+	// 1 KiB + 1 ms: the default agent.Quirks) with less data.
+	agents := []struct {
+		name   string
+		quirks agent.Quirks
+		size   int
+	}{
+		{"unpaced", agent.Quirks{Unpaced: true}, 2 << 20},
+		{"realistic", agent.Quirks{}, 512 << 10},
+	}
+	for _, a := range agents {
+		for _, c := range cases {
+			name := c.name
+			if a.name != "unpaced" {
+				name = a.name + "/" + c.name
+			}
+			t.Run(name, func(t *testing.T) {
+				ts := fakeaws.StartTest(t, fakeaws.Options{AgentQuirks: a.quirks})
+				port := fakeaws.Listen(t, fakeaws.Echo)
+				s := mustStart(t, ts, port, nil)
+				for i := range c.rules {
+					if err := ts.AddFault(&c.rules[i]); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}
-			echoTransfer(t, s, 2<<20, nil)
-			st := ts.Stats()
-			if st.FaultsActed == 0 {
-				t.Fatal("no fault fired")
-			}
-			t.Logf("faults %d, client %+v, relay %+v %+v", st.FaultsActed, s.Stats().Sender, *st.Frames["client_to_agent"], *st.Frames["agent_to_client"])
-		})
+				echoTransfer(t, s, a.size, nil)
+				st := ts.Stats()
+				if st.FaultsActed == 0 {
+					t.Fatal("no fault fired")
+				}
+				t.Logf("faults %d, client %+v, relay %+v %+v", st.FaultsActed, s.Stats().Sender, *st.Frames["client_to_agent"], *st.Frames["agent_to_client"])
+			})
+		}
 	}
 }
 

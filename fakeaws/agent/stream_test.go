@@ -373,3 +373,26 @@ func TestMinimalPauseIgnored(t *testing.T) {
 		t.Fatalf("a zero-date pause paused the agent: received %q", p.received())
 	}
 }
+
+// The real agent's AgentMessage.Validate (agent/session/contracts/
+// agentmessage.go) rejects CreatedDate 0 for every message type, before the
+// data channel looks at the type: stream data is not acked or written, and
+// a channel_closed does not end the session (docs/fakeaws.md 5.1).
+func TestZeroCreatedDateDropped(t *testing.T) {
+	s, c := established(t, false, Config{})
+	closed := controlFrame(wire.TypeChannelClosed, []byte(`{"MessageType":"channel_closed","Output":"zero date"}`))
+	clear(closed[40:48])
+	s.l.send(closed)
+	_, b := inputFrame(1, wire.PayloadOutput, []byte("hello"))
+	clear(b[40:48])
+	for range 3 {
+		s.l.send(b)
+	}
+	recvNone(t, s.l, 400*time.Millisecond)
+	if n := s.r.stats.BytesToTarget.Load(); n != 0 {
+		t.Fatalf("%d bytes of a zero-date frame reached the target", n)
+	}
+	in, good := inputFrame(1, wire.PayloadOutput, []byte("hello"))
+	sendUntilAcked(t, s.l, in, good)
+	readExactly(t, c, "hello")
+}
