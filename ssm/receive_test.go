@@ -86,3 +86,49 @@ func TestAckQueueBound(t *testing.T) {
 		t.Fatal("no room after the writer took the queue")
 	}
 }
+
+// TestReackLeavesRoomForNewAcks: after a reconnect at bulk speed, the acks
+// of the last reackWindow outnumber the queue. Re-sending them all filled
+// it, so every new message (which needs a fresh ack) was refused until the
+// writer caught up, and with the leg cut every few hundred milliseconds that
+// never happened. Re-acks take at most half the queue, newest first.
+func TestReackLeavesRoomForNewAcks(t *testing.T) {
+	a := &acks{clk: clock.Or(nil)}
+	for i := 0; i < recentAcks; i++ {
+		if !a.ack(int64(i), uuid.New()) {
+			t.Fatalf("ack %d refused", i)
+		}
+		if i%1000 == 999 {
+			for _, b := range a.take() { // the writer keeps up
+				putAckBuf(b)
+			}
+		}
+	}
+	for _, b := range a.take() {
+		putAckBuf(b)
+	}
+	n := a.reack(a.clk.Now())
+	q := a.take()
+	if n != len(q) || n > maxQueuedAcks/2 || n == 0 {
+		t.Fatalf("re-acked %d (queued %d), want at most %d", n, len(q), maxQueuedAcks/2)
+	}
+	last, ok := wireAckSeq(q[len(q)-1])
+	if !ok || last != recentAcks-1 {
+		t.Fatalf("last re-ack is for %d, want the newest %d", last, recentAcks-1)
+	}
+	for _, b := range q {
+		putAckBuf(b)
+	}
+	if a.full() {
+		t.Fatal("no room for new acks after a reconnect")
+	}
+}
+
+// wireAckSeq is the sequence number an encoded ack frame acknowledges.
+func wireAckSeq(b []byte) (int64, bool) {
+	f, err := wire.Decode(b)
+	if err != nil {
+		return 0, false
+	}
+	return wire.ParseAckSequence(f.Payload)
+}
