@@ -65,6 +65,9 @@ func Attr(a slog.Attr) slog.Attr {
 			a.Value = slog.StringValue(String(x.Error()))
 		case nil:
 			a.Value = v
+		case []byte:
+			// As text: %+v would print numbers no rule can match.
+			a.Value = slog.StringValue(String(string(x)))
 		default:
 			// Structs, slices, maps, Stringers: what a text or JSON handler
 			// would print of them, redacted.

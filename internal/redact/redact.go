@@ -73,10 +73,33 @@ func Register(secrets ...string) {
 
 func (r *registry) register(s string) {
 	r.add(s)
-	// A secret that went through a URL or a form is spelled escaped.
-	if e := url.QueryEscape(s); e != s {
-		r.add(e)
+	// A secret that went through a URL, a form or a JSON encoder is spelled
+	// escaped: query and path escaping, lowercase percent-escapes, and the
+	// "\/" some JSON encoders write for "/".
+	for _, e := range []string{url.QueryEscape(s), url.PathEscape(s), lowerEscapes(url.QueryEscape(s)),
+		lowerEscapes(url.PathEscape(s)), strings.ReplaceAll(s, "/", `\/`)} {
+		if e != s {
+			r.add(e)
+		}
 	}
+}
+
+// lowerEscapes rewrites the hex digits of every %XX in s in lower case.
+func lowerEscapes(s string) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			b[i+1], b[i+2] = toLowerASCII(b[i+1]), toLowerASCII(b[i+2])
+		}
+	}
+	return string(b)
+}
+
+func toLowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 func (r *registry) add(s string) {

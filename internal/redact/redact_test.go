@@ -79,6 +79,34 @@ func TestRegisterURLEscaped(t *testing.T) {
 	}
 }
 
+// TestRegisterOtherSpellings: the same secret escaped as a path, with
+// lowercase percent-escapes, or with JSON's "\/" (a reviewer's finding:
+// only QueryEscape's spelling was known, and the escapes cut the secret into
+// runs too short for the shape rules).
+func TestRegisterOtherSpellings(t *testing.T) {
+	s := "pqr/stu+vwx/yz0+123 45" // too short for the shape rules
+	Register(s)
+	for _, text := range []string{
+		`path /pqr%2Fstu+vwx%2Fyz0+123%2045 end`,
+		`query pqr%2fstu%2bvwx%2fyz0%2b123+45 end`,
+		`json {"k":"pqr\/stu+vwx\/yz0+123 45"}`,
+	} {
+		if got := String(text); strings.Contains(got, "stu") {
+			t.Errorf("%s: secret survives: %q", text, got)
+		}
+	}
+}
+
+// TestByteAttrRedacted: a []byte attribute is redacted as text, not printed
+// as numbers no rule matches.
+func TestByteAttrRedacted(t *testing.T) {
+	Register("bytes-attr-secret-0001")
+	a := Attr(slog.Any("b", []byte("x bytes-attr-secret-0001 y")))
+	if got := a.Value.String(); strings.Contains(got, "bytes-attr-secret") || !strings.Contains(got, "x ") {
+		t.Errorf("[]byte attr printed as %q", got)
+	}
+}
+
 // TestRegisterConcurrent: registering and redacting from many goroutines
 // (run with -race).
 func TestRegisterConcurrent(t *testing.T) {
