@@ -13,7 +13,9 @@
 // Settings come from the environment so that make passes them through:
 // SOAK_SIZE (default 1G; 64M, 512K, 2G...), SOAK_CRED_TTL (default 20s) and
 // SOAK_LIFETIMES (default 0: the interactive session keeps going after the
-// transfers until it has spanned that many credential lifetimes).
+// transfers until it has spanned that many credential lifetimes) and
+// SOAK_AGENT_LOSS (default 0.001, the loss of the agent's data frames; see
+// agentLoss in plan.go for why it is below the plan's 1 %).
 package main
 
 import (
@@ -59,11 +61,12 @@ type config struct {
 	keep      bool
 	size      int64
 	credTTL   time.Duration
-	lifetimes int // minimum credential lifetimes the interactive session spans
+	lifetimes int     // minimum credential lifetimes the interactive session spans
+	agentLoss float64 // loss of the agent's data frames (see agentLoss)
 }
 
 func configFromEnv() (config, error) {
-	c := config{size: 1 << 30, credTTL: 20 * time.Second}
+	c := config{size: 1 << 30, credTTL: 20 * time.Second, agentLoss: agentLoss}
 	var err error
 	if v := os.Getenv("SOAK_SIZE"); v != "" {
 		if c.size, err = parseSize(v); err != nil {
@@ -78,6 +81,11 @@ func configFromEnv() (config, error) {
 	if v := os.Getenv("SOAK_LIFETIMES"); v != "" {
 		if c.lifetimes, err = strconv.Atoi(v); err != nil || c.lifetimes < 0 {
 			return c, fmt.Errorf("SOAK_LIFETIMES %q: want a count", v)
+		}
+	}
+	if v := os.Getenv("SOAK_AGENT_LOSS"); v != "" {
+		if c.agentLoss, err = strconv.ParseFloat(v, 64); err != nil || c.agentLoss < 0 || c.agentLoss >= 1 {
+			return c, fmt.Errorf("SOAK_AGENT_LOSS %q: want a fraction such as 0.001", v)
 		}
 	}
 	return c, nil

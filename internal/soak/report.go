@@ -26,44 +26,47 @@ func (e *events) note(format string, a ...any) {
 
 func (e *events) wait() { e.wg.Wait() }
 
-// scheduleEvents throttles the next ResumeSession at throttleAt and makes
-// the download's client leg half-open for halfOpenFor at halfOpenAt.
-func (s *soak) scheduleEvents(ctx context.Context, start time.Time, dlSession string) *events {
+// scheduleEvents throttles the next ResumeSession once the download is
+// throttleAt done and makes the download's client leg half-open for
+// halfOpenFor once it is halfOpenAt done: tied to progress, not time, so
+// that both land mid-transfer at any SOAK_SIZE.
+func (s *soak) scheduleEvents(ctx context.Context, start time.Time, dl *transfer, dlSession string) *events {
 	e := &events{}
-	sleepUntil := func(at time.Duration) bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(time.Until(start.Add(at))):
-			return true
+	reached := func(share float64) bool {
+		for ctx.Err() == nil && !dl.finished() {
+			if float64(dl.bytes()) >= share*float64(dl.size) {
+				return true
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
+		e.note("the download ended before %.0f%%: event skipped", share*100)
+		return false
 	}
-	e.wg.Add(2)
+	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		if !sleepUntil(throttleAt) {
+		if !reached(throttleAt) {
 			return
 		}
 		err := s.fake.Post("/_fake/api-faults", `{"op":"ResumeSession","type":"ThrottlingException","status":400,"count":1}`)
-		e.note("+%s the next ResumeSession answers ThrottlingException (err %v)", throttleAt, err)
-	}()
-	go func() {
-		defer e.wg.Done()
-		if !sleepUntil(halfOpenAt) {
+		e.note("+%s (download %.0f%%) the next ResumeSession answers ThrottlingException (err %v)", since(start), throttleAt*100, err)
+		if !reached(halfOpenAt) {
 			return
 		}
 		path := "/_fake/sessions/" + dlSession + "/half-open"
-		err := s.fake.Post(path+"?on=1", "")
-		e.note("+%s the download's client leg goes half-open for %s (err %v)", halfOpenAt, halfOpenFor, err)
+		err = s.fake.Post(path+"?on=1", "")
+		e.note("+%s (download %.0f%%) the download's client leg goes half-open for %s (err %v)", since(start), halfOpenAt*100, halfOpenFor, err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(halfOpenFor):
 		}
 		err = s.fake.Post(path+"?on=0", "")
-		e.note("+%s half-open episode over (err %v)", halfOpenAt+halfOpenFor, err)
+		e.note("+%s half-open episode over (err %v)", since(start), err)
 	}()
 	return e
 }
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
 
 // report is everything the soak prints.
 type report struct {

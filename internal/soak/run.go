@@ -67,7 +67,7 @@ func run(ctx context.Context, cfg config) (*report, error) {
 
 	sshVersion, _ := exec.Command("ssh", "-V").CombinedOutput()
 	fmt.Printf("ssmproxy soak: %s each way with rsync plus an interactive ssh session, %s\n", sizeString(cfg.size), strings.TrimSpace(string(sshVersion)))
-	fmt.Printf("fault plan: %s\n", planDescription(cfg.credTTL))
+	fmt.Printf("fault plan: %s\n", planDescription(cfg.credTTL, cfg.agentLoss))
 	if cfg.lifetimes > 0 {
 		fmt.Printf("the interactive session runs until it has spanned %d credential lifetimes (%s)\n", cfg.lifetimes, time.Duration(cfg.lifetimes)*cfg.credTTL)
 	}
@@ -80,7 +80,7 @@ func run(ctx context.Context, cfg config) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := installPlan(s.fake); err != nil {
+	if err := installPlan(s.fake, cfg.agentLoss); err != nil {
 		return nil, err
 	}
 
@@ -112,7 +112,7 @@ func run(ctx context.Context, cfg config) (*report, error) {
 	}
 	ul := startTransfer(ctx, "upload", s.env, s.conf, up, rig.Target+":"+filepath.Join(s.dir("remote-got"), "up.bin"), cfg.size)
 
-	events := s.scheduleEvents(ctx, start, dlSession)
+	events := s.scheduleEvents(ctx, start, dl, dlSession)
 	minSpan := time.Duration(cfg.lifetimes) * cfg.credTTL
 	var failure error
 	for i := 1; ; i++ {

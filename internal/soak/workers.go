@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/internal/rig"
@@ -45,6 +46,7 @@ type shellResult struct {
 func startShell(ctx context.Context, env []string, conf string) (*shell, error) {
 	cmd := exec.CommandContext(ctx, "ssh", "-F", conf, "-T", rig.Target, "/bin/sh")
 	cmd.Env = env
+	ownGroup(cmd)
 	sh := &shell{cmd: cmd, lines: make(chan string, 100), stderr: &rig.SyncBuffer{}}
 	cmd.Stderr = sh.stderr
 	var err error
@@ -124,8 +126,17 @@ func (sh *shell) close() error {
 
 func (sh *shell) kill() {
 	if sh.cmd.ProcessState == nil && sh.cmd.Process != nil {
-		_ = sh.cmd.Process.Kill()
+		_ = syscall.Kill(-sh.cmd.Process.Pid, syscall.SIGKILL)
 	}
+}
+
+// ownGroup puts cmd in a process group of its own, which a cancelled run
+// kills whole: rsync forks and its ssh and ssmproxy would otherwise outlive
+// it and keep its output pipes open.
+func ownGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 }
 
 func (sh *shell) result() shellResult {
@@ -143,6 +154,7 @@ type transfer struct {
 	mu    sync.Mutex
 	stall time.Duration // longest time without growth so far
 	since time.Time     // last growth
+	seen  int64         // bytes in the destination directory
 }
 
 type transferResult struct {
@@ -161,6 +173,7 @@ func startTransfer(ctx context.Context, name string, env []string, conf, src, ds
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "rsync", "-e", "ssh -F "+conf, src, dst)
 	cmd.Env = env
+	ownGroup(cmd)
 	var out rig.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	go t.watch(filepath.Dir(local))
@@ -199,6 +212,7 @@ func (t *transfer) watch(dir string) {
 			last = n
 			t.since = now
 		}
+		t.seen = n
 		t.stall = max(t.stall, now.Sub(t.since))
 		t.mu.Unlock()
 	}
@@ -213,6 +227,13 @@ func dirBytes(dir string) int64 {
 		}
 	}
 	return n
+}
+
+// bytes is how much has arrived so far.
+func (t *transfer) bytes() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.seen
 }
 
 func (t *transfer) finished() bool {
