@@ -27,35 +27,45 @@ func (e *events) note(format string, a ...any) {
 func (e *events) wait() { e.wg.Wait() }
 
 // scheduleEvents throttles the next ResumeSession once the download is
-// throttleAt done and makes the download's client leg half-open for
-// halfOpenFor once it is halfOpenAt done: tied to progress, not time, so
-// that both land mid-transfer at any SOAK_SIZE.
-func (s *soak) scheduleEvents(ctx context.Context, start time.Time, dl *transfer, dlSession string) *events {
+// throttleAt done and makes the upload's client leg half-open for
+// halfOpenFor once the upload is halfOpenAt done: tied to progress, not
+// time, so that both land mid-transfer at any SOAK_SIZE.
+//
+// The half-open episode hits the upload, not the download: on the download
+// the realistic agent keeps sending into the silent leg (nothing tells it
+// otherwise), loses up to an SSH window of messages, ~2000, and refills
+// them head-only at under 10 a second (docs/protocol.md 8.5): a stall of
+// minutes that measures the agent, not ssmproxy. On the upload the bulk
+// data is ssmproxy's own, which it retransmits per message.
+func (s *soak) scheduleEvents(ctx context.Context, start time.Time, dl, ul *transfer, ulSession string) *events {
 	e := &events{}
-	reached := func(share float64) bool {
-		for ctx.Err() == nil && !dl.finished() {
-			if float64(dl.bytes()) >= share*float64(dl.size) {
+	reached := func(t *transfer, share float64) bool {
+		for ctx.Err() == nil && !t.finished() {
+			if float64(t.bytes()) >= share*float64(t.size) {
 				return true
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		e.note("the download ended before %.0f%%: event skipped", share*100)
+		e.note("the %s ended before %.0f%%: event skipped", t.name, share*100)
 		return false
 	}
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go func() {
 		defer e.wg.Done()
-		if !reached(throttleAt) {
+		if !reached(dl, throttleAt) {
 			return
 		}
 		err := s.fake.Post("/_fake/api-faults", `{"op":"ResumeSession","type":"ThrottlingException","status":400,"count":1}`)
 		e.note("+%s (download %.0f%%) the next ResumeSession answers ThrottlingException (err %v)", since(start), throttleAt*100, err)
-		if !reached(halfOpenAt) {
+	}()
+	go func() {
+		defer e.wg.Done()
+		if !reached(ul, halfOpenAt) {
 			return
 		}
-		path := "/_fake/sessions/" + dlSession + "/half-open"
-		err = s.fake.Post(path+"?on=1", "")
-		e.note("+%s (download %.0f%%) the download's client leg goes half-open for %s (err %v)", since(start), halfOpenAt*100, halfOpenFor, err)
+		path := "/_fake/sessions/" + ulSession + "/half-open"
+		err := s.fake.Post(path+"?on=1", "")
+		e.note("+%s (upload %.0f%%) the upload's client leg goes half-open for %s (err %v)", since(start), halfOpenAt*100, halfOpenFor, err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(halfOpenFor):

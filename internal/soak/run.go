@@ -104,15 +104,23 @@ func run(ctx context.Context, cfg config) (*report, error) {
 
 	start := time.Now()
 	progress("rsync down and up in parallel, the interactive session answering every second")
-	known, _ := s.sessionIDs()
+	known, err := s.sessionIDs()
+	if err != nil {
+		return r, err
+	}
 	dl := startTransfer(ctx, "download", s.env, s.conf, rig.Target+":"+down, filepath.Join(s.dir("got"), "down.bin"), cfg.size)
 	dlSession, err := s.newSession(known)
 	if err != nil {
 		return r, err
 	}
+	known[dlSession] = true
 	ul := startTransfer(ctx, "upload", s.env, s.conf, up, rig.Target+":"+filepath.Join(s.dir("remote-got"), "up.bin"), cfg.size)
+	ulSession, err := s.newSession(known)
+	if err != nil {
+		return r, err
+	}
 
-	events := s.scheduleEvents(ctx, start, dl, dlSession)
+	events := s.scheduleEvents(ctx, start, dl, ul, ulSession)
 	minSpan := time.Duration(cfg.lifetimes) * cfg.credTTL
 	var failure error
 	for i := 1; ; i++ {
