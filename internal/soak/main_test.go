@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -64,5 +66,21 @@ func TestRelayRulesZeroLoss(t *testing.T) {
 	}
 	if drops != 4 {
 		t.Errorf("%d loss rules, want 4 (stream frames and acks, both directions)", drops)
+	}
+}
+
+func TestReadSelfCounts(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ssmproxy.log")
+	log := `time=2026-12-03T06:48:44.947Z level=INFO msg="channel closed by the service" session=alice-1 output=""
+time=2026-12-03T06:48:44.948Z level=INFO msg="session over" session=alice-1 bytesIn=26645 bytesOut=67203365 reconnects=3 retransmits=741
+time=2026-12-03T06:50:44.948Z level=INFO msg="session over" session=alice-2 bytesIn=1 bytesOut=2 reconnects=12 retransmits=9
+`
+	if err := os.WriteFile(p, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var r report
+	r.readSelfCounts(p)
+	if r.selfSessions != 2 || r.selfReconnects != 15 || r.selfRetransmits != 750 {
+		t.Errorf("got sessions %d reconnects %d retransmits %d", r.selfSessions, r.selfReconnects, r.selfRetransmits)
 	}
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -101,6 +104,26 @@ type report struct {
 	assumeRole      int64
 	violations      []fakeaws.Violation
 	warnings        int64
+	// ssmproxy's own counts, from the "session over" lines of its log.
+	selfSessions, selfReconnects, selfRetransmits int64
+}
+
+var sessionOver = regexp.MustCompile(`msg="session over".* reconnects=(\d+) retransmits=(\d+)`)
+
+// readSelfCounts sums ssmproxy's own reconnect and retransmission counts
+// from its log.
+func (r *report) readSelfCounts(logFile string) {
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		return
+	}
+	for _, m := range sessionOver.FindAllStringSubmatch(string(b), -1) {
+		rc, _ := strconv.ParseInt(m[1], 10, 64)
+		rt, _ := strconv.ParseInt(m[2], 10, 64)
+		r.selfSessions++
+		r.selfReconnects += rc
+		r.selfRetransmits += rt
+	}
 }
 
 // collect reads the fake's counters.
@@ -179,6 +202,7 @@ func (r *report) print() {
 		fmt.Printf("reconnects:        %d client legs reopened (scheduled closes %d, legs closed at credential expiry %d)\n", r.reconnects, r.scheduledCloses, r.legsExpired)
 		fmt.Printf("ResumeSession:     %s\n", codes(r.resumes))
 		fmt.Printf("retransmissions:   ssmproxy %d, agent %d (stream frames sent again, counted by the fake's relay); %d relay faults acted\n", r.retransClient, r.retransAgent, r.faultsActed)
+		fmt.Printf("ssmproxy's own:    %d sessions ended, %d reconnects, %d retransmissions (its log)\n", r.selfSessions, r.selfReconnects, r.selfRetransmits)
 		fmt.Printf("credentials:       %d AssumeRole calls by the broker over the run\n", r.assumeRole)
 		fmt.Printf("fake violations:   %d at error level, %d warnings\n", len(r.violations), r.warnings)
 	}

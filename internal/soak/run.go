@@ -159,6 +159,7 @@ func run(ctx context.Context, cfg config) (*report, error) {
 		r.downOK, r.upOK = derr == nil, uerr == nil
 		failure = firstErr(derr, uerr)
 	}
+	r.readSelfCounts(s.logFile)
 	if err := s.collect(r, shSession); err != nil && failure == nil {
 		failure = err
 	}
