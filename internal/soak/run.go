@@ -271,5 +271,5 @@ func firstErr(errs ...error) error {
 }
 
 func progress(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "soak: "+format+"...\n", a...)
+	fmt.Fprintf(os.Stderr, "progress: "+format+"...\n", a...)
 }
