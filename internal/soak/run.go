@@ -85,7 +85,7 @@ func run(ctx context.Context, cfg config) (*report, error) {
 	}
 
 	r := &report{size: cfg.size, credTTL: cfg.credTTL}
-	rss := startRSSSampler(s.ssmproxy)
+	rss := startRSSSampler(s.ssmproxy, s.logFile)
 	defer func() { r.peakRSSKiB, r.ssmproxyProcs = rss.stop() }()
 
 	// The interactive session first: it must outlive everything else.

@@ -266,17 +266,19 @@ func (t *transfer) wait() transferResult {
 }
 
 // rssSampler reads VmHWM (peak resident set) of every running ssmproxy
-// process (those whose executable is bin/ssmproxy) twice a second.
+// process of this run (executable bin/ssmproxy, this run's log file in its
+// arguments) twice a second.
 type rssSampler struct {
 	exe   string
+	mark  string // an argument only this run's ssmproxy processes have
 	stopc chan struct{}
 	done  chan struct{}
 	peak  int64
 	pids  map[int]bool
 }
 
-func startRSSSampler(exe string) *rssSampler {
-	r := &rssSampler{exe: exe, stopc: make(chan struct{}), done: make(chan struct{}), pids: map[int]bool{}}
+func startRSSSampler(exe, mark string) *rssSampler {
+	r := &rssSampler{exe: exe, mark: mark, stopc: make(chan struct{}), done: make(chan struct{}), pids: map[int]bool{}}
 	go func() {
 		defer close(r.done)
 		for {
@@ -299,6 +301,9 @@ func (r *rssSampler) sample() {
 			continue
 		}
 		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != r.exe {
+			continue
+		}
+		if args, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(args), r.mark) {
 			continue
 		}
 		r.pids[pid] = true
