@@ -104,6 +104,7 @@ type report struct {
 	assumeRole      int64
 	violations      []fakeaws.Violation
 	warnings        int64
+	roles map[string]string // session id -> shell, download, upload
 	// ssmproxy's own counts, from the "session over" lines of its log.
 	selfSessions, selfReconnects, selfRetransmits int64
 }
@@ -207,6 +208,13 @@ func (r *report) print() {
 		fmt.Printf("fake violations:   %d at error level, %d warnings\n", len(r.violations), r.warnings)
 	}
 	fmt.Printf("ssmproxy peak RSS: %.1f MiB (VmHWM, highest of %d processes)\n", float64(r.peakRSSKiB)/1024, r.ssmproxyProcs)
+	for i, v := range r.violations {
+		if i == 5 {
+			fmt.Printf("violation:         ... and %d more\n", len(r.violations)-i)
+			break
+		}
+		fmt.Printf("violation:         %s %s session %s (%s): %s\n", v.Time.Format("15:04:05.000"), v.Code, v.Session, r.roles[v.Session], v.Detail)
+	}
 	for _, e := range r.events {
 		fmt.Printf("event:             %s\n", e)
 	}

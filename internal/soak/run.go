@@ -120,6 +120,7 @@ func run(ctx context.Context, cfg config) (*report, error) {
 		return r, err
 	}
 
+	r.roles = map[string]string{shSession: "shell", dlSession: "download", ulSession: "upload"}
 	events := s.scheduleEvents(ctx, start, dl, ul, ulSession)
 	minSpan := time.Duration(cfg.lifetimes) * cfg.credTTL
 	var failure error
