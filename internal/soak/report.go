@@ -104,7 +104,7 @@ type report struct {
 	assumeRole      int64
 	violations      []fakeaws.Violation
 	warnings        int64
-	roles map[string]string // session id -> shell, download, upload
+	roles           map[string]string // session id -> shell, download, upload
 	// ssmproxy's own counts, from the "session over" lines of its log.
 	selfSessions, selfReconnects, selfRetransmits int64
 }
