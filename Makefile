@@ -4,6 +4,9 @@
 #   make test    unit, integration and pure-Go end-to-end tests
 #   make e2e     end-to-end tests with the real OpenSSH ssh/scp/sshd and rsync
 #   make bench   throughput, CPU, RSS and latency against plain ssh
+#   make soak    the long haul: SOAK_SIZE (default 1G) each way with rsync plus
+#                an interactive ssh session under one mixed fault plan; ends
+#                with "soak: ok" or "soak: FAIL" (SOAK_CRED_TTL, SOAK_LIFETIMES)
 #   make fuzz    every fuzz target for FUZZTIME (default 30s)
 #   make lint    gofmt and go vet
 
@@ -12,7 +15,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 SOURCES := $(shell find . -name '*.go' -not -path './e2e/*' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all build fakeaws test e2e bench demo lint fuzz clean
+.PHONY: all build fakeaws test e2e bench soak demo lint fuzz clean
 
 all: build fakeaws
 
@@ -28,6 +31,9 @@ bin/fakeaws: $(SOURCES)
 
 bin/bench: $(SOURCES)
 	$(GO) build -trimpath -o $@ ./internal/bench
+
+bin/soak: $(SOURCES)
+	$(GO) build -trimpath -o $@ ./internal/soak
 
 bin/demo: $(SOURCES)
 	$(GO) build -trimpath -o $@ ./internal/demo
@@ -61,6 +67,10 @@ fuzz:
 
 bench: bin/ssmproxy bin/fakeaws bin/bench
 	bin/bench -bin bin $(BENCHFLAGS)
+
+# SOAK_SIZE, SOAK_CRED_TTL and SOAK_LIFETIMES pass through the environment.
+soak: bin/ssmproxy bin/fakeaws bin/soak
+	bin/soak -bin bin $(SOAKFLAGS)
 
 demo: bin/ssmproxy bin/fakeaws bin/demo
 	bin/demo -bin bin

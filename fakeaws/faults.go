@@ -54,7 +54,12 @@ type FaultRule struct {
 	Count       int      `json:"count,omitempty"`       // stop after this many actions (0: no limit)
 	Action      string   `json:"action"`
 	Delay       Duration `json:"delay,omitempty"`
-	Window      int      `json:"window,omitempty"` // for reorder
+	// Jitter, for delay: each frame waits Delay plus a uniform random extra
+	// in [0, Jitter), so frames close together may overtake each other, as
+	// on a path with variable latency (docs/fakeaws.md section 6, "Delay /
+	// jitter").
+	Jitter Duration `json:"jitter,omitempty"`
+	Window int      `json:"window,omitempty"` // for reorder
 
 	matches atomic.Int64
 	acted   atomic.Int64
@@ -86,6 +91,12 @@ func (r *FaultRule) validate() error {
 	}
 	if r.Direction != "" && r.Direction != "client_to_agent" && r.Direction != "agent_to_client" {
 		return fmt.Errorf("unknown direction %q", r.Direction)
+	}
+	if r.Delay < 0 || r.Jitter < 0 {
+		return fmt.Errorf("delay and jitter must not be negative")
+	}
+	if r.Jitter > 0 && r.Action != ActionDelay {
+		return fmt.Errorf("jitter applies to the delay action only")
 	}
 	if r.Action == ActionReorder && r.Window < 2 {
 		return fmt.Errorf("reorder needs a window of at least 2")
@@ -206,7 +217,7 @@ func (d *dirFaults) apply(msg []byte, fi frameInfo, emit func([]byte)) {
 			return
 		case ActionDelay:
 			m := msg
-			time.AfterFunc(time.Duration(r.Delay), func() { emit(m) })
+			time.AfterFunc(r.delayFor(), func() { emit(m) })
 			return
 		case ActionReorder:
 			d.mu.Lock()
@@ -234,6 +245,15 @@ func (d *dirFaults) apply(msg []byte, fi frameInfo, emit func([]byte)) {
 		}
 	}
 	emit(msg)
+}
+
+// delayFor is how long a delay rule holds one frame.
+func (r *FaultRule) delayFor() time.Duration {
+	d := time.Duration(r.Delay)
+	if r.Jitter > 0 {
+		d += rand.N(time.Duration(r.Jitter))
+	}
+	return d
 }
 
 // reorderHoldMax bounds how long a reorder rule holds frames.

@@ -278,15 +278,18 @@ func peek(b []byte) frameInfo {
 }
 
 func (ss *session) fromClient(msg []byte) {
+	// The validator and the counters see what the client sent even into a
+	// half-open leg: the client did send it, and its resends after the
+	// episode are resends, not new messages out of order.
+	fi := peek(msg)
+	ss.val.clientFrame(msg)
+	ss.srv.stats.frame(dirClientToAgent, fi, len(msg), ss.countRetransmit(true, fi))
 	ss.mu.Lock()
 	silent := ss.halfOpen
 	ss.mu.Unlock()
 	if silent {
 		return
 	}
-	fi := peek(msg)
-	ss.val.clientFrame(msg)
-	ss.srv.stats.frame(dirClientToAgent, fi, len(msg), ss.countRetransmit(true, fi))
 	if fi.messageType == wire.TypeInputStreamData {
 		ss.touch()
 	}

@@ -19,7 +19,7 @@ const module = "github.com/ssmproxy/ssmproxy"
 var neutral = []string{"internal/clock", "internal/awsconf", "internal/lockfile", "internal/secretenv", "internal/awserr", "internal/redact"}
 
 // tools are programs and test rigs; production code never imports them.
-var tools = []string{"fakeaws/cmd/fakeaws", "internal/rig", "internal/bench", "internal/demo", "internal/sshserver", "internal/testkit", "internal/archtest", "e2e"}
+var tools = []string{"fakeaws/cmd/fakeaws", "internal/rig", "internal/bench", "internal/soak", "internal/demo", "internal/sshserver", "internal/testkit", "internal/archtest", "e2e"}
 
 // allowed lists, for every production package (module-relative; "" is the
 // CLI), the module packages its non-test files may import. A package that is
