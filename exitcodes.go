@@ -63,7 +63,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), errors.As(err, &cfg), errors.Is(err, awsconf.ErrNoRegion), errors.Is(err, ssm.ErrInvalidConfig),
+	case errors.As(err, &ue), errors.As(err, &cfg), errors.Is(err, awsconf.ErrNoRegion), errors.As(err, new(*awsconf.FileError)), errors.Is(err, ssm.ErrInvalidConfig),
 		errors.Is(err, lockfile.ErrUnsafe):
 		return exitUsage
 	case errors.As(err, &pf):

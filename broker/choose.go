@@ -157,7 +157,7 @@ func (c *chooser) profileSource(ctx context.Context, profile string, sc *config.
 		kind = "role chain"
 	}
 	src := &sdkSource{profile: profile, kind: kind, clk: c.clk}
-	cfg, err := config.LoadDefaultConfig(ctx,
+	cfg, err := awsconf.LoadDefaultConfig(ctx,
 		config.WithSharedConfigProfile(profile),
 		config.WithRegion(c.set.region),
 		config.WithHTTPClient(c.set.sdkHTTP),
@@ -186,7 +186,7 @@ func (c *chooser) profileSource(ctx context.Context, profile string, sc *config.
 
 // defaultSource is the SDK's default chain without a profile.
 func (c *chooser) defaultSource(ctx context.Context) (source, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(c.set.region), config.WithHTTPClient(c.set.sdkHTTP))
+	cfg, err := awsconf.LoadDefaultConfig(ctx, config.WithRegion(c.set.region), config.WithHTTPClient(c.set.sdkHTTP))
 	if err != nil {
 		return nil, fmt.Errorf("load the AWS SDK default credential chain: %w", err)
 	}

@@ -24,6 +24,8 @@ func FuzzProfileSettings(f *testing.F) {
 	f.Add("[profile p]\nrole_session_name = a b\nmfa_serial = arn:aws:iam::123456789012:mfa/u\nregion=us-east-1\n", "")
 	f.Add("[profile p]\ncredential_process = /bin/echo {}\nregion = \n[sso-session s]\nsso_region=x\n", "[p]\naws_access_key_id=\n")
 	f.Add("[profile p]\nsource_profile = p\nrole_arn = arn:aws-cn:iam::123456789012:role/a/b\n", "[default]\n\x00\xff\n")
+	// The SDK's ini parser panicked on a lone quote (found by this target).
+	f.Add("profile p]\nrole_session_nAme=\"", "M")
 	f.Fuzz(func(t *testing.T, configFile, credentialsFile string) {
 		testkit.CleanAWSEnv(t, "http://127.0.0.1:1")
 		dir := t.TempDir()

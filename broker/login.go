@@ -124,7 +124,7 @@ func callerARN(ctx context.Context, c Credentials, region, endpoint string) (str
 	if region == "" {
 		region = "us-east-1"
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(region), config.WithCredentialsProvider(aws.AnonymousCredentials{}))
+	cfg, err := awsconf.LoadDefaultConfig(ctx, config.WithRegion(region), config.WithCredentialsProvider(aws.AnonymousCredentials{}))
 	if err != nil {
 		return "", err
 	}

@@ -64,7 +64,7 @@ func InSharedConfig(ctx context.Context, profile string) bool {
 }
 
 func loadShared(ctx context.Context, profile string) (config.SharedConfig, error) {
-	return config.LoadSharedConfigProfile(ctx, profile, func(o *config.LoadSharedConfigOptions) {
+	return awsconf.LoadSharedConfigProfile(ctx, profile, func(o *config.LoadSharedConfigOptions) {
 		if f := os.Getenv("AWS_CONFIG_FILE"); f != "" {
 			o.ConfigFiles = []string{f}
 		}
@@ -91,6 +91,8 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		s.inConfig, s.shared = true, shared
 	case errors.As(err, &nf) && nf.Profile == s.profile:
 		// Keyring-only or environment-only profile.
+	case errors.As(err, new(*awsconf.FileError)):
+		return nil, &ConfigError{err}
 	default:
 		return nil, fmt.Errorf("profile %q: %w (a source_profile must hold credentials; "+
 			"for a key stored with \"ssmproxy login\", leave source_profile out)", s.profile, err)
@@ -156,7 +158,7 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 	if o.Region != "" {
 		opts = append(opts, config.WithRegion(o.Region))
 	}
-	s.base, err = config.LoadDefaultConfig(ctx, opts...)
+	s.base, err = awsconf.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, configErrorf("load AWS configuration for profile %q: %w", s.profile, err)
 	}

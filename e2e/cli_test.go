@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,6 +47,13 @@ func TestCLIExitCodes(t *testing.T) {
 	noCreds := []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_REGION=us-east-1", "AWS_ENDPOINT_URL_SSM=" + f.url}
 	badSecret := append(f.environ(), "AWS_SECRET_ACCESS_KEY=wrongwrongwrongwrongwrongwrongwrongwrong")
+	// A config line the AWS SDK's ini parser panics on (a lone quote):
+	// once a Go stack trace and exit 2 by accident, now one line.
+	badConfig := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(badConfig, []byte("[profile p]\nrole_session_name=\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lonely := append(f.environ(), "AWS_CONFIG_FILE="+badConfig, "AWS_PROFILE=p")
 	cases := []struct {
 		name string
 		env  []string
@@ -64,6 +72,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{"agent offline", f.environ(), []string{"i-0fffffffffffffff0", port}, 5, "not connected to Session Manager"},
 		{"unknown document", f.environ(), []string{"--document", "No-Such-Doc", target, port}, 6, "document was refused"},
 		{"shell document", f.environ(), []string{"--document", "SSM-SessionManagerRunShell", target}, 6, "not defined by document"},
+		{"config the SDK cannot parse", lonely, []string{target, port}, 2, "could not be parsed"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

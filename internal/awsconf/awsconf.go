@@ -49,7 +49,7 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if o.Credentials != nil {
 		opts = append(opts, config.WithCredentialsProvider(o.Credentials))
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	cfg, err := LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
 	}
