@@ -53,12 +53,22 @@ e2e:
 # Every fuzz target in the module, one after another, FUZZTIME each (default
 # 30s); FUZZ narrows it to the targets matching a regexp. Each target's last
 # line gives its executions.
+# go test -fuzz sometimes fails a short run with only "context deadline
+# exceeded" when -fuzztime ends while a worker is busy (a toolchain race,
+# seen here with 10 s runs); such a run that wrote no failing input is
+# reported as a timeout, not a find. A real find always leaves its input in
+# testdata/fuzz/<Target>/.
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for pkg in $$($(GO) list ./... | grep -v /e2e$$); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' | grep -E "$${FUZZ:-.}" || true); do \
+	    finds() { ls $$dir/testdata/fuzz/$$t 2>/dev/null | grep -vc '^seed-' || true; }; \
+	    before=$$(finds); \
 	    if $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-30s} $$pkg >$$log 2>&1; then \
 	      echo "fuzz: ok   $$pkg $$t: $$(grep -o 'execs: [0-9]*' $$log | tail -n 1)"; \
+	    elif grep -q 'context deadline exceeded' $$log && [ "$$(finds)" = "$$before" ]; then \
+	      echo "fuzz: ok   $$pkg $$t: $$(grep -o 'execs: [0-9]*' $$log | tail -n 1) (go test's deadline race at the end, no failing input)"; \
 	    else \
 	      echo "fuzz: FAIL $$pkg $$t"; tail -n 30 $$log; exit 1; \
 	    fi; \
