@@ -197,7 +197,7 @@ func (d *demo) openSSHSteps(up, upSum, down, downSum string) error {
 		return err
 	}
 	check := func(path, want string) error {
-		if got, err := sha256File(path); err != nil || got != want {
+		if got, err := rig.SHA256File(path); err != nil || got != want {
 			return fmt.Errorf("checksum of %s: %s (%v), want %s", path, got, err, want)
 		}
 		return nil
@@ -359,30 +359,7 @@ func (d *demo) goServer() (*sshserver.Server, string, error) {
 }
 
 func (d *demo) randomFile(name string, size int64) (string, string, error) {
-	p := filepath.Join(d.dir("local"), name)
-	f, err := os.Create(p)
-	if err != nil {
-		return "", "", err
-	}
-	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
-		f.Close()
-		return "", "", err
-	}
-	return p, hex.EncodeToString(h.Sum(nil)), f.Close()
-}
-
-func sha256File(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return rig.RandomFile(filepath.Join(d.dir("local"), name), size)
 }
 
 func mustRead(p string) string {

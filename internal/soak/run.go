@@ -72,11 +72,11 @@ func run(ctx context.Context, cfg config) (*report, error) {
 		fmt.Printf("the interactive session runs until it has spanned %d credential lifetimes (%s)\n", cfg.lifetimes, time.Duration(cfg.lifetimes)*cfg.credTTL)
 	}
 	progress("writing %s of random data each way", sizeString(cfg.size))
-	up, upSum, err := randomFile(filepath.Join(s.dir("local"), "up.bin"), cfg.size)
+	up, upSum, err := rig.RandomFile(filepath.Join(s.dir("local"), "up.bin"), cfg.size)
 	if err != nil {
 		return nil, err
 	}
-	down, downSum, err := randomFile(filepath.Join(s.dir("remote"), "down.bin"), cfg.size)
+	down, downSum, err := rig.RandomFile(filepath.Join(s.dir("remote"), "down.bin"), cfg.size)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,7 @@ func (s *soak) dumpLogs() {
 }
 
 func verify(path, want, what string) error {
-	got, err := sha256File(path)
+	got, err := rig.SHA256File(path)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

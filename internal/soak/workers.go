@@ -3,9 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -327,31 +324,4 @@ func (r *rssSampler) stop() (int64, int) {
 	close(r.stopc)
 	<-r.done
 	return r.peak, len(r.pids)
-}
-
-// randomFile writes size random bytes to p and returns p and its sha256.
-func randomFile(p string, size int64) (string, string, error) {
-	f, err := os.Create(p)
-	if err != nil {
-		return "", "", err
-	}
-	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
-		f.Close()
-		return "", "", err
-	}
-	return p, hex.EncodeToString(h.Sum(nil)), f.Close()
-}
-
-func sha256File(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
