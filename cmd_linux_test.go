@@ -9,7 +9,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,9 +19,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/fakeaws"
-	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 	"github.com/ssmproxy/ssmproxy/internal/testkit"
-	"github.com/ssmproxy/ssmproxy/keyring"
 )
 
 // TestCredentialProcessNoTerminal: "ssmproxy credential-process" runs
@@ -33,31 +30,8 @@ import (
 // stdout and nothing on the terminal.
 func TestCredentialProcessNoTerminal(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{})
-	ts.IAM.AddRole(iam.Role{Name: testRole, MaxSession: 12 * time.Hour})
-	ts.IAM.AddMFADevice("alice", testSerial)
-	dir := t.TempDir()
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
-		"XDG_CACHE_HOME=" + filepath.Join(dir, "cache"), "SSMPROXY_LOCK_DIR=" + filepath.Join(dir, "locks"),
-		"SSMPROXY_KEYRING_BACKEND=file", "SSMPROXY_FILE_PASSPHRASE=pw", "AWS_REGION=us-east-1",
-		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
-		"AWS_ENDPOINT_URL_STS=" + ts.URL(), broker.EnvRoleARN + "=" + ts.IAM.RoleARN(testRole)}
 	// alice's key with her MFA device, as "ssmproxy login" stores it.
-	store, err := keyring.Open(context.Background(), keyring.Options{Backend: "file", Persistent: true,
-		FileDir: filepath.Join(dir, "config", "ssmproxy", "keyring"), LockPath: filepath.Join(dir, "locks", "keyring-ssmproxy.lock"),
-		Getenv: func(k string) string {
-			if k == keyring.EnvFilePassphrase {
-				return "pw"
-			}
-			return ""
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := json.Marshal(broker.SourceKey{AccessKeyID: ts.User.AccessKeyID, SecretAccessKey: ts.User.SecretAccessKey,
-		MFASerial: testSerial, ARN: ts.User.ARN()})
-	if err := store.Set(context.Background(), keyring.Item{Key: broker.SourceItemKey("default"), Data: key}); err != nil {
-		t.Fatal(err)
-	}
+	env := mfaPromptEnv(t, ts)
 
 	// Default: no prompt on the terminal.
 	r := runOnTerminal(t, env, nil, "credential-process", "--target", fakeaws.DefaultInstance)
