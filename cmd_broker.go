@@ -70,11 +70,11 @@ Environment:
 `
 
 // brokerOptions assembles broker.Options for a command.
-func brokerOptions(profile, region string, f brokerFlags, target, document string, log *slog.Logger, notice io.Writer) broker.Options {
+func brokerOptions(profile, region string, f brokerFlags, target string, documents []string, log *slog.Logger, notice io.Writer) broker.Options {
 	return broker.Options{
 		Profile: profile, Region: region, RoleARN: f.roleARN, RoleSessionName: f.roleSessionName,
 		RoleDuration: f.roleDuration, MFASessionDuration: f.mfaSessionDuration, MFAProcess: f.mfaProcess,
-		NoSourceIdentity: f.noSourceIdentity, Target: target, Document: document,
+		NoSourceIdentity: f.noSourceIdentity, Target: target, Documents: documents,
 		KeyringBackend: f.keyringBackend, Log: log, Notice: notice,
 	}
 }

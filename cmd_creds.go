@@ -65,7 +65,7 @@ func cmdCreds(ctx context.Context, args []string) error {
 		return err
 	}
 	profile = resolveProfile(ctx, profile)
-	b, err := broker.New(ctx, brokerOptions(profile, region, bf, "", "", slog.New(slog.DiscardHandler), os.Stderr))
+	b, err := broker.New(ctx, brokerOptions(profile, region, bf, "", nil, slog.New(slog.DiscardHandler), os.Stderr))
 	if err != nil {
 		return setupFailure(err)
 	}
@@ -164,7 +164,7 @@ func cmdCredentialProcess(ctx context.Context, args []string) error {
 		return usagef("credential-process: called recursively (a credential_process of the source profile runs ssmproxy credential-process again)")
 	}
 	profile = resolveProfile(ctx, profile)
-	o := brokerOptions(profile, region, bf, target, document, slog.New(slog.DiscardHandler), os.Stderr)
+	o := brokerOptions(profile, region, bf, target, documentList(document), slog.New(slog.DiscardHandler), os.Stderr)
 	// Non-interactive unless asked: the caller (or an ssh around it) owns
 	// the terminal.
 	o.Prompter.NoTTY = !allowTTY
@@ -193,3 +193,11 @@ type credsError struct{ err error }
 
 func (e *credsError) Error() string { return e.err.Error() }
 func (e *credsError) Unwrap() error { return e.err }
+
+// documentList is a one-document scope, or none (the broker's default).
+func documentList(doc string) []string {
+	if doc == "" {
+		return nil
+	}
+	return []string{doc}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // The session opener: every command that opens a Session Manager session
@@ -30,7 +31,11 @@ type sessionRequest struct {
 	target     string // as the user gave it
 	document   string
 	parameters map[string][]string
-	reason     string
+	// scopeDocuments are the documents the scoped credentials allow
+	// (default: document alone); `forward` needs both port-forwarding
+	// documents when its listeners do.
+	scopeDocuments []string
+	reason         string
 
 	profile, region string
 	broker          brokerFlags
@@ -40,6 +45,14 @@ type sessionRequest struct {
 	// target and before StartSession; the first error aborts the open.
 	hooks []preSessionHook
 	log   *slog.Logger
+}
+
+// documents is the scope's document list.
+func (r sessionRequest) documents() []string {
+	if len(r.scopeDocuments) > 0 {
+		return r.scopeDocuments
+	}
+	return documentList(r.document)
 }
 
 // sessionTuning are the data-channel settings a user may change.
@@ -71,8 +84,42 @@ type openedSession struct {
 
 func (o *openedSession) release() { o.broker.Close() }
 
-// openSession runs the four steps. Its errors are classified by exitCode.
+// openSession runs the four steps for one session. Its errors are
+// classified by exitCode.
 func openSession(ctx context.Context, req sessionRequest) (*openedSession, error) {
+	t, err := prepareTarget(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := t.start(ctx, sessionSpec{document: req.document, parameters: req.parameters})
+	if err != nil {
+		t.release()
+		return nil, err
+	}
+	return &openedSession{Session: sess, Instance: t.InstanceID, broker: t.broker}, nil
+}
+
+// scopedTarget is a target after the first three steps: resolved, with a
+// broker scoped to it and its hooks run. `forward` starts several sessions
+// from one (one per listener or SOCKS destination), sharing the broker.
+type scopedTarget struct {
+	resolvedTarget
+	broker *broker.Broker
+	req    sessionRequest
+}
+
+// sessionSpec is one session to start on a scoped target.
+type sessionSpec struct {
+	document   string
+	parameters map[string][]string
+	// portForwarding: the caller carries the LocalPortForwarding modes
+	// (ssm.Config.PortForwarding); onFlag receives the agent's flags.
+	portForwarding bool
+	onFlag         func(wire.Flag)
+}
+
+// prepareTarget runs steps 1 to 3: resolve, scope credentials, hooks.
+func prepareTarget(ctx context.Context, req sessionRequest) (*scopedTarget, error) {
 	id, err := resolveTarget(req.target)
 	if err != nil {
 		return nil, err
@@ -88,24 +135,33 @@ func openSession(ctx context.Context, req sessionRequest) (*openedSession, error
 			return nil, err
 		}
 	}
+	return &scopedTarget{resolvedTarget: target, broker: b, req: req}, nil
+}
+
+// start is step 4: StartSession and the handshake.
+func (t *scopedTarget) start(ctx context.Context, spec sessionSpec) (*ssm.Session, error) {
 	sess, err := ssm.Start(ctx, ssm.Config{
-		Target:           id,
-		DocumentName:     req.document,
-		Parameters:       req.parameters,
-		Reason:           req.reason,
-		AWS:              cfg,
-		SignDial:         req.tuning.signDial,
-		ClientVersion:    req.tuning.clientVersion,
-		HandshakeTimeout: req.tuning.handshakeTimeout,
-		ResumeBudget:     req.tuning.resumeBudget,
-		Log:              req.log,
+		Target:           t.InstanceID,
+		DocumentName:     spec.document,
+		Parameters:       spec.parameters,
+		PortForwarding:   spec.portForwarding,
+		OnFlag:           spec.onFlag,
+		Reason:           t.req.reason,
+		AWS:              t.AWS,
+		SignDial:         t.req.tuning.signDial,
+		ClientVersion:    t.req.tuning.clientVersion,
+		HandshakeTimeout: t.req.tuning.handshakeTimeout,
+		ResumeBudget:     t.req.tuning.resumeBudget,
+		Log:              t.req.log,
 	})
 	if err != nil {
-		b.Close()
 		return nil, sessionFailure(err)
 	}
-	return &openedSession{Session: sess, Instance: id, broker: b}, nil
+	return sess, nil
 }
+
+// release stops the broker, after every session was closed.
+func (t *scopedTarget) release() { t.broker.Close() }
 
 // instanceID accepts EC2 instance ids and managed-instance ids.
 var instanceID = regexp.MustCompile(`^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17})$`)
@@ -125,7 +181,7 @@ func resolveTarget(target string) (string, error) {
 // byte of the session; later re-mints never prompt.
 func scopeCredentials(ctx context.Context, req sessionRequest, instance string) (*broker.Broker, aws.Config, error) {
 	profile := resolveProfile(ctx, req.profile)
-	b, err := broker.New(ctx, brokerOptions(profile, req.region, req.broker, instance, req.document, req.log, os.Stderr))
+	b, err := broker.New(ctx, brokerOptions(profile, req.region, req.broker, instance, req.documents(), req.log, os.Stderr))
 	if err != nil {
 		return nil, aws.Config{}, setupFailure(err)
 	}

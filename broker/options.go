@@ -68,10 +68,13 @@ type Options struct {
 	// NoSourceIdentity leaves SourceIdentity unset ($SSMPROXY_SOURCE_IDENTITY=off).
 	NoSourceIdentity bool
 
-	// Target and Document scope the session policy. An empty Target allows
-	// every instance of the account (credential-process without --target).
-	Target   string
-	Document string
+	// Target and Documents scope the session policy. An empty Target allows
+	// every instance of the account (credential-process without --target);
+	// no Documents means DefaultDocument. `forward` names both
+	// port-forwarding documents when its listeners need them, so that one
+	// broker serves every session of the process.
+	Target    string
+	Documents []string
 
 	// Keyring opens the secret store; persistent excludes volatile backends
 	// (for long-term keys). Default: keyring.Open with KeyringBackend.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -21,9 +22,22 @@ const maxPolicyChars = 2048
 type Scope struct {
 	Partition string // the role's partition (aws, aws-cn, aws-us-gov, ...); default aws
 	Region    string
-	Account   string // the role's account
-	Target    string // instance id (i-…, mi-…); "" allows every instance
-	Document  string // default DefaultDocument
+	Account   string   // the role's account
+	Target    string   // instance id (i-…, mi-…); "" allows every instance
+	Documents []string // default DefaultDocument alone
+}
+
+// normalDocuments is the sorted, de-duplicated document list of a scope
+// (DefaultDocument when empty), so that the same set always renders the
+// same policy and cache key.
+func normalDocuments(docs []string) []string {
+	out := slices.Clone(docs)
+	out = slices.DeleteFunc(out, func(d string) bool { return d == "" })
+	if len(out) == 0 {
+		return []string{DefaultDocument}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 type policyStatement struct {
@@ -48,10 +62,6 @@ func SessionPolicy(s Scope, roleSessionName string) (string, error) {
 	if s.Region == "" || s.Account == "" || roleSessionName == "" {
 		return "", fmt.Errorf("session policy needs a region, an account and a role session name")
 	}
-	doc := s.Document
-	if doc == "" {
-		doc = DefaultDocument
-	}
 	part := s.Partition
 	if part == "" {
 		part = "aws"
@@ -71,7 +81,7 @@ func SessionPolicy(s Scope, roleSessionName string) (string, error) {
 	sessions := fmt.Sprintf("arn:%s:ssm:%s:%s:session/%s-*", part, s.Region, s.Account, roleSessionName)
 	p := policyDocument{Version: "2012-10-17", Statement: []policyStatement{
 		{Sid: "StartSshOnTargets", Effect: "Allow", Action: "ssm:StartSession",
-			Resource:  append(targets, documentARN(part, s.Region, s.Account, doc)),
+			Resource:  append(targets, documentARNs(part, s.Region, s.Account, normalDocuments(s.Documents))...),
 			Condition: map[string]any{"BoolIfExists": map[string]string{"ssm:SessionDocumentAccessCheck": "true"}}},
 		{Sid: "OwnDataChannel", Effect: "Allow", Action: "ssmmessages:OpenDataChannel", Resource: sessions},
 		{Sid: "ResumeTerminateOwn", Effect: "Allow", Action: []string{"ssm:ResumeSession", "ssm:TerminateSession"}, Resource: sessions},
@@ -84,6 +94,14 @@ func SessionPolicy(s Scope, roleSessionName string) (string, error) {
 		return "", fmt.Errorf("the session policy has %d characters, over STS's limit of %d", len(b), maxPolicyChars)
 	}
 	return string(b), nil
+}
+
+func documentARNs(partition, region, account string, docs []string) []string {
+	arns := make([]string, len(docs))
+	for i, d := range docs {
+		arns[i] = documentARN(partition, region, account, d)
+	}
+	return arns
 }
 
 // hashString is a short, stable SHA-256 digest for file names and keys.

@@ -25,7 +25,7 @@ func TestSessionPolicyPartitionAndDocuments(t *testing.T) {
 		{"arn:aws-cn:ssm:cn-north-1:210987654321:document/Shared", "arn:aws-cn:ssm:cn-north-1:210987654321:document/Shared"},
 	}
 	for _, c := range cases {
-		p, err := SessionPolicy(Scope{Partition: part, Region: "cn-north-1", Account: acct, Target: "i-0123456789abcdef0", Document: c.doc}, "alice")
+		p, err := SessionPolicy(Scope{Partition: part, Region: "cn-north-1", Account: acct, Target: "i-0123456789abcdef0", Documents: []string{c.doc}}, "alice")
 		if err != nil {
 			t.Fatal(err)
 		}

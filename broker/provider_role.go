@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,7 +169,7 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 		}
 		return nil, p.mfa.src.failure(op, src, err)
 	}
-	e.RoleARN, e.Target, e.Document = spec.arn, spec.scope.Target, spec.scope.Document
+	e.RoleARN, e.Target, e.Document = spec.arn, spec.scope.Target, strings.Join(spec.scope.Documents, ",")
 	e.RoleSessionName, e.PolicyHash, e.SourceID = name, hashString(policy), hashString(src.AccessKeyID)
 	if e.Chained = base.Temporary(); e.Chained {
 		e.ParentExpires = base.Expires

@@ -168,10 +168,7 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		return nil, awsconf.ErrNoRegion
 	}
 
-	s.scope = Scope{Region: s.region, Target: o.Target, Document: o.Document}
-	if s.scope.Document == "" {
-		s.scope.Document = DefaultDocument
-	}
+	s.scope = Scope{Region: s.region, Target: o.Target, Documents: normalDocuments(o.Documents)}
 	if s.roleARN != "" {
 		if s.scope.Partition, s.scope.Account, err = parseRoleARN(s.roleARN); err != nil {
 			return nil, &ConfigError{err}
@@ -189,5 +186,5 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 // inputs keeps the cache hit free of any call, and the entry records the
 // policy's own hash.
 func (s *settings) cacheKey(source string) string {
-	return hashString("v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, s.scope.Document, s.sessionName)
+	return hashString("v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, strings.Join(s.scope.Documents, ","), s.sessionName)
 }

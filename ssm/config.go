@@ -36,6 +36,10 @@ func IsPortForwardingDocument(name string) bool {
 	return strings.EqualFold(name, DocumentPortForwarding) || strings.EqualFold(name, DocumentPortForwardingToRemote)
 }
 
+// MuxMinAgentVersion: agents newer than this multiplex LocalPortForwarding
+// sessions with smux (docs/protocol.md 11.1, the plugin's rule).
+const MuxMinAgentVersion = "3.0.196.0"
+
 // Session defaults.
 const (
 	// DefaultHandshakeTimeout bounds the wait from StartSession to
@@ -68,6 +72,16 @@ type Config struct {
 	DocumentName string              // default AWS-StartSSHSession
 	Parameters   map[string][]string // e.g. {"portNumber": {"22"}}
 	Reason       string
+	// PortForwarding: the caller carries the LocalPortForwarding modes
+	// (smux or basic with DisconnectToPort, docs/protocol.md 11), so the
+	// handshake accepts a SessionType of that type; without it such a
+	// session is refused (PortForwardingError), because its bytes would
+	// be smux frames.
+	PortForwarding bool
+	// OnFlag, if set, is called on the receive goroutine with each Flag
+	// message from the agent (ConnectToPortError in mux mode, 11.4). It
+	// must not block.
+	OnFlag func(wire.Flag)
 
 	// AWS is where the session's AWS access comes from: the region, the
 	// credentials provider and the endpoint resolution of the SSM client

@@ -119,8 +119,15 @@ func (s *Session) deliver(pt wire.PayloadType, p []byte) bool {
 	case wire.PayloadEncChallengeRequest:
 		s.finish(&HandshakeRefusedError{SessionID: s.info.SessionID, What: "the agent requested a KMS challenge, which ssmproxy does not implement"})
 	case wire.PayloadFlag:
-		fl, _ := wire.ParseFlag(p)
-		s.log.Info("flag from the agent", "flag", fl.String())
+		fl, err := wire.ParseFlag(p)
+		if err != nil {
+			s.log.Warn("malformed flag from the agent", "bytes", len(p))
+			break
+		}
+		s.log.Debug("flag from the agent", "flag", fl.String())
+		if s.cfg.OnFlag != nil {
+			s.cfg.OnFlag(fl)
+		}
 	case wire.PayloadStdErr, wire.PayloadError:
 		s.log.Info("agent error output", "text", string(bytes.TrimSpace(p)))
 	default:

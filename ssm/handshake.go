@@ -18,7 +18,10 @@ import (
 type handshake struct {
 	sessionID, clientVersion string
 	document                 string // for the refusal of a port-forwarding document
-	log                      *slog.Logger
+	// portForwarding: the caller speaks the LocalPortForwarding modes
+	// (Config.PortForwarding), so the handshake accepts them.
+	portForwarding bool
+	log            *slog.Logger
 
 	ready     chan struct{} // closed at HandshakeComplete
 	readyOnce sync.Once
@@ -27,13 +30,17 @@ type handshake struct {
 	// requested: a HandshakeRequest was taken. Only the first is ever
 	// answered (docs/protocol.md 7.1).
 	requested atomic.Bool
+	// localPortForwarding: the SessionType action named type
+	// LocalPortForwarding (and the caller accepted it).
+	localPortForwarding atomic.Bool
 
 	mu      sync.Mutex
 	refusal error // we refused the handshake: the session's end reason
 }
 
-func newHandshake(sessionID, clientVersion, document string, log *slog.Logger) *handshake {
-	h := &handshake{sessionID: sessionID, clientVersion: clientVersion, document: document, log: log, ready: make(chan struct{})}
+func newHandshake(sessionID, clientVersion, document string, portForwarding bool, log *slog.Logger) *handshake {
+	h := &handshake{sessionID: sessionID, clientVersion: clientVersion, document: document,
+		portForwarding: portForwarding, log: log, ready: make(chan struct{})}
 	h.version.Store("")
 	return h
 }
@@ -119,11 +126,13 @@ func (h *handshake) answer(req *wire.HandshakeRequest) (wire.HandshakeResponse, 
 					What: fmt.Sprintf("the document started a %q session; ssmproxy supports only port documents", st.SessionType)}
 				break
 			}
-			if st.Properties[wire.PropertyType] == wire.PortTypeLocalPortForwarding {
+			if st.Properties[wire.PropertyType] == wire.PortTypeLocalPortForwarding && h.portForwarding {
+				h.localPortForwarding.Store(true)
+			} else if st.Properties[wire.PropertyType] == wire.PortTypeLocalPortForwarding {
 				// Whatever the document is called: the agent would speak
 				// smux (11.4) and ssh would get its frames.
 				pa.ActionStatus = wire.ActionUnsupported
-				pa.Error = "ssmproxy does not support port forwarding (type LocalPortForwarding) yet"
+				pa.Error = "this ssmproxy command does not carry port forwarding (type LocalPortForwarding); use ssmproxy forward"
 				refusal = &PortForwardingError{SessionID: h.sessionID, Document: h.document}
 				break
 			}

@@ -21,7 +21,7 @@ func FuzzHandshakeRequest(f *testing.F) {
 	f.Add([]byte(`{"RequestedClientActions":null}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		h := newHandshake("s-1", "1.2.0.0", "AWS-StartSSHSession", slog.New(slog.DiscardHandler))
+		h := newHandshake("s-1", "1.2.0.0", "AWS-StartSSHSession", false, slog.New(slog.DiscardHandler))
 		if err := h.request(p); err != nil {
 			var req wire.HandshakeRequest
 			if json.Unmarshal(p, &req) == nil {
@@ -80,7 +80,7 @@ func FuzzHandshakeComplete(f *testing.F) {
 	f.Add([]byte(`{"CustomerMessage":"\u001b[2Jhello"}`))
 	f.Add([]byte(`nope`))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		h := newHandshake("s-1", "1.2.0.0", "AWS-StartSSHSession", slog.New(slog.DiscardHandler))
+		h := newHandshake("s-1", "1.2.0.0", "AWS-StartSSHSession", false, slog.New(slog.DiscardHandler))
 		if h.isReady() {
 			t.Fatal("ready before HandshakeComplete")
 		}

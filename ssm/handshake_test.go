@@ -24,7 +24,7 @@ func sessionTypeRequest(t *testing.T, props map[string]string) *wire.HandshakeRe
 // with a non-success status the agent fails the session on
 // (docs/protocol.md 7.3, 11.1); the SSH document's properties pass.
 func TestHandshakeRefusesPortForwarding(t *testing.T) {
-	h := newHandshake("s-1", DefaultClientVersion, "Custom-Tunnel", slog.New(slog.DiscardHandler))
+	h := newHandshake("s-1", DefaultClientVersion, "Custom-Tunnel", false, slog.New(slog.DiscardHandler))
 	resp, err := h.answer(sessionTypeRequest(t, map[string]string{
 		"portNumber": "5432", "type": wire.PortTypeLocalPortForwarding, "localPortNumber": "0"}))
 	var pf *PortForwardingError
@@ -36,9 +36,29 @@ func TestHandshakeRefusesPortForwarding(t *testing.T) {
 		t.Fatalf("response %+v, want the SessionType action unsupported with a reason", resp)
 	}
 
-	h = newHandshake("s-2", DefaultClientVersion, DocumentSSH, slog.New(slog.DiscardHandler))
+	h = newHandshake("s-2", DefaultClientVersion, DocumentSSH, false, slog.New(slog.DiscardHandler))
 	resp, err = h.answer(sessionTypeRequest(t, map[string]string{"portNumber": "22"}))
 	if err != nil || resp.ProcessedClientActions[0].ActionStatus != wire.ActionSuccess {
 		t.Fatalf("SSH document: %+v, %v; want success", resp, err)
+	}
+}
+
+// TestHandshakeAcceptsPortForwardingWhenCarried: a caller that carries the
+// LocalPortForwarding modes (Config.PortForwarding, `ssmproxy forward`)
+// gets the session, and the handshake remembers its type so that Mux can
+// pick smux (docs/protocol.md 11.1).
+func TestHandshakeAcceptsPortForwardingWhenCarried(t *testing.T) {
+	h := newHandshake("s-1", DefaultClientVersion, DocumentPortForwarding, true, slog.New(slog.DiscardHandler))
+	resp, err := h.answer(sessionTypeRequest(t, map[string]string{
+		"portNumber": "5432", "type": wire.PortTypeLocalPortForwarding, "localPortNumber": "0"}))
+	if err != nil || resp.ProcessedClientActions[0].ActionStatus != wire.ActionSuccess {
+		t.Fatalf("answer %+v, %v; want success", resp, err)
+	}
+	if !h.localPortForwarding.Load() {
+		t.Fatal("the handshake did not record type LocalPortForwarding")
+	}
+	h = newHandshake("s-2", DefaultClientVersion, DocumentSSH, true, slog.New(slog.DiscardHandler))
+	if _, err := h.answer(sessionTypeRequest(t, map[string]string{"portNumber": "22"})); err != nil || h.localPortForwarding.Load() {
+		t.Fatalf("SSH document: %v, localPortForwarding %v; want basic", err, h.localPortForwarding.Load())
 	}
 }

@@ -142,7 +142,7 @@ func newSession(cfg Config, api API, info SessionInfo, urls streamURLPolicy) *Se
 		send:  newSender(cfg.Stream, cfg.Clock, wire.TypeInputStreamData),
 		deliv: newDelivery(cfg.DeliveryBuffer),
 		acks:  &acks{clk: cfg.Clock},
-		hs:    newHandshake(info.SessionID, cfg.ClientVersion, cfg.DocumentName, log),
+		hs:    newHandshake(info.SessionID, cfg.ClientVersion, cfg.DocumentName, cfg.PortForwarding, log),
 		ctx:   ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
@@ -174,6 +174,19 @@ func (s *Session) ID() string { return s.info.SessionID }
 
 // AgentVersion is the version the agent reported in its HandshakeRequest.
 func (s *Session) AgentVersion() string { return s.hs.agentVersion() }
+
+// Mux reports whether the agent multiplexes this session with smux
+// (docs/protocol.md 11.1): the SessionType named LocalPortForwarding and the
+// agent is newer than 3.0.196.0, the plugin's rule (a malformed version
+// means basic mode). Valid once Start returned.
+func (s *Session) Mux() bool {
+	return s.hs.localPortForwarding.Load() && wire.VersionGreater(s.AgentVersion(), MuxMinAgentVersion)
+}
+
+// LocalPortForwarding reports whether the agent runs the session as
+// LocalPortForwarding (mux or, for old agents, basic mode with
+// DisconnectToPort). Valid once Start returned.
+func (s *Session) LocalPortForwarding() bool { return s.hs.localPortForwarding.Load() }
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -235,6 +248,24 @@ func (s *Session) writeErr() error {
 		return err
 	}
 	return io.ErrClosedPipe
+}
+
+// SendFlag sends a Flag message (DisconnectToPort in basic port mode) in
+// order with the data written before it, waiting while the send window is
+// full (docs/protocol.md 6).
+func (s *Session) SendFlag(ctx context.Context, f wire.Flag) error {
+	select {
+	case <-s.hs.ready:
+	case <-s.done:
+		return s.writeErr()
+	}
+	if err := s.sendFlag(ctx, f); err != nil {
+		if s.ctx.Err() != nil || errors.Is(err, errSealed) {
+			return s.writeErr()
+		}
+		return err
+	}
+	return nil
 }
 
 // sendFlag sends a Flag message on the stream, waiting while the send
