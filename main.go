@@ -34,6 +34,8 @@ const usageText = `ssmproxy: SSH over AWS Session Manager, in one binary.
 
 Usage:
   ssmproxy connect [flags] TARGET [PORT]   carry stdin/stdout to TARGET:PORT (ssh ProxyCommand)
+  ssmproxy forward TARGET -L [BIND:]LPORT:HOST:RPORT | -D [BIND:]PORT
+                                           forward local ports through the instance, no sshd needed
   ssmproxy login [--profile P]             store a long-term key in the keyring as the credential source
   ssmproxy logout [--profile P]            remove it, its MFA session and its cached credentials
   ssmproxy creds [--profile P]             show where credentials come from and when they expire
@@ -71,6 +73,8 @@ func run(args []string) int {
 	switch args[0] {
 	case "connect":
 		err = cmdConnect(ctx, args[1:])
+	case "forward":
+		err = cmdForward(ctx, args[1:])
 	case "login":
 		err = cmdLogin(ctx, args[1:])
 	case "logout":
@@ -127,6 +131,8 @@ func cmdHelp(args []string) int {
 		switch args[0] {
 		case "connect":
 			text = connectHelp
+		case "forward":
+			text = forwardHelp
 		case "login":
 			text = loginHelp
 		case "logout":
@@ -191,7 +197,15 @@ func caughtSignal(ctx context.Context) int {
 // level to the log file when one is given (mode 0600). Every record passes
 // the redactor (docs/credentials.md 7.1).
 func newLogger(verbosity int, logFile string) (*slog.Logger, func(), error) {
-	level := slog.LevelError + 4 // nothing but what report prints
+	// Nothing but what report prints.
+	return newLoggerAt(slog.LevelError+4, verbosity, logFile)
+}
+
+// newLoggerAt is newLogger with stderr's level when no -v is given: a
+// ProxyCommand stays silent, `forward` (a command people watch) shows
+// warnings.
+func newLoggerAt(quiet slog.Level, verbosity int, logFile string) (*slog.Logger, func(), error) {
+	level := quiet
 	switch {
 	case verbosity == 1:
 		level = slog.LevelInfo
