@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/proxy"
@@ -16,6 +19,7 @@ import (
 )
 
 const connectHelp = `Usage: ssmproxy connect [flags] TARGET [PORT]
+       ssmproxy connect --via INSTANCE [flags] HOST [PORT]
 
 Opens a Session Manager session to TARGET (an instance id, i-... or mi-...)
 with the AWS-StartSSHSession document and carries stdin/stdout over it to
@@ -45,7 +49,12 @@ Flags:
   --profile NAME           AWS profile (default: AWS_PROFILE / default chain)
   --region REGION          AWS region (default: AWS_REGION / profile)
   --document NAME          session document (default AWS-StartSSHSession); port-forwarding
-                           documents (type LocalPortForwarding) are refused: not supported yet
+                           documents (type LocalPortForwarding) are refused: use --via or
+                           "ssmproxy forward"
+  --via INSTANCE           reach HOST:PORT, a host without an agent, through INSTANCE
+                           (AWS-StartPortForwardingSessionToRemoteHost, one smux stream):
+                             Host 10.0.* db-*
+                                 ProxyCommand ssmproxy connect --via i-0123456789abcdef0 %h %p
   --reason TEXT            session reason shown in Session Manager history
   --log-file PATH          write diagnostics to PATH (created 0600)
   -v                       verbose diagnostics on stderr (-v -v: debug)
@@ -61,7 +70,7 @@ Exit codes:
   0  success: stdin ended or stdout was closed and the session was terminated,
      or the instance closed it
   2  usage error, or a credential setting that cannot work (role ARN, durations);
-     or a port-forwarding document (type LocalPortForwarding), not supported yet
+     or a port-forwarding document (type LocalPortForwarding) without --via
   3  credentials missing, refused or expired
   4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)
   5  the instance is not connected to Session Manager
@@ -69,7 +78,8 @@ Exit codes:
   7  the data channel was lost and could not be resumed, or never completed its handshake;
      or AWS (STS) could not be reached; or the service returned a StreamUrl outside its own
      domain (or the endpoint override's host), and the session is then terminated;
-     or the agent sent nothing for 3 min while data waited for its ack (no progress)
+     or the agent sent nothing for 3 min while data waited for its ack (no progress);
+     or, with --via, the instance could not connect to HOST:PORT (ConnectToPortError)
   8  the service ended the session while disconnected (idle timeout, terminated)
   1  unexpected internal error, or gave up waiting for another ssmproxy process's
      credentials lock; 128+N when stopped by signal N
@@ -81,7 +91,10 @@ type connectOptions struct {
 	handshakeTimeout, resumeBudget                            time.Duration
 	signDial                                                  bool
 	target, port                                              string
-	broker                                                    brokerFlags
+	// via: an instance that has an agent; target is then a host the
+	// instance reaches (…ToRemoteHost, one smux stream).
+	via    string
+	broker brokerFlags
 }
 
 type countFlag struct{ n *int }
@@ -111,6 +124,7 @@ func parseConnect(args []string) (connectOptions, error) {
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
 	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
 	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+	fs.StringVar(&o.via, "via", "", "")
 	o.broker.register(fs)
 	var pos []string
 	// Flags may come before or after the positional arguments.
@@ -140,7 +154,15 @@ func parseConnect(args []string) (connectOptions, error) {
 	if p, err := strconv.Atoi(o.port); err != nil || p < 1 || p > 65535 || strings.HasPrefix(o.port, "0") {
 		return o, usagef("connect: port %q is not a number from 1 to 65535", o.port)
 	}
-	if ssm.IsPortForwardingDocument(o.document) {
+	if o.via != "" {
+		if o.document != ssm.DocumentSSH {
+			return o, usagef("connect: --via uses %s; --document cannot be combined with it", ssm.DocumentPortForwardingToRemote)
+		}
+		if !validDestHost(o.target) {
+			return o, usagef("connect: --via: host %q is not a host name or IP address", o.target)
+		}
+		o.document = ssm.DocumentPortForwardingToRemote
+	} else if ssm.IsPortForwardingDocument(o.document) {
 		// Refused before any AWS call; a custom document of the same type
 		// is refused in the handshake (docs/protocol.md 11.1).
 		return o, &ssm.PortForwardingError{Document: o.document}
@@ -175,18 +197,12 @@ func cmdConnect(ctx context.Context, args []string) error {
 	}
 	defer closeLog()
 
-	sess, err := openSession(ctx, sessionRequest{
-		target:     o.target,
-		document:   o.document,
-		parameters: map[string][]string{"portNumber": {o.port}},
-		reason:     o.reason,
-		profile:    o.profile,
-		region:     o.region,
-		broker:     o.broker,
-		tuning: sessionTuning{handshakeTimeout: o.handshakeTimeout, resumeBudget: o.resumeBudget,
-			signDial: o.signDial, clientVersion: o.clientVersion},
-		log: log,
-	})
+	if o.via != "" {
+		return connectVia(ctx, o, stdin, stdout, log)
+	}
+	req := o.sessionRequest(log, nil)
+	req.parameters = map[string][]string{"portNumber": {o.port}}
+	sess, err := openSession(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -200,4 +216,51 @@ func cmdConnect(ctx context.Context, args []string) error {
 		log.Info("the service closed the session", "reason", reason)
 	}
 	return sessionFailure(err)
+}
+
+// connectVia carries stdin/stdout to HOST:PORT as the --via instance
+// reaches it: a …ToRemoteHost session in mux mode, one smux stream
+// (docs/protocol.md 11.4, 12).
+func connectVia(ctx context.Context, o connectOptions, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+	host := o.target
+	o.target = o.via
+	t, err := prepareTarget(ctx, o.sessionRequest(log, nil))
+	if err != nil {
+		return err
+	}
+	defer t.release()
+	var refused atomic.Bool
+	sess, err := t.start(ctx, sessionSpec{
+		document:       o.document,
+		parameters:     map[string][]string{"host": {host}, "portNumber": {o.port}},
+		portForwarding: true,
+		onFlag: func(f wire.Flag) {
+			if f == wire.FlagConnectToPortError {
+				refused.Store(true)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("connected", "session", sess.ID(), "via", t.InstanceID, "host", host, "port", o.port,
+		"agentVersion", sess.AgentVersion(), "mux", sess.Mux())
+	via, err := proxy.OpenViaStream(sess)
+	if err != nil {
+		_ = sess.Close()
+		return err
+	}
+	err = proxy.Stdio(ctx, via, stdin, stdout, proxy.StdioOptions{Log: log})
+	if err == nil && refused.Load() {
+		return &unreachableError{instance: t.InstanceID, dest: net.JoinHostPort(host, o.port)}
+	}
+	return sessionFailure(err)
+}
+
+// unreachableError: the instance could not connect to the destination of
+// a --via connection (ConnectToPortError, docs/protocol.md 11.4).
+type unreachableError struct{ instance, dest string }
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("the instance %s could not connect to %s (ConnectToPortError): check the host, the port and the security groups between them", e.instance, e.dest)
 }

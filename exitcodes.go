@@ -58,6 +58,7 @@ func exitCode(err error) int {
 		np  *ssm.NoProgressError
 		pf  *ssm.PortForwardingError
 		cre *credsError
+		ur  *unreachableError
 		le  *loginError
 	)
 	switch {
@@ -74,7 +75,7 @@ func exitCode(err error) int {
 		return exitCredentials
 	case errors.As(err, &ad):
 		return exitAccessDenied
-	case errors.As(err, &ne):
+	case errors.As(err, &ne), errors.As(err, &ur):
 		return exitChannelLost
 	case errors.Is(err, lockfile.ErrTimeout):
 		// Another ssmproxy held the credentials lock too long.

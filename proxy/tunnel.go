@@ -98,6 +98,7 @@ type tunnel struct {
 	connectErrors atomic.Int64 // ConnectToPortError flags received
 	active        atomic.Int64 // connections being carried
 	closeOnce     sync.Once
+	deadOnce      sync.Once
 	dead          chan struct{} // closed when the tunnel can carry no more
 }
 
@@ -144,13 +145,7 @@ func (t *tunnel) watch(flags <-chan wire.Flag) {
 	}
 }
 
-func (t *tunnel) markDead() {
-	select {
-	case <-t.dead:
-	default:
-		close(t.dead)
-	}
-}
+func (t *tunnel) markDead() { t.deadOnce.Do(func() { close(t.dead) }) }
 
 // alive reports whether new connections can use this tunnel.
 func (t *tunnel) alive() bool {
