@@ -28,7 +28,7 @@ func TestCLIRefusesPortForwarding(t *testing.T) {
 			if strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 				t.Fatalf("want one stderr line, got %q", errOut)
 			}
-			for _, want := range []string{doc, "port-forwarding document", "LocalPortForwarding", "not support"} {
+			for _, want := range []string{doc, "port-forwarding document", "LocalPortForwarding", "ssmproxy forward"} {
 				if !strings.Contains(errOut, want) {
 					t.Fatalf("stderr %q does not mention %q", errOut, want)
 				}

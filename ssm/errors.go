@@ -85,9 +85,10 @@ func (e *NoProgressError) Error() string {
 
 // PortForwardingError: the document is a port-forwarding one (Properties
 // type LocalPortForwarding). The agent would multiplex the stream with smux
-// (docs/protocol.md 11.4) and a Session, which carries one raw byte stream,
-// would hand smux frames to ssh. Refused by name before StartSession
-// (SessionID empty) or in the handshake for any other document.
+// (docs/protocol.md 11.4) and a Session that does not carry the port modes
+// (Config.PortForwarding unset) would hand smux frames to ssh. Refused by
+// name before StartSession (SessionID empty) or in the handshake for any
+// other document.
 type PortForwardingError struct {
 	SessionID string // empty when refused before a session was started
 	Document  string
@@ -95,7 +96,7 @@ type PortForwardingError struct {
 
 func (e *PortForwardingError) Error() string {
 	msg := fmt.Sprintf("document %s is a port-forwarding document (type %s): the agent multiplexes such sessions with smux, "+
-		"which ssmproxy does not support yet; use a document that forwards one connection, such as %s",
+		"which connect does not relay as a byte stream; use \"ssmproxy forward\", \"ssmproxy connect --via\", or a document that forwards one connection, such as %s",
 		e.Document, wire.PortTypeLocalPortForwarding, DocumentSSH)
 	if e.SessionID != "" {
 		msg = "session " + e.SessionID + ": " + msg
