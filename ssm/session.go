@@ -183,11 +183,6 @@ func (s *Session) Mux() bool {
 	return s.hs.localPortForwarding.Load() && wire.VersionGreater(s.AgentVersion(), MuxMinAgentVersion)
 }
 
-// LocalPortForwarding reports whether the agent runs the session as
-// LocalPortForwarding (mux or, for old agents, basic mode with
-// DisconnectToPort). Valid once Start returned.
-func (s *Session) LocalPortForwarding() bool { return s.hs.localPortForwarding.Load() }
-
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
