@@ -197,5 +197,7 @@ func (s *Server) AgentStats(id string) map[string]int64 {
 		"out_of_order_in": a.OutOfOrderIn.Load(), "digest_failures": a.DigestFailures.Load(),
 		"bytes_to_target": a.BytesToTarget.Load(), "bytes_from_target": a.BytesFromTarget.Load(),
 		"reconnects": a.Reconnects.Load(), "dropped_not_ready": a.DroppedNotReady.Load(),
+		"mux_streams_accepted": a.MuxStreamsAccepted.Load(), "mux_dials_failed": a.MuxDialsFailed.Load(),
+		"mux_buffered": a.MuxBuffered.Load(), "mux_buffered_peak": a.MuxBufferedPeak.Load(),
 	}
 }
