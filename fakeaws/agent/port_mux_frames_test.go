@@ -103,7 +103,9 @@ func TestMuxFrameViolations(t *testing.T) {
 // session stays. The test hook muxTune shortens smux's 10 s / 30 s timers to
 // 100 ms / 500 ms so the matrix runs in seconds.
 func TestMuxKeepAliveByClientVersion(t *testing.T) {
-	short := func(c *smux.Config) { c.KeepAliveInterval, c.KeepAliveTimeout = 100*time.Millisecond, 500*time.Millisecond }
+	short := func(c *smux.Config) {
+		c.KeepAliveInterval, c.KeepAliveTimeout = 100*time.Millisecond, 500*time.Millisecond
+	}
 	for _, c := range []struct {
 		version   string
 		clientNOP bool
