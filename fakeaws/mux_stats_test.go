@@ -34,7 +34,7 @@ func TestMuxStatsExposed(t *testing.T) {
 		t.Fatalf("stats: streams %d, dials failed %d, peak %d", st.MuxStreamsAccepted, st.MuxDialsFailed, st.MuxBufferedPeak)
 	}
 	for _, si := range ts.SessionInfos() {
-		if si.ID == refused && (si.MuxStreams != 1 || si.MuxDialsFailed != 1) || si.ID == ok && si.MuxBufferedPeak < 5 {
+		if si.ID == refused && (si.MuxStreamsAccepted != 1 || si.MuxDialsFailed != 1) || si.ID == ok && si.MuxBufferedPeak < 5 {
 			t.Fatalf("session info %+v", si)
 		}
 	}
