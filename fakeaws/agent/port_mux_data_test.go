@@ -352,3 +352,70 @@ func TestMuxShutdown(t *testing.T) {
 		}
 	})
 }
+
+// TestMuxBlockedWriteHoldsAcks: with a destination that reads nothing, the
+// agent's smux fills (4 MiB), stops reading the socket, and the agent's
+// write of the next Output blocks on the reader goroutine: it acks nothing
+// more and processes no further input, not even a TerminateSession flag,
+// exactly as the real agent (write, then ack). Once the destination reads,
+// the backlog flows, the acks resume and the flag, in its place in the
+// stream, ends the session.
+func TestMuxBlockedWriteHoldsAcks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, got := make(chan struct{}), make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		<-release
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	t.Cleanup(func() { ln.Close() })
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	ms := startMux(t, Config{Properties: map[string]string{"portNumber": port}, DialTarget: smallBufferDial}, "1.2.804.0", nil)
+	st, err := ms.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	go st.Write(randomBytes(8<<20, 3))
+	if !ms.p.waitFor(20*time.Second, func() bool { return ms.r.stats.MuxBuffered.Load() >= 4<<20 }) {
+		t.Fatalf("the agent's smux never filled: %d bytes", ms.r.stats.MuxBuffered.Load())
+	}
+	acked := func() (n int) {
+		ms.p.mu.Lock()
+		defer ms.p.mu.Unlock()
+		return len(ms.p.acks)
+	}
+	time.Sleep(300 * time.Millisecond) // acks already on the wire arrive
+	before := acked()
+	var flag [4]byte
+	binary.BigEndian.PutUint32(flag[:], uint32(wire.FlagTerminateSession))
+	ms.p.sendOutOfWindow(wire.PayloadFlag, flag[:]) // the window is full
+	time.Sleep(time.Second)
+	if after := acked(); after != before {
+		t.Fatalf("the agent acked %d more messages while its smux was full", after-before)
+	}
+	if !ms.running() {
+		t.Fatal("the session ended while its input was blocked")
+	}
+	t.Logf("stalled with %d bytes buffered in the agent's smux, %d messages acked", ms.r.stats.MuxBuffered.Load(), before)
+	close(release)
+	if err := ms.r.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("Run = %v, want nil from the TerminateSession flag", err)
+	}
+	if acked() <= before {
+		t.Fatal("no acks after the destination started reading")
+	}
+	if n := <-got; n <= 0 {
+		t.Fatalf("the destination received %d bytes", n)
+	}
+}
