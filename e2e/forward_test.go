@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -264,7 +265,7 @@ func TestForwardBindFailure(t *testing.T) {
 	defer cancel()
 	out, errOut, err := rig.Run(ctx, f.environ(), nil, ssmproxyBin, "forward", target, "-L", port+":localhost:22")
 	code := -1
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 		code = ee.ExitCode()
 	}
 	if code != 2 || out != "" || !strings.Contains(errOut, "127.0.0.1:"+port) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
@@ -362,6 +363,57 @@ func TestConnectVia(t *testing.T) {
 	}
 	if n := f.stats().API["StartSession"]["200"]; n != 2 {
 		t.Errorf("%d sessions, want 2 (ssh, rsync)", n)
+	}
+	checkNoViolations(t, f)
+}
+
+// TestForwardBasicModeOldAgent: an agent too old for smux (3.0.196.0 and
+// before) runs the forwarding document in basic mode: the ready line says
+// so, connections are carried one at a time with DisconnectToPort between
+// them, and a second connection waits for the first instead of mixing
+// its bytes into it (docs/protocol.md 11.3).
+func TestForwardBasicModeOldAgent(t *testing.T) {
+	port := fakeaws.Listen(t, fakeaws.Echo)
+	f := startFake(t, "-agent-version", "3.0.100.0")
+	fw := startForward(t, f.environ(), 1, target, "-L", "0:localhost:"+port)
+	if !strings.Contains(fw.stderr.String(), "one connection at a time") {
+		t.Fatalf("ready line does not say basic mode: %s", fw.stderr)
+	}
+	first, err := net.Dial("tcp", fw.addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	back := make([]byte, 5)
+	if _, err := io.ReadFull(first, back); err != nil || string(back) != "first" {
+		t.Fatalf("first connection: %q, %v", back, err)
+	}
+	second := make(chan error, 1)
+	go func() {
+		_, err := echoConn(fw.addrs[0], 4096, 0, 0)
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		t.Fatalf("the second connection was carried while the first was open (%v)", err)
+	case <-time.After(time.Second):
+	}
+	first.Close()
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("second connection: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second connection was not carried after the first closed")
+	}
+	if code := fw.stop(); code != 0 {
+		t.Fatalf("exit %d: %s", code, fw.stderr)
+	}
+	if n := f.stats().API["StartSession"]["200"]; n != 1 {
+		t.Errorf("%d sessions, want 1", n)
 	}
 	checkNoViolations(t, f)
 }

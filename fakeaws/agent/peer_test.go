@@ -160,8 +160,18 @@ func (p *dataPeer) retransmitLoop() {
 
 // sendMsg sends one input message and keeps it for retransmission.
 func (p *dataPeer) sendMsg(pt wire.PayloadType, payload []byte) int64 {
+	return p.send(pt, payload, true)
+}
+
+// sendOutOfWindow is sendMsg without waiting for room in the send window
+// (a flag sent while the agent has stopped acking).
+func (p *dataPeer) sendOutOfWindow(pt wire.PayloadType, payload []byte) int64 {
+	return p.send(pt, payload, false)
+}
+
+func (p *dataPeer) send(pt wire.PayloadType, payload []byte, windowed bool) int64 {
 	p.mu.Lock()
-	for len(p.unacked) >= p.window {
+	for windowed && len(p.unacked) >= p.window {
 		ch := p.changed
 		p.mu.Unlock()
 		select {
