@@ -387,6 +387,7 @@ func TestForwardBasicModeOldAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := make([]byte, 5)
+	_ = first.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.ReadFull(first, back); err != nil || string(back) != "first" {
 		t.Fatalf("first connection: %q, %v", back, err)
 	}

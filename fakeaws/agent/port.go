@@ -47,11 +47,24 @@ type portSession interface {
 // newPortSession picks the Port plugin mode as the real agent does: mux mode
 // for type LocalPortForwarding when the client is at least 1.1.70
 // (docs/protocol.md 11.1), basic mode otherwise (port_mux.go for mux mode).
+// An agent that reports a version without mux (3.0.196.0 and before: the
+// plugin's TCPMultiplexingSupportedAfterThisAgentVersion) plays the old
+// agent it claims to be and always runs basic mode, so that a client
+// choosing its mode by the agent's version meets what it chose for.
 func newPortSession(s *session) portSession {
-	if s.cfg.Properties[propType] == typeLocalPortForwarding && clientSupportsMux(s.clientVersion()) {
+	if s.cfg.Properties[propType] == typeLocalPortForwarding && clientSupportsMux(s.clientVersion()) &&
+		agentHasMux(s.cfg.AgentVersion) {
 		return newMuxPort(s)
 	}
 	return newBasicPort(s)
+}
+
+// lastAgentWithoutMux: agents after this version serve mux mode.
+const lastAgentWithoutMux = "3.0.196.0"
+
+// agentHasMux reports whether an agent of this version has mux mode.
+func agentHasMux(agentVersion string) bool {
+	return isDottedVersion(agentVersion) && compareVersions(agentVersion, lastAgentWithoutMux) > 0
 }
 
 // clientSupportsMux is the agent's mux gate on the client's version. Empty or

@@ -86,6 +86,23 @@ func TestLocalPortForwardingModes(t *testing.T) {
 			t.Fatal("basic mode recorded a mux violation")
 		}
 	})
+	// An agent that reports 3.0.196.0 or older has no mux mode: a modern
+	// client's raw bytes reach the target (the plugin, seeing that
+	// version, sends raw bytes too).
+	for _, agent := range []string{"3.0.196.0", "2.3.722.0"} {
+		t.Run("basic/old-agent-"+agent, func(t *testing.T) {
+			tgt := newTarget(t, false)
+			s := start(t, true, Config{AgentVersion: agent, Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
+			handshakeAs(t, s.l, "1.2.804.0")
+			in, b := inputFrame(1, wire.PayloadOutput, []byte("raw"))
+			sendUntilAcked(t, s.l, in, b)
+			c := <-tgt.conns
+			readExactly(t, c, "raw")
+			if s.r.viol.has("raw-bytes-into-mux") {
+				t.Fatal("an old agent ran mux mode")
+			}
+		})
+	}
 }
 
 // testRawBytesIntoMux: raw bytes where the agent's smux server reads frames
