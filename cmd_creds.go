@@ -111,7 +111,10 @@ func printStatus(w io.Writer, st broker.Status, now time.Time) {
 	fmt.Fprintf(w, "scoped credentials (cached in %s):\n", st.CacheDir)
 	for _, e := range st.Entries {
 		target := e.Target
-		if target == "" {
+		switch {
+		case e.Lookup:
+			target = "target lookups (describe only)"
+		case target == "":
 			target = "any instance"
 		}
 		state := "fresh"

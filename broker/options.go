@@ -72,6 +72,9 @@ type Options struct {
 	// every instance of the account (credential-process without --target).
 	Target   string
 	Document string
+	// Lookup asks for the read-only scope of target lookups
+	// (LookupPolicy) instead: Target and Document are then ignored.
+	Lookup bool
 
 	// Keyring opens the secret store; persistent excludes volatile backends
 	// (for long-term keys). Default: keyring.Open with KeyringBackend.

@@ -120,7 +120,7 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	policy, err := SessionPolicy(spec.scope, name)
+	policy, err := scopePolicy(spec.scope, name)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 		}
 		return nil, p.mfa.src.failure(op, src, err)
 	}
-	e.RoleARN, e.Target, e.Document = spec.arn, spec.scope.Target, spec.scope.Document
+	e.RoleARN, e.Target, e.Document, e.Lookup = spec.arn, spec.scope.Target, spec.scope.Document, spec.scope.Lookup
 	e.RoleSessionName, e.PolicyHash, e.SourceID = name, hashString(policy), hashString(src.AccessKeyID)
 	if e.Chained = base.Temporary(); e.Chained {
 		e.ParentExpires = base.Expires

@@ -169,7 +169,9 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 	}
 
 	s.scope = Scope{Region: s.region, Target: o.Target, Document: o.Document}
-	if s.scope.Document == "" {
+	if o.Lookup {
+		s.scope = Scope{Region: s.region, Lookup: true}
+	} else if s.scope.Document == "" {
 		s.scope.Document = DefaultDocument
 	}
 	if s.roleARN != "" {
@@ -187,7 +189,13 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 // session name). The policy text itself also contains the session name
 // learned from the source's identity, which needs an STS call; hashing the
 // inputs keeps the cache hit free of any call, and the entry records the
-// policy's own hash.
+// policy's own hash. The lookup scope (LookupPolicy) has a key of its own.
 func (s *settings) cacheKey(source string) string {
-	return hashString("v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, s.scope.Document, s.sessionName)
+	parts := []string{"v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, s.scope.Document, s.sessionName}
+	if s.scope.Lookup {
+		// Its own entry: lookup credentials must never start a session,
+		// nor session credentials be taken for lookups.
+		parts = append(parts, "scope=lookup")
+	}
+	return hashString(parts...)
 }
