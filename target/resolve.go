@@ -67,8 +67,9 @@ const (
 	Unreachable               // network, throttling or a service failure
 )
 
-// Error is a query without an answer. Its text is one line, plus one line
-// per candidate.
+// Error is a query without an answer. Its text is one line; the
+// candidates, one line each, come from CandidateLines (ssmproxy prints them
+// under it).
 type Error struct {
 	Query      Query
 	Reason     Reason
@@ -104,10 +105,17 @@ func (e *Error) Error() string {
 	} else if e.Err != nil && e.Reason >= TooMany {
 		fmt.Fprintf(&b, " (%s)", redact.String(e.Err.Error()))
 	}
-	for _, c := range e.Candidates {
-		b.WriteString("\n  " + c.line())
-	}
 	return b.String()
+}
+
+// CandidateLines are the candidates, one line each: id, name, ping status,
+// agent version, with control characters escaped.
+func (e *Error) CandidateLines() []string {
+	lines := make([]string, 0, len(e.Candidates))
+	for _, c := range e.Candidates {
+		lines = append(lines, c.line())
+	}
+	return lines
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -119,14 +119,14 @@ func TestResolve(t *testing.T) {
 			if !errors.As(err, &te) || te.Reason != c.reason {
 				t.Fatalf("got %q, %v; want reason %d", got.ID, err, c.reason)
 			}
-			lines := strings.Split(err.Error(), "\n")
-			if len(lines) != 1+len(c.cands) {
-				t.Fatalf("want one line plus one per candidate:\n%s", err)
+			lines := te.CandidateLines()
+			if strings.Contains(err.Error(), "\n") || len(lines) != len(c.cands) {
+				t.Fatalf("want one line, and one line per candidate: %s\n%s", err, strings.Join(lines, "\n"))
 			}
 			for i, id := range c.cands {
-				f := strings.Fields(lines[1+i])
+				f := strings.Fields(lines[i])
 				if len(f) != 4 || f[0] != id {
-					t.Errorf("candidate line %q: want id, name, ping status, agent version of %s", lines[1+i], id)
+					t.Errorf("candidate line %q: want id, name, ping status, agent version of %s", lines[i], id)
 				}
 			}
 		})
@@ -134,9 +134,14 @@ func TestResolve(t *testing.T) {
 	// The candidate lines carry the name, the ping status and the version.
 	q, _ := Parse("db")
 	_, err := e.r.Resolve(context.Background(), q)
+	var te *Error
+	if !errors.As(err, &te) {
+		t.Fatal(err)
+	}
+	all := strings.Join(te.CandidateLines(), "\n")
 	for _, want := range []string{"i-0aaaaaaaaaaaaaaa3  ", " db ", "Online", "3.2.582.0", "ConnectionLost", "3.1.0.0"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("ambiguity message lacks %q:\n%s", want, err)
+		if !strings.Contains(all, want) {
+			t.Errorf("candidate lines lack %q:\n%s", want, all)
 		}
 	}
 }
