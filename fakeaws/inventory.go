@@ -308,10 +308,13 @@ func (s *Server) describeInstanceInformation(cred iam.Credential, body []byte) (
 		}
 		size = min(size, *req.MaxResults)
 	}
-	all := s.inventory()
-	known := make(map[string]instanceView, len(all))
-	for _, v := range all {
-		known[v.ID] = v
+	var all []instanceView
+	known := map[string]instanceView{}
+	for _, v := range s.inventory() {
+		if !v.NotManaged {
+			all = append(all, v)
+			known[v.ID] = v
+		}
 	}
 	filters, e := checkSSMFilters(req.Filters, known)
 	if e != nil {

@@ -329,3 +329,22 @@ func TestParseTargetSpec(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribeNotManaged: an EC2 instance without Systems Manager is in
+// EC2's answer only, and naming it to SSM is InvalidInstanceId.
+func TestDescribeNotManaged(t *testing.T) {
+	ts := inventoryFake(t)
+	ts.AddTarget(Target{ID: "i-0aaaaaaaaaaaaaaa7", Name: "legacy", NotManaged: true})
+	c := ts.ssmClient(ts.AWSConfig(nil))
+	if ids, _ := ssmIDs(t, c, filter("tag:Name", "legacy")); len(ids) != 0 {
+		t.Errorf("SSM lists an unmanaged instance: %v", ids)
+	}
+	if _, err := c.DescribeInstanceInformation(context.Background(), &ssm.DescribeInstanceInformationInput{
+		Filters: []ssmtypes.InstanceInformationStringFilter{filter("InstanceIds", "i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa7")}}); errCode(err) != "InvalidInstanceId" {
+		t.Errorf("InstanceIds with an unmanaged instance: %v", err)
+	}
+	out, err := ts.ec2Client(ts.AWSConfig(nil)).DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{"i-0aaaaaaaaaaaaaaa7"}})
+	if err != nil || len(out.Reservations) != 1 {
+		t.Fatalf("EC2: %v %v", out, err)
+	}
+}

@@ -232,6 +232,11 @@ type Target struct {
 	Tags       map[string]string
 	PrivateIP  string
 	PrivateDNS string
+	// NotManaged is an EC2 instance Systems Manager does not know (no
+	// agent, or no instance profile): DescribeInstances lists it,
+	// DescribeInstanceInformation does not (an InstanceIds filter naming it
+	// is InvalidInstanceId), StartSession answers TargetNotConnected.
+	NotManaged bool
 }
 
 // New creates a fake; call Start to listen.

@@ -187,7 +187,7 @@ func (s *Server) startSession(cred iam.Credential, body []byte) (any, *iam.APIEr
 	if err != nil {
 		return nil, &iam.APIError{Status: 400, Type: "InvalidParameters", Message: err.Error()}
 	}
-	if t == nil || !t.Connected {
+	if t == nil || !t.Connected || t.NotManaged {
 		return nil, &iam.APIError{Status: 400, Type: "TargetNotConnected", Message: target + " is not connected."}
 	}
 	ss := s.newSession(cred, *t, doc, props)

@@ -239,6 +239,31 @@ func TestResolvePagination(t *testing.T) {
 	}
 }
 
+// TestResolveNotManaged: an EC2 instance Systems Manager does not know
+// makes the batched status call fail (InvalidInstanceId); the finder asks
+// one by one and lists it as NotRegistered, never as a connectable match.
+func TestResolveNotManaged(t *testing.T) {
+	e := newEnv(t, 0, fleet...)
+	e.ts.AddTarget(fakeaws.Target{ID: "i-0aaaaaaaaaaaaaaa7", Name: "legacy", Tags: map[string]string{"role": "web"}, NotManaged: true})
+	q, _ := Parse("legacy")
+	_, err := e.r.Resolve(context.Background(), q)
+	var te *Error
+	if !errors.As(err, &te) || te.Reason != Offline || te.Candidates[0].PingStatus != NotRegistered {
+		t.Fatalf("got %v", err)
+	}
+	q, _ = Parse("tag:role=web")
+	_, err = e.r.Resolve(context.Background(), q)
+	if !errors.As(err, &te) || te.Reason != Ambiguous || len(te.Candidates) != 3 {
+		t.Fatalf("got %v", err)
+	}
+	want := map[string]string{"i-0aaaaaaaaaaaaaaa1": "Online", "i-0aaaaaaaaaaaaaaa2": "Online", "i-0aaaaaaaaaaaaaaa7": NotRegistered}
+	for _, c := range te.Candidates {
+		if c.PingStatus != want[c.ID] {
+			t.Errorf("%s: ping status %q, want %q", c.ID, c.PingStatus, want[c.ID])
+		}
+	}
+}
+
 // TestResolveDenied: a describe call IAM refuses is reported as such.
 func TestResolveDenied(t *testing.T) {
 	e := newEnv(t, 0, fleet...)
