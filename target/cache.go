@@ -108,8 +108,8 @@ func (c *Cache) get(q Query) ([]Candidate, bool) {
 	return e.Candidates, true
 }
 
-// put records an answer. Empty answers are not kept: an instance just
-// launched should be found on the next try. Failures only cost the cache.
+// put records an answer (Resolve calls it for answers only, not for no,
+// several or an offline match). Failures only cost the cache.
 func (c *Cache) put(q Query, cands []Candidate) {
 	if c == nil || len(cands) == 0 || len(cands) > maxCachedCands {
 		return

@@ -35,9 +35,14 @@ func (r *Resolver) Resolve(ctx context.Context, q Query) (Candidate, error) {
 		if cands, err = f.Find(ctx, q); err != nil {
 			return Candidate{}, classify(q, err)
 		}
+	}
+	c, err := Choose(q, cands)
+	if err == nil && !hit {
+		// Only answers are kept: after "offline" or "several match" the
+		// user fixes something and retries, and must see the change.
 		r.Cache.put(q, cands)
 	}
-	return Choose(q, cands)
+	return c, err
 }
 
 // Choose applies the rule: exactly one candidate, and its agent Online.

@@ -188,6 +188,16 @@ func TestResolveCache(t *testing.T) {
 	if e.calls() == now {
 		t.Fatal("a stale entry answered")
 	}
+	// Failures are not cached: an offline agent that comes back is seen
+	// on the next try.
+	q2, _ := Parse("batch")
+	if _, err := e.r.Resolve(context.Background(), q2); err == nil {
+		t.Fatal("an offline match connected")
+	}
+	e.ts.SetTargetConnected("i-0aaaaaaaaaaaaaaa5", true)
+	if c, err := e.r.Resolve(context.Background(), q2); err != nil || c.ID != "i-0aaaaaaaaaaaaaaa5" {
+		t.Fatalf("after the agent came back: %v %v", c, err)
+	}
 	// A cache file others may read is not used.
 	if err := os.Chmod(e.cache.path(), 0o644); err != nil {
 		t.Fatal(err)
