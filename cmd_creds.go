@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/broker"
+	targetpkg "github.com/ssmproxy/ssmproxy/target"
 )
 
 const credsHelp = `Usage: ssmproxy creds [--profile P] [--region R] [credential flags]
@@ -111,7 +112,10 @@ func printStatus(w io.Writer, st broker.Status, now time.Time) {
 	fmt.Fprintf(w, "scoped credentials (cached in %s):\n", st.CacheDir)
 	for _, e := range st.Entries {
 		target := e.Target
-		if target == "" {
+		switch {
+		case e.Lookup:
+			target = "target lookups (describe only)"
+		case target == "":
 			target = "any instance"
 		}
 		state := "fresh"
@@ -157,7 +161,7 @@ func cmdCredentialProcess(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args, credProcHelp); err != nil {
 		return err
 	}
-	if target != "" && !instanceID.MatchString(target) {
+	if target != "" && !targetpkg.IsID(target) {
 		return usagef("credential-process: --target %q is not an instance id", target)
 	}
 	if broker.ProcessDepth() >= 2 {

@@ -21,12 +21,23 @@ import (
 const connectHelp = `Usage: ssmproxy connect [flags] TARGET [PORT]
        ssmproxy connect --via INSTANCE [flags] HOST [PORT]
 
-Opens a Session Manager session to TARGET (an instance id, i-... or mi-...)
-with the AWS-StartSSHSession document and carries stdin/stdout over it to
-PORT (default 22) on the instance. Meant as ssh's ProxyCommand:
+Opens a Session Manager session to TARGET with the AWS-StartSSHSession
+document and carries stdin/stdout over it to PORT (default 22) on the
+instance. Meant as ssh's ProxyCommand:
 
-  Host i-* mi-*
+  Host i-* mi-* web-* 10.0.*
       ProxyCommand ssmproxy connect %h %p
+
+TARGET is one of:
+  i-0123456789abcdef0, mi-...   an instance id (no lookup)
+  web-1, name:web-1             the Name tag (a hybrid node's Name too)
+  tag:KEY=VALUE                 a tag
+  10.0.1.23                     a private IPv4 address
+  ip-10-0-1-23.ec2.internal     a private DNS name (any word with a dot)
+Lookups use ssm:DescribeInstanceInformation and ec2:DescribeInstances with
+read-only credentials of their own, and are cached for 30 s. Exactly one
+match with an Online agent connects; none or several exit 2 and list the
+candidates (id, name, ping status, agent version), never a guess.
 
 Nothing but the instance's bytes is ever written to stdout. Diagnostics go
 to stderr only on failure (one line), more with -v, or to --log-file.
@@ -70,10 +81,12 @@ Exit codes:
   0  success: stdin ended or stdout was closed and the session was terminated,
      or the instance closed it
   2  usage error, or a credential setting that cannot work (role ARN, durations);
+     or TARGET matched no instance or several (the candidates are listed);
      or a port-forwarding document (type LocalPortForwarding) without --via
   3  credentials missing, refused or expired
   4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)
-  5  the instance is not connected to Session Manager
+  5  the instance is not connected to Session Manager (also: the one match of a
+     name is not Online)
   6  the service refused the request (unknown document, bad parameters, ...)
   7  the data channel was lost and could not be resumed, or never completed its handshake;
      or AWS (STS) could not be reached; or the service returned a StreamUrl outside its own

@@ -9,6 +9,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/internal/lockfile"
 	"github.com/ssmproxy/ssmproxy/ssm"
+	"github.com/ssmproxy/ssmproxy/target"
 )
 
 // Exit codes. ssh shows our one stderr line above "Connection closed"; the
@@ -60,6 +61,7 @@ func exitCode(err error) int {
 		cre *credsError
 		ur  *unreachableError
 		le  *loginError
+		te  *target.Error
 	)
 	switch {
 	case err == nil:
@@ -77,6 +79,8 @@ func exitCode(err error) int {
 		return exitAccessDenied
 	case errors.As(err, &ne), errors.As(err, &ur):
 		return exitChannelLost
+	case errors.As(err, &te):
+		return targetExitCode(te.Reason)
 	case errors.Is(err, lockfile.ErrTimeout):
 		// Another ssmproxy held the credentials lock too long.
 		return exitInternal
@@ -107,6 +111,24 @@ func exitCode(err error) int {
 		return exitOK
 	}
 	return exitInternal
+}
+
+// targetExitCode is the code of a target lookup without an answer: the
+// command line must name one instance (2), whose agent must be online (5).
+func targetExitCode(r target.Reason) int {
+	switch r {
+	case target.NoMatch, target.Ambiguous, target.TooMany:
+		return exitUsage
+	case target.Offline:
+		return exitNotConnected
+	case target.Denied:
+		return exitAccessDenied
+	case target.Credentials:
+		return exitCredentials
+	case target.Refused:
+		return exitAPIRefused
+	}
+	return exitChannelLost
 }
 
 // apiExitCode is the code for an SSM API refusal of each kind.

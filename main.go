@@ -22,6 +22,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
 	"github.com/ssmproxy/ssmproxy/prompt"
+	"github.com/ssmproxy/ssmproxy/target"
 )
 
 // childStderrDrain bounds the wait, at exit, for children's stderr.
@@ -116,6 +117,13 @@ func report(ctx context.Context, err error) int {
 	// error, a service message): it passes the redactor
 	// (docs/credentials.md 7.1).
 	fmt.Fprintf(os.Stderr, "ssmproxy: %s\n", redact.String(oneLine(err.Error())))
+	var te *target.Error
+	if errors.As(err, &te) {
+		// A lookup without an answer lists the candidates, one line each.
+		for _, l := range te.CandidateLines() {
+			fmt.Fprintf(os.Stderr, "  %s\n", redact.String(l))
+		}
+	}
 	return exitCode(err)
 }
 

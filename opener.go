@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
-	"regexp"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -14,6 +14,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/ssm"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
+	"github.com/ssmproxy/ssmproxy/target"
 )
 
 // The session opener: every command that opens a Session Manager session
@@ -23,7 +24,7 @@ import (
 //	resolve the target → scope credentials to it → pre-session hooks → start
 //
 // and the command runs the data path over what it returns. Name lookup
-// belongs to the first step, an EC2 Instance Connect key push is a hook,
+// is the first step (package target), an EC2 Instance Connect key push is a hook,
 // `forward` another command over the same opener.
 
 // sessionRequest is what a command asks the opener for.
@@ -120,7 +121,7 @@ type sessionSpec struct {
 
 // prepareTarget runs steps 1 to 3: resolve, scope credentials, hooks.
 func prepareTarget(ctx context.Context, req sessionRequest) (*scopedTarget, error) {
-	id, err := resolveTarget(req.target)
+	id, err := resolveTarget(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -163,16 +164,53 @@ func (t *scopedTarget) start(ctx context.Context, spec sessionSpec) (*ssm.Sessio
 // release stops the broker, after every session was closed.
 func (t *scopedTarget) release() { t.broker.Close() }
 
-// instanceID accepts EC2 instance ids and managed-instance ids.
-var instanceID = regexp.MustCompile(`^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17})$`)
-
-// resolveTarget turns what the user typed into an instance id. Today only
-// ids are accepted; names and tags are resolved here once lookup exists.
-func resolveTarget(target string) (string, error) {
-	if !instanceID.MatchString(target) {
-		return "", usagef("target %q is not an instance id (i-... or mi-...); name and tag lookup is not supported yet", target)
+// resolveTarget turns what the user typed into an instance id: an id as it
+// is; a name, tag, address or DNS name through a lookup (package target),
+// answered from the lookup cache when it can be, else with credentials of
+// the read-only lookup scope (docs/credentials.md 6.1) from a broker of its
+// own, closed before the session's broker starts.
+func resolveTarget(ctx context.Context, req sessionRequest) (string, error) {
+	q, err := target.Parse(req.target)
+	if err != nil {
+		return "", usageError{err.Error()}
 	}
-	return target, nil
+	if q.Kind == target.KindID {
+		return q.Value, nil
+	}
+	o := brokerOptions(resolveProfile(ctx, req.profile), req.region, req.broker, "", nil, req.log, io.Discard)
+	o.Lookup = true
+	b, err := broker.New(ctx, o)
+	if err != nil {
+		return "", setupFailure(err)
+	}
+	defer b.Close()
+	dir, err := target.DefaultCacheDir()
+	var cache *target.Cache
+	if err == nil {
+		cache = &target.Cache{Dir: dir, Profile: b.Profile(), Region: b.Region(), Log: req.log}
+	}
+	r := target.Resolver{Cache: cache, Finder: func(ctx context.Context) (*target.Finder, error) {
+		if err := b.Prepare(ctx); err != nil {
+			return nil, setupFailure(err)
+		}
+		shared := ""
+		if b.InSharedConfig() {
+			shared = b.Profile()
+		}
+		cfg, err := awsconf.Load(ctx, awsconf.Options{Profile: shared, Region: b.Region(), Credentials: b})
+		if err != nil {
+			return nil, err
+		}
+		return target.NewFinder(cfg), nil
+	}}
+	c, err := r.Resolve(ctx, q)
+	if err != nil {
+		return "", err
+	}
+	if req.log != nil {
+		req.log.Info("resolved target", "target", req.target, "instance", c.ID, "name", c.Name)
+	}
+	return c.ID, nil
 }
 
 // scopeCredentials starts the broker for this instance and document: it is

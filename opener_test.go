@@ -91,16 +91,52 @@ func TestOpenSessionSteps(t *testing.T) {
 	}
 }
 
-// TestOpenSessionBadTarget: a target that is not an instance id is a usage
-// error before any credentials are touched.
+// TestOpenSessionBadTarget: a target that is neither an instance id nor
+// a name, tag, address or DNS name is a usage error before any credentials
+// are touched.
 func TestOpenSessionBadTarget(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{})
 	openerEnv(t, ts)
-	_, err := openSession(context.Background(), sshRequest("web-1"))
-	if code := exitCode(err); code != exitUsage || !strings.Contains(err.Error(), "not an instance id") {
-		t.Fatalf("exit %d (%v), want %d", code, err, exitUsage)
+	for _, bad := range []string{"i-0123", "web 1", "tag:env"} {
+		_, err := openSession(context.Background(), sshRequest(bad))
+		if code := exitCode(err); code != exitUsage {
+			t.Fatalf("%q: exit %d (%v), want %d", bad, code, err, exitUsage)
+		}
 	}
 	if st := ts.Stats(); len(st.API) != 0 || len(st.STS) != 0 {
 		t.Fatalf("calls were made for a bad target: API %v STS %v", st.API, st.STS)
+	}
+}
+
+// TestOpenSessionByName: step 1 resolves a Name tag to the instance the
+// session then starts on, and a name without exactly one Online match
+// fails with exit 2 (none, several) or 5 (offline) before any session.
+func TestOpenSessionByName(t *testing.T) {
+	ts := fakeaws.StartTest(t, fakeaws.Options{})
+	for _, spec := range []string{"i-0aaaaaaaaaaaaaaa1,name=web-1", "i-0aaaaaaaaaaaaaaa2,name=db", "i-0aaaaaaaaaaaaaaa3,name=db",
+		"i-0aaaaaaaaaaaaaaa4,name=batch,ping=ConnectionLost"} {
+		tg, err := fakeaws.ParseTargetSpec(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.AddTarget(tg)
+	}
+	openerEnv(t, ts)
+	sess, err := openSession(context.Background(), sshRequest("web-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.Instance != "i-0aaaaaaaaaaaaaaa1" {
+		t.Errorf("session on %s", sess.Instance)
+	}
+	_ = sess.Close()
+	sess.release()
+	for name, want := range map[string]int{"db": exitUsage, "nosuch": exitUsage, "batch": exitNotConnected} {
+		if _, err := openSession(context.Background(), sshRequest(name)); exitCode(err) != want {
+			t.Errorf("%s: exit %d (%v), want %d", name, exitCode(err), err, want)
+		}
+	}
+	if got := ts.Stats().API["StartSession"]["200"]; got != 1 {
+		t.Fatalf("StartSession 200 ×%d, want 1", got)
 	}
 }

@@ -32,6 +32,7 @@ type entry struct {
 	Region          string `json:"region"`
 	Target          string `json:"target,omitempty"`
 	Document        string `json:"document,omitempty"`
+	Lookup          bool   `json:"lookup,omitempty"` // the read-only lookup scope (LookupPolicy)
 	PolicyHash      string `json:"policy_hash,omitempty"`
 	RoleSessionName string `json:"role_session_name,omitempty"`
 	// SourceID fingerprints the source key the session name was derived

@@ -75,6 +75,9 @@ type Options struct {
 	// broker serves every session of the process.
 	Target    string
 	Documents []string
+	// Lookup asks for the read-only scope of target lookups
+	// (LookupPolicy) instead: Target and Documents are then ignored.
+	Lookup bool
 
 	// Keyring opens the secret store; persistent excludes volatile backends
 	// (for long-term keys). Default: keyring.Open with KeyringBackend.

@@ -25,6 +25,9 @@ type Scope struct {
 	Account   string   // the role's account
 	Target    string   // instance id (i-…, mi-…); "" allows every instance
 	Documents []string // default DefaultDocument alone
+	// Lookup makes the scope the read-only one of target lookups
+	// (LookupPolicy) instead of the per-target session scope.
+	Lookup bool
 }
 
 // normalDocuments is the sorted, de-duplicated document list of a scope
@@ -102,6 +105,27 @@ func documentARNs(partition, region, account string, docs []string) []string {
 		arns[i] = documentARN(partition, region, account, d)
 	}
 	return arns
+}
+
+// LookupPolicy renders the session policy of target lookups (names, tags,
+// addresses: docs/credentials.md 6.1): the two describe calls, on "*"
+// because neither supports resource-level permissions, and nothing else;
+// in particular no StartSession.
+func LookupPolicy() string {
+	p := policyDocument{Version: "2012-10-17", Statement: []policyStatement{
+		{Sid: "DescribeTargets", Effect: "Allow",
+			Action: []string{"ssm:DescribeInstanceInformation", "ec2:DescribeInstances"}, Resource: "*"},
+	}}
+	b, _ := json.Marshal(p) // a fixed document of strings cannot fail
+	return string(b)
+}
+
+// scopePolicy is the policy minted credentials carry for s.
+func scopePolicy(s Scope, roleSessionName string) (string, error) {
+	if s.Lookup {
+		return LookupPolicy(), nil
+	}
+	return SessionPolicy(s, roleSessionName)
 }
 
 // hashString is a short, stable SHA-256 digest for file names and keys.

@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/ssmproxy/ssmproxy/fakeaws"
+	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 )
 
 // TestSessionPolicyPartitionAndDocuments: the ARNs use the role's partition;
@@ -41,5 +45,74 @@ func TestSessionPolicyPartitionAndDocuments(t *testing.T) {
 		if strings.Contains(p, "arn:aws:") {
 			t.Errorf("policy names the aws partition: %s", p)
 		}
+	}
+}
+
+// TestLookupScope: a broker asked for the lookup scope mints credentials
+// whose policy allows the two describe calls and nothing else, the session
+// scope's credentials cannot describe, and the shared cache keeps the two
+// apart (docs/credentials.md 6.1). The fake's own evaluator judges both.
+func TestLookupScope(t *testing.T) {
+	e := newTestEnv(t, fakeaws.Options{})
+	e.login("default", "")
+	lookup := e.preparedBroker(func(o *Options) { o.Lookup = true })
+	session := e.preparedBroker()
+	lc, err := lookup.Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := session.Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lc.AccessKeyID == sc.AccessKeyID || e.sts("AssumeRole") != 2 {
+		t.Fatalf("one set of credentials served both scopes (AssumeRole %d)", e.sts("AssumeRole"))
+	}
+	policyOf := func(akid string) string {
+		c, ok := e.ts.IAM.Lookup(akid)
+		if !ok || c.SessionPolicy == "" {
+			t.Fatalf("minted credentials without a session policy")
+		}
+		return c.SessionPolicy
+	}
+	instance := "arn:aws:ec2:us-east-1:123456789012:instance/" + testTarget
+	checks := []struct {
+		policy, action, resource string
+		want                     bool
+	}{
+		{policyOf(lc.AccessKeyID), "ssm:DescribeInstanceInformation", "*", true},
+		{policyOf(lc.AccessKeyID), "ec2:DescribeInstances", "*", true},
+		{policyOf(lc.AccessKeyID), "ssm:StartSession", instance, false},
+		{policyOf(lc.AccessKeyID), "ssm:StartSession", "arn:aws:ssm:us-east-1::document/AWS-StartSSHSession", false},
+		{policyOf(lc.AccessKeyID), "ssmmessages:OpenDataChannel", "arn:aws:ssm:us-east-1:123456789012:session/alice-x", false},
+		{policyOf(sc.AccessKeyID), "ssm:StartSession", instance, true},
+		{policyOf(sc.AccessKeyID), "ssm:DescribeInstanceInformation", "*", false},
+		{policyOf(sc.AccessKeyID), "ec2:DescribeInstances", "*", false},
+	}
+	for _, c := range checks {
+		if got, err := iam.Allowed(c.policy, c.action, c.resource); err != nil || got != c.want {
+			t.Errorf("%s on %s: allowed=%v (%v), want %v", c.action, c.resource, got, err, c.want)
+		}
+	}
+	// Another process asking for each scope is served from the cache, each
+	// its own entry, with no new mint.
+	again := e.preparedBroker(func(o *Options) { o.Lookup = true })
+	if c, err := again.Retrieve(context.Background()); err != nil || c.AccessKeyID != lc.AccessKeyID {
+		t.Fatalf("lookup scope from the cache: %v", err)
+	}
+	if c, err := e.preparedBroker().Retrieve(context.Background()); err != nil || c.AccessKeyID != sc.AccessKeyID {
+		t.Fatalf("session scope from the cache: %v", err)
+	}
+	if e.sts("AssumeRole") != 2 {
+		t.Fatalf("AssumeRole %d, want 2", e.sts("AssumeRole"))
+	}
+	var lookups int
+	for _, es := range session.Status(context.Background()).Entries {
+		if es.Lookup {
+			lookups++
+		}
+	}
+	if lookups != 1 {
+		t.Fatalf("status shows %d lookup entries, want 1", lookups)
 	}
 }

@@ -121,7 +121,7 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	policy, err := SessionPolicy(spec.scope, name)
+	policy, err := scopePolicy(spec.scope, name)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (p *roleProvider) mintFrom(ctx context.Context, bs based) (*entry, error) {
 		}
 		return nil, p.mfa.src.failure(op, src, err)
 	}
-	e.RoleARN, e.Target, e.Document = spec.arn, spec.scope.Target, strings.Join(spec.scope.Documents, ",")
+	e.RoleARN, e.Target, e.Document, e.Lookup = spec.arn, spec.scope.Target, strings.Join(spec.scope.Documents, ","), spec.scope.Lookup
 	e.RoleSessionName, e.PolicyHash, e.SourceID = name, hashString(policy), hashString(src.AccessKeyID)
 	if e.Chained = base.Temporary(); e.Chained {
 		e.ParentExpires = base.Expires

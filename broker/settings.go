@@ -169,6 +169,9 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 	}
 
 	s.scope = Scope{Region: s.region, Target: o.Target, Documents: normalDocuments(o.Documents)}
+	if o.Lookup {
+		s.scope = Scope{Region: s.region, Lookup: true}
+	}
 	if s.roleARN != "" {
 		if s.scope.Partition, s.scope.Account, err = parseRoleARN(s.roleARN); err != nil {
 			return nil, &ConfigError{err}
@@ -184,7 +187,13 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 // session name). The policy text itself also contains the session name
 // learned from the source's identity, which needs an STS call; hashing the
 // inputs keeps the cache hit free of any call, and the entry records the
-// policy's own hash.
+// policy's own hash. The lookup scope (LookupPolicy) has a key of its own.
 func (s *settings) cacheKey(source string) string {
-	return hashString("v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, strings.Join(s.scope.Documents, ","), s.sessionName)
+	parts := []string{"v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, strings.Join(s.scope.Documents, ","), s.sessionName}
+	if s.scope.Lookup {
+		// Its own entry: lookup credentials must never start a session,
+		// nor session credentials be taken for lookups.
+		parts = append(parts, "scope=lookup")
+	}
+	return hashString(parts...)
 }

@@ -33,6 +33,7 @@ type Status struct {
 // EntryStatus describes one cached set of scoped credentials.
 type EntryStatus struct {
 	RoleARN, Target, Document, RoleSessionName string
+	Lookup                                     bool   // the read-only scope of target lookups
 	AccessKeyID                                string // masked
 	Expires                                    time.Time
 	// ReMintFrom and ReMintBy bound when a running ssmproxy re-mints them
@@ -81,7 +82,7 @@ func (c *chain) status(ctx context.Context, clk clock.Clock) Status {
 		}
 		cr := e.Credentials
 		w := window(lifetimeOf(cr))
-		es := EntryStatus{RoleARN: e.RoleARN, Target: e.Target, Document: e.Document, RoleSessionName: e.RoleSessionName,
+		es := EntryStatus{RoleARN: e.RoleARN, Target: e.Target, Document: e.Document, RoleSessionName: e.RoleSessionName, Lookup: e.Lookup,
 			AccessKeyID: MaskKeyID(cr.AccessKeyID), Expires: cr.Expires, Fresh: fresh(cr, now), Deadline: e.Deadline}
 		if cr.CanExpire() {
 			es.ReMintFrom, es.ReMintBy = cr.Expires.Add(-w), cr.Expires.Add(-time.Duration(minJitterShare*float64(w)))

@@ -62,7 +62,8 @@ func TestCLIExitCodes(t *testing.T) {
 		msg  string
 	}{
 		{"no arguments", f.environ(), nil, 2, "want TARGET"},
-		{"not an instance id", f.environ(), []string{"web-1"}, 2, "not an instance id"},
+		{"not an instance id", f.environ(), []string{"i-0123"}, 2, "not one"},
+		{"no instance by that name", f.environ(), []string{"web-1"}, 2, "no running instance"},
 		{"bad port", f.environ(), []string{target, "70000"}, 2, "port"},
 		{"unknown flag", f.environ(), []string{"--nope", target}, 2, "flag provided but not defined"},
 		{"no region", []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_CONFIG_FILE=/dev/null"}, []string{target}, 2, "region"},

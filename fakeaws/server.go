@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sort"
@@ -88,6 +89,10 @@ type Options struct {
 	// logs and stops; MGS sends nothing); GiveUpChannelClosed ends the
 	// session with channel_closed.
 	AgentGiveUp AgentGiveUp
+	// PageSize caps every page of DescribeInstanceInformation and
+	// DescribeInstances whatever MaxResults asks (both services document
+	// that a page may hold fewer items); default DefaultPageSize.
+	PageSize int
 }
 
 // Publication is the pause/start_publication variant (Options.Publication).
@@ -172,6 +177,9 @@ func (o Options) withDefaults() Options {
 	if o.AgentGiveUp == "" {
 		o.AgentGiveUp = GiveUpSilent
 	}
+	if o.PageSize <= 0 {
+		o.PageSize = DefaultPageSize
+	}
 	return o
 }
 
@@ -215,6 +223,20 @@ type Target struct {
 	Quirks *agent.Quirks
 	// Resolve, if set, resolves remote "host" parameters for this target.
 	Resolve func(ctx context.Context, host string) ([]string, error)
+
+	// What DescribeInstanceInformation and DescribeInstances report
+	// (inventory.go, ec2api.go); Connected is the ping status (Online or
+	// ConnectionLost). Name is the Name tag of an EC2 instance and the
+	// managed-instance Name of an mi- node.
+	Name       string
+	Tags       map[string]string
+	PrivateIP  string
+	PrivateDNS string
+	// NotManaged is an EC2 instance Systems Manager does not know (no
+	// agent, or no instance profile): DescribeInstances lists it,
+	// DescribeInstanceInformation does not (an InstanceIds filter naming it
+	// is InvalidInstanceId), StartSession answers TargetNotConnected.
+	NotManaged bool
 }
 
 // New creates a fake; call Start to listen.
@@ -308,6 +330,7 @@ func (s *Server) AddTarget(t Target) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tc := t
+	tc.Tags = maps.Clone(t.Tags)
 	s.targets[t.ID] = &tc
 }
 
@@ -328,6 +351,7 @@ func (s *Server) Env(c iam.Credential) []string {
 		"AWS_DEFAULT_REGION=" + s.opts.Region,
 		"AWS_ENDPOINT_URL_SSM=" + s.URL(),
 		"AWS_ENDPOINT_URL_STS=" + s.URL(),
+		"AWS_ENDPOINT_URL_EC2=" + s.URL(),
 		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
 		"FAKEAWS_URL=" + s.URL(),

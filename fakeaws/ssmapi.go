@@ -22,6 +22,10 @@ var documentNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_\-.:/]{3,128}$`)
 // handleAPI serves POST / for both STS (awsquery, dispatched on Action) and
 // SSM (JSON 1.1, dispatched on X-Amz-Target).
 func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
+	if isEC2Request(r) {
+		s.handleEC2(w, r)
+		return
+	}
 	if r.Header.Get("X-Amz-Target") == "" {
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		s.IAM.STSHandler().ServeHTTP(rec, r)
@@ -66,6 +70,8 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 		out, aerr = s.resumeSession(cred, body)
 	case "TerminateSession":
 		out, aerr = s.terminateSession(cred, body)
+	case "DescribeInstanceInformation":
+		out, aerr = s.describeInstanceInformation(cred, body)
 	default:
 		aerr = &iam.APIError{Status: 400, Type: "UnknownOperationException", Message: "operation " + op + " is not implemented by fakeaws"}
 	}
@@ -181,7 +187,7 @@ func (s *Server) startSession(cred iam.Credential, body []byte) (any, *iam.APIEr
 	if err != nil {
 		return nil, &iam.APIError{Status: 400, Type: "InvalidParameters", Message: err.Error()}
 	}
-	if t == nil || !t.Connected {
+	if t == nil || !t.Connected || t.NotManaged {
 		return nil, &iam.APIError{Status: 400, Type: "TargetNotConnected", Message: target + " is not connected."}
 	}
 	ss := s.newSession(cred, *t, doc, props)

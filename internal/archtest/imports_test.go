@@ -26,13 +26,16 @@ var tools = []string{"fakeaws/cmd/fakeaws", "internal/rig", "internal/bench", "i
 // missing from the table fails the test: a new room needs a stated place.
 // docs/architecture.md explains each row.
 var allowed = map[string][]string{
-	"":         {"ssm", "ssm/wire", "proxy", "broker", "keyring", "prompt", "neutral"},
+	"":         {"ssm", "ssm/wire", "proxy", "broker", "keyring", "prompt", "target", "neutral"},
 	"ssm/wire": {},
 	"ssm":      {"ssm/wire", "neutral"},
 	"proxy":    {"ssm", "ssm/wire", "neutral"},
 	"broker":   {"keyring", "prompt", "neutral"},
 	"keyring":  {"prompt", "neutral"},
 	"prompt":   {"neutral"},
+	// Target lookups: the SDK's describe calls and a cache; no credentials
+	// of its own (the CLI hands it a configured aws.Config).
+	"target": {"neutral"},
 	// The fake shares only the wire format with the client: two
 	// independent implementations meet on the wire (docs/fakeaws.md).
 	"fakeaws":       {"fakeaws/agent", "fakeaws/iam", "ssm/wire", "neutral"},

@@ -43,6 +43,7 @@ func main() {
 		requireSign = flag.Bool("require-signed-upgrade", false, "refuse unsigned client websocket upgrades")
 		verbose     = flag.Bool("v", false, "log to stderr")
 		publication = flag.String("mgs-publication", string(fakeaws.PublicationAlways), "MGS variant: whether a leg hears pause_publication/start_publication when its peer leaves and returns: always, pause-only or never")
+		pageSize    = flag.Int("page-size", fakeaws.DefaultPageSize, "most items per page of DescribeInstanceInformation and DescribeInstances, whatever MaxResults asks")
 		pubHeaders  = flag.String("publication-headers", string(fakeaws.HeadersMinimal), "MGS variant: header of publication frames: minimal (zero CreatedDate, no digest; the real agent drops them) or full")
 		giveUp      = flag.String("agent-giveup", string(fakeaws.GiveUpSilent), "what the client sees when the agent stops reconnecting: silent (the real agent just stops) or channel-closed")
 		queue       = flag.Bool("queue-while-absent", false, "MGS variant: queue frames for an absent leg instead of dropping them")
@@ -52,7 +53,7 @@ func main() {
 		roles       listFlag
 		mfaDevices  listFlag
 	)
-	flag.Var(&targets, "target", "connected instance id (repeatable; default i-0123456789abcdef0)")
+	flag.Var(&targets, "target", "instance `ID[,name=VALUE][,tag:KEY=VALUE...][,ip=A.B.C.D][,dns=NAME][,ping=Online|ConnectionLost][,agent=VERSION]`, connected unless ping=ConnectionLost (repeatable; default i-0123456789abcdef0)")
 	flag.Var(&offline, "offline-target", "known instance whose agent is not connected (repeatable)")
 	flag.Var(&roles, "role", "IAM role any user of the account may assume, as `NAME[:MAXSESSION]` (repeatable; MAXSESSION e.g. 12h, default 1h)")
 	flag.Var(&mfaDevices, "mfa-device", "register an MFA device `SERIAL` for user alice (repeatable; the valid code is 123456)")
@@ -79,17 +80,32 @@ func main() {
 		CloseEvery: *closeEvery, CloseLegs: *closeLegs, IdleTimeout: *idle,
 		RotateCellNumber: *rotate, StrictCellNumber: *rotate, RequireSignedUpgrade: *requireSign, Log: log,
 		Publication: fakeaws.Publication(*publication), PublicationHeaders: fakeaws.PublicationHeaders(*pubHeaders),
-		AgentGiveUp: fakeaws.AgentGiveUp(*giveUp), QueueWhileAbsent: *queue,
+		AgentGiveUp: fakeaws.AgentGiveUp(*giveUp), QueueWhileAbsent: *queue, PageSize: *pageSize,
 	})
+	var specs []fakeaws.Target
+	for _, t := range targets {
+		spec, err := fakeaws.ParseTargetSpec(t)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fakeaws: -target:", err)
+			os.Exit(2)
+		}
+		specs = append(specs, spec)
+	}
+	if *pageSize < 1 {
+		fmt.Fprintln(os.Stderr, "fakeaws: -page-size must be at least 1")
+		os.Exit(2)
+	}
 	if err := srv.Start(*addr); err != nil {
 		fmt.Fprintln(os.Stderr, "fakeaws:", err)
 		os.Exit(1)
 	}
-	if len(targets) == 0 {
-		targets = listFlag{fakeaws.DefaultInstance}
+	if len(specs) == 0 {
+		specs = []fakeaws.Target{{ID: fakeaws.DefaultInstance, Connected: true}}
 	}
-	for _, t := range targets {
-		srv.AddTarget(fakeaws.Target{ID: t, Connected: true})
+	ids := make([]string, 0, len(specs))
+	for _, t := range specs {
+		srv.AddTarget(t)
+		ids = append(ids, t.ID)
 	}
 	for _, t := range offline {
 		srv.AddTarget(fakeaws.Target{ID: t, Connected: false})
@@ -125,7 +141,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "fakeaws: API %s, MGS %s, targets %s\n", srv.URL(), srv.MGSURL(), strings.Join(targets, " "))
+	fmt.Fprintf(os.Stderr, "fakeaws: API %s, MGS %s, targets %s\n", srv.URL(), srv.MGSURL(), strings.Join(ids, " "))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
