@@ -88,6 +88,17 @@ type Options struct {
 	// logs and stops; MGS sends nothing); GiveUpChannelClosed ends the
 	// session with channel_closed.
 	AgentGiveUp AgentGiveUp
+
+	// EC2 Instance Connect (docs/fakeaws.md 3.1). EICAuthorizedKeys, if
+	// set, is a file the live pushed keys are written to (authorized_keys
+	// format, 0600, rewritten atomically; emptied at Start); EICUser limits
+	// it to the keys pushed for that OS user ("" every user). EICKeyTTL is
+	// how long a key lives (default 60 s, the service's). EICAcceptECDSA
+	// accepts ECDSA keys, which AWS does not document (default: refused).
+	EICAuthorizedKeys string
+	EICUser           string
+	EICKeyTTL         time.Duration
+	EICAcceptECDSA    bool
 }
 
 // Publication is the pause/start_publication variant (Options.Publication).
@@ -172,6 +183,9 @@ func (o Options) withDefaults() Options {
 	if o.AgentGiveUp == "" {
 		o.AgentGiveUp = GiveUpSilent
 	}
+	if o.EICKeyTTL <= 0 {
+		o.EICKeyTTL = DefaultEICKeyTTL
+	}
 	return o
 }
 
@@ -196,6 +210,7 @@ type Server struct {
 	upFault   upgradeFault
 	legDrops  int
 	closed    bool
+	eic       eicKeys
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -244,7 +259,12 @@ func (s *Server) Start(apiAddr string) error {
 	if apiAddr == "" {
 		apiAddr = "127.0.0.1:0"
 	}
-	var err error
+	s.eic.mu.Lock()
+	err := s.writeAuthorizedKeysLocked() // no key is live yet
+	s.eic.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("eic authorized keys: %w", err)
+	}
 	if s.apiLn, err = net.Listen("tcp", apiAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", apiAddr, err)
 	}
@@ -321,13 +341,15 @@ func (s *Server) SetTargetConnected(id string, connected bool) {
 }
 
 // Env returns the environment a child process needs to use the fake with
-// the given credential: region, the SSM and STS endpoints, and keys.
+// the given credential: region, the SSM, STS and EC2 Instance Connect
+// endpoints, and keys.
 func (s *Server) Env(c iam.Credential) []string {
 	env := []string{
 		"AWS_REGION=" + s.opts.Region,
 		"AWS_DEFAULT_REGION=" + s.opts.Region,
 		"AWS_ENDPOINT_URL_SSM=" + s.URL(),
 		"AWS_ENDPOINT_URL_STS=" + s.URL(),
+		"AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT=" + s.URL(),
 		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
 		"FAKEAWS_URL=" + s.URL(),
