@@ -72,6 +72,9 @@ type Options struct {
 	// every instance of the account (credential-process without --target).
 	Target   string
 	Document string
+	// PushKeyUser adds EC2 Instance Connect's SendSSHPublicKey on Target
+	// for this OS user to the session policy (Scope.PushKeyUser).
+	PushKeyUser string
 
 	// Keyring opens the secret store; persistent excludes volatile backends
 	// (for long-term keys). Default: keyring.Open with KeyringBackend.

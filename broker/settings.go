@@ -168,7 +168,7 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		return nil, awsconf.ErrNoRegion
 	}
 
-	s.scope = Scope{Region: s.region, Target: o.Target, Document: o.Document}
+	s.scope = Scope{Region: s.region, Target: o.Target, Document: o.Document, PushKeyUser: o.PushKeyUser}
 	if s.scope.Document == "" {
 		s.scope.Document = DefaultDocument
 	}
@@ -187,7 +187,13 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 // session name). The policy text itself also contains the session name
 // learned from the source's identity, which needs an STS call; hashing the
 // inputs keeps the cache hit free of any call, and the entry records the
-// policy's own hash.
+// policy's own hash. A key-push user is an input too (credentials minted
+// without its statement must not serve a push); it is appended only when
+// set, so every other entry keeps its key.
 func (s *settings) cacheKey(source string) string {
-	return hashString("v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, s.scope.Document, s.sessionName)
+	parts := []string{"v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, s.scope.Document, s.sessionName}
+	if s.scope.PushKeyUser != "" {
+		parts = append(parts, "push-key-user", s.scope.PushKeyUser)
+	}
+	return hashString(parts...)
 }
