@@ -53,18 +53,28 @@ Flags:
   --resume-budget D        how long to keep trying to resume a lost data channel (default 5m)
   --sign-dial              sign every data-channel websocket upgrade with SigV4 (off by default)
   --client-version V       ClientVersion reported to the agent (default 1.2.804.0; must be > 1.2.331.0)
+  --push-key[=PUBKEY]      before the session, push a public key for 60 s with EC2 Instance Connect
+                           (SendSSHPublicKey), so the instance needs no key of yours. PUBKEY is a .pub
+                           file; default: the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub,
+                           else the first key in ssh-agent. Private keys are never read. EC2 instances
+                           only (not mi-). The scoped credentials then allow exactly that push, on this
+                           instance, for USER. In ssh_config: ProxyCommand ssmproxy connect --push-key --user %r %h %p
+  --user USER              the instance login name the key is pushed for (required with --push-key)
 
-` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS; AWS_ENDPOINT_URL: both);
-                           plain http:// endpoints are accepted only on loopback
+` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS; AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT:
+                           the key push; AWS_ENDPOINT_URL: all); plain http:// is accepted only on loopback
 
 Exit codes:
   0  success: stdin ended or stdout was closed and the session was terminated,
      or the instance closed it
   2  usage error, or a credential setting that cannot work (role ARN, durations);
-     or a port-forwarding document (type LocalPortForwarding), not supported yet
+     or a port-forwarding document (type LocalPortForwarding), not supported yet;
+     or --push-key without --user, without a usable public key, or to a managed node (mi-)
   3  credentials missing, refused or expired
-  4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)
-  5  the instance is not connected to Session Manager
+  4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA),
+     and EC2 Instance Connect refusing the key push
+  5  the instance is not connected to Session Manager; with --push-key, also an instance
+     EC2 Instance Connect does not find or that is not running
   6  the service refused the request (unknown document, bad parameters, ...)
   7  the data channel was lost and could not be resumed, or never completed its handshake;
      or AWS (STS) could not be reached; or the service returned a StreamUrl outside its own
@@ -82,6 +92,8 @@ type connectOptions struct {
 	signDial                                                  bool
 	target, port                                              string
 	broker                                                    brokerFlags
+	pushKey                                                   pushKeyFlag
+	user                                                      string
 }
 
 type countFlag struct{ n *int }
@@ -111,6 +123,8 @@ func parseConnect(args []string) (connectOptions, error) {
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
 	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
 	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+	fs.Var(&o.pushKey, "push-key", "")
+	fs.StringVar(&o.user, "user", "", "")
 	o.broker.register(fs)
 	var pos []string
 	// Flags may come before or after the positional arguments.
@@ -151,6 +165,9 @@ func parseConnect(args []string) (connectOptions, error) {
 	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {
 		return o, usagef("connect: durations must be positive")
 	}
+	if err := checkPushKeyFlags(o.pushKey, o.user); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -175,7 +192,7 @@ func cmdConnect(ctx context.Context, args []string) error {
 	}
 	defer closeLog()
 
-	sess, err := openSession(ctx, sessionRequest{
+	req := sessionRequest{
 		target:     o.target,
 		document:   o.document,
 		parameters: map[string][]string{"portNumber": {o.port}},
@@ -186,7 +203,18 @@ func cmdConnect(ctx context.Context, args []string) error {
 		tuning: sessionTuning{handshakeTimeout: o.handshakeTimeout, resumeBudget: o.resumeBudget,
 			signDial: o.signDial, clientVersion: o.clientVersion},
 		log: log,
-	})
+	}
+	if o.pushKey.set {
+		// Before any AWS call: a missing key is a usage error (exit 2).
+		home, _ := os.UserHomeDir()
+		key, err := findPublicKey(o.pushKey.path, home, os.Getenv("SSH_AUTH_SOCK"))
+		if err != nil {
+			return err
+		}
+		req.pushKeyUser = o.user
+		req.hooks = append(req.hooks, pushKeyHook(o.user, key, log))
+	}
+	sess, err := openSession(ctx, req)
 	if err != nil {
 		return err
 	}

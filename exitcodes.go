@@ -59,6 +59,7 @@ func exitCode(err error) int {
 		pf  *ssm.PortForwardingError
 		cre *credsError
 		le  *loginError
+		pk  *pushKeyError
 	)
 	switch {
 	case err == nil:
@@ -95,6 +96,8 @@ func exitCode(err error) int {
 		return exitCredentials
 	case errors.As(err, &ae):
 		return apiExitCode(ae.Kind)
+	case errors.As(err, &pk):
+		return pk.exit
 	case errors.As(err, &hr):
 		// The document asked for something ssmproxy cannot serve.
 		return exitAPIRefused
