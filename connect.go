@@ -55,14 +55,16 @@ Flags:
   --client-version V       ClientVersion reported to the agent (default 1.2.804.0; must be > 1.2.331.0)
   --push-key[=PUBKEY]      before the session, push a public key for 60 s with EC2 Instance Connect
                            (SendSSHPublicKey), so the instance needs no key of yours. PUBKEY is a .pub
-                           file; default: the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub,
-                           else the first key in ssh-agent. Private keys are never read. EC2 instances
-                           only (not mi-). The scoped credentials then allow exactly that push, on this
-                           instance, for USER. In ssh_config: ProxyCommand ssmproxy connect --push-key --user %r %h %p
+                           file (note the =); default: the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub,
+                           id_rsa.pub, else the first key in ssh-agent. Private keys are never read.
+                           EC2 instances only (not mi-). The scoped credentials then allow exactly
+                           that push, to this instance, for USER. In ssh_config:
+                             ProxyCommand ssmproxy connect --push-key --user %r %h %p
   --user USER              the instance login name the key is pushed for (required with --push-key)
 
-` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS; AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT:
-                           the key push; AWS_ENDPOINT_URL: all); plain http:// is accepted only on loopback
+` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS;
+                           AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT: the key push; AWS_ENDPOINT_URL: all);
+                           plain http:// endpoints are accepted only on loopback
 
 Exit codes:
   0  success: stdin ended or stdout was closed and the session was terminated,
@@ -142,6 +144,9 @@ func parseConnect(args []string) (connectOptions, error) {
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
+	}
+	if err := pushKeyPathHint(o.pushKey, pos); err != nil {
+		return o, err
 	}
 	switch len(pos) {
 	case 1:

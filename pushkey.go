@@ -71,6 +71,15 @@ func checkPushKeyFlags(p pushKeyFlag, user string) error {
 	return nil
 }
 
+// pushKeyPathHint catches "--push-key PATH.pub" (a space instead of "="),
+// which the flag parser reads as a bare --push-key and a positional PATH.
+func pushKeyPathHint(p pushKeyFlag, pos []string) error {
+	if p.set && p.path == "" && len(pos) > 0 && strings.HasSuffix(pos[0], ".pub") {
+		return usagef("connect: write --push-key=%s (with =): without it %s is read as the target", pos[0], pos[0])
+	}
+	return nil
+}
+
 // checkPushKeyTarget refuses a push to a managed (hybrid) node: Instance
 // Connect works with EC2 instances only.
 func checkPushKeyTarget(instance string) error {

@@ -52,6 +52,7 @@ func TestConnectPushKeyFlags(t *testing.T) {
 		{[]string{"--user", "ec2-user", "i-0123456789abcdef0"}, "--user is the OS user of --push-key", ""},
 		{[]string{"--push-key", "--user", "no spaces", "i-0123456789abcdef0"}, "not a valid login name", ""},
 		{[]string{"--push-key", "--user", strings.Repeat("u", 33), "i-0123456789abcdef0"}, "not a valid login name", ""},
+		{[]string{"--push-key", "/k/id.pub", "--user", "ec2-user", "i-0123456789abcdef0", "22"}, "--push-key=/k/id.pub (with =)", ""},
 		{[]string{"--push-key", "--user", "ec2-user", "i-0123456789abcdef0", "22"}, "", ""},
 		{[]string{"i-0123456789abcdef0", "--push-key=/k/id.pub", "--user=ec2-user"}, "", "/k/id.pub"},
 	} {
