@@ -267,6 +267,17 @@ func (s *Server) pushKey(k PushedKey) *iam.APIError {
 	return nil
 }
 
+// startEIC empties the authorized-keys file: no key is live yet, and a
+// file left from an earlier run must not let anyone in.
+func (s *Server) startEIC() error {
+	s.eic.mu.Lock()
+	defer s.eic.mu.Unlock()
+	if err := s.writeAuthorizedKeysLocked(); err != nil {
+		return fmt.Errorf("eic authorized keys: %w", err)
+	}
+	return nil
+}
+
 // PushedKeys returns the live pushed keys, oldest first.
 func (s *Server) PushedKeys() []PushedKey {
 	s.eic.mu.Lock()

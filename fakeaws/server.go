@@ -259,12 +259,10 @@ func (s *Server) Start(apiAddr string) error {
 	if apiAddr == "" {
 		apiAddr = "127.0.0.1:0"
 	}
-	s.eic.mu.Lock()
-	err := s.writeAuthorizedKeysLocked() // no key is live yet
-	s.eic.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("eic authorized keys: %w", err)
+	if err := s.startEIC(); err != nil {
+		return err
 	}
+	var err error
 	if s.apiLn, err = net.Listen("tcp", apiAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", apiAddr, err)
 	}
