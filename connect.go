@@ -73,8 +73,17 @@ Flags:
   --resume-budget D        how long to keep trying to resume a lost data channel (default 5m)
   --sign-dial              sign every data-channel websocket upgrade with SigV4 (off by default)
   --client-version V       ClientVersion reported to the agent (default 1.2.804.0; must be > 1.2.331.0)
+  --push-key[=PUBKEY]      before the session, push a public key for 60 s with EC2 Instance Connect
+                           (SendSSHPublicKey), so the instance needs no key of yours. PUBKEY is a .pub
+                           file (note the =); default: the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub,
+                           id_rsa.pub, else the first key in ssh-agent. Private keys are never read.
+                           EC2 instances only (not mi-). The scoped credentials then allow exactly
+                           that push, to this instance, for USER. In ssh_config:
+                             ProxyCommand ssmproxy connect --push-key --user %r %h %p
+  --user USER              the instance login name the key is pushed for (required with --push-key)
 
-` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS; AWS_ENDPOINT_URL: both);
+` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS;
+                           AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT: the key push; AWS_ENDPOINT_URL: all);
                            plain http:// endpoints are accepted only on loopback
 
 Exit codes:
@@ -82,11 +91,15 @@ Exit codes:
      or the instance closed it
   2  usage error, or a credential setting that cannot work (role ARN, durations);
      or TARGET matched no instance or several (the candidates are listed);
-     or a port-forwarding document (type LocalPortForwarding) without --via
+     or a port-forwarding document (type LocalPortForwarding) without --via;
+     or --push-key without --user, without a usable public key, to a managed node (mi-),
+     or with --via
   3  credentials missing, refused or expired
-  4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA)
+  4  access denied (IAM), including STS refusing to assume the role (trust policy, MFA),
+     and EC2 Instance Connect refusing the key push
   5  the instance is not connected to Session Manager (also: the one match of a
-     name is not Online)
+     name is not Online); with --push-key, also an instance EC2 Instance Connect
+     does not find or that is not running
   6  the service refused the request (unknown document, bad parameters, ...)
   7  the data channel was lost and could not be resumed, or never completed its handshake;
      or AWS (STS) could not be reached; or the service returned a StreamUrl outside its own
@@ -106,8 +119,10 @@ type connectOptions struct {
 	target, port                                              string
 	// via: an instance that has an agent; target is then a host the
 	// instance reaches (…ToRemoteHost, one smux stream).
-	via    string
-	broker brokerFlags
+	via     string
+	broker  brokerFlags
+	pushKey pushKeyFlag
+	user    string
 }
 
 type countFlag struct{ n *int }
@@ -138,6 +153,8 @@ func parseConnect(args []string) (connectOptions, error) {
 	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
 	fs.BoolVar(&o.signDial, "sign-dial", false, "")
 	fs.StringVar(&o.via, "via", "", "")
+	fs.Var(&o.pushKey, "push-key", "")
+	fs.StringVar(&o.user, "user", "", "")
 	o.broker.register(fs)
 	var pos []string
 	// Flags may come before or after the positional arguments.
@@ -155,6 +172,9 @@ func parseConnect(args []string) (connectOptions, error) {
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
+	}
+	if err := pushKeyPathHint(o.pushKey, pos); err != nil {
+		return o, err
 	}
 	switch len(pos) {
 	case 1:
@@ -174,6 +194,11 @@ func parseConnect(args []string) (connectOptions, error) {
 		if !validDestHost(o.target) {
 			return o, usagef("connect: --via: host %q is not a host name or IP address", o.target)
 		}
+		if o.pushKey.set {
+			// The key would go to the --via instance, not to HOST, which
+			// has no agent and no Instance Connect through it.
+			return o, usagef("connect: --push-key cannot be combined with --via (the key would go to %s, not to %s)", o.via, o.target)
+		}
 		o.document = ssm.DocumentPortForwardingToRemote
 	} else if ssm.IsPortForwardingDocument(o.document) {
 		// Refused before any AWS call; a custom document of the same type
@@ -185,6 +210,9 @@ func parseConnect(args []string) (connectOptions, error) {
 	}
 	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {
 		return o, usagef("connect: durations must be positive")
+	}
+	if err := checkPushKeyFlags(o.pushKey, o.user); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -215,6 +243,16 @@ func cmdConnect(ctx context.Context, args []string) error {
 	}
 	req := o.sessionRequest(log, nil)
 	req.parameters = map[string][]string{"portNumber": {o.port}}
+	if o.pushKey.set {
+		// Before any AWS call: a missing key is a usage error (exit 2).
+		home, _ := os.UserHomeDir()
+		key, err := findPublicKey(o.pushKey.path, home, os.Getenv("SSH_AUTH_SOCK"))
+		if err != nil {
+			return err
+		}
+		req.pushKeyUser = o.user
+		req.hooks = append(req.hooks, pushKeyHook(o.user, key, log))
+	}
 	sess, err := openSession(ctx, req)
 	if err != nil {
 		return err

@@ -62,6 +62,7 @@ func exitCode(err error) int {
 		ur  *unreachableError
 		le  *loginError
 		te  *target.Error
+		pk  *pushKeyError
 	)
 	switch {
 	case err == nil:
@@ -100,6 +101,8 @@ func exitCode(err error) int {
 		return exitCredentials
 	case errors.As(err, &ae):
 		return apiExitCode(ae.Kind)
+	case errors.As(err, &pk):
+		return pk.exit
 	case errors.As(err, &hr):
 		// The document asked for something ssmproxy cannot serve.
 		return exitAPIRefused

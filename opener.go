@@ -42,6 +42,10 @@ type sessionRequest struct {
 	broker          brokerFlags
 	tuning          sessionTuning
 
+	// pushKeyUser, when set, adds EC2 Instance Connect's SendSSHPublicKey
+	// for this OS user to the scoped credentials (pushkey.go).
+	pushKeyUser string
+
 	// hooks run in order once credentials are scoped to the resolved
 	// target and before StartSession; the first error aborts the open.
 	hooks []preSessionHook
@@ -124,6 +128,11 @@ func prepareTarget(ctx context.Context, req sessionRequest) (*scopedTarget, erro
 	id, err := resolveTarget(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	if req.pushKeyUser != "" {
+		if err := checkPushKeyTarget(id); err != nil {
+			return nil, err
+		}
 	}
 	b, cfg, err := scopeCredentials(ctx, req, id)
 	if err != nil {
@@ -219,7 +228,9 @@ func resolveTarget(ctx context.Context, req sessionRequest) (string, error) {
 // byte of the session; later re-mints never prompt.
 func scopeCredentials(ctx context.Context, req sessionRequest, instance string) (*broker.Broker, aws.Config, error) {
 	profile := resolveProfile(ctx, req.profile)
-	b, err := broker.New(ctx, brokerOptions(profile, req.region, req.broker, instance, req.documents(), req.log, os.Stderr))
+	opts := brokerOptions(profile, req.region, req.broker, instance, req.documents(), req.log, os.Stderr)
+	opts.PushKeyUser = req.pushKeyUser
+	b, err := broker.New(ctx, opts)
 	if err != nil {
 		return nil, aws.Config{}, setupFailure(err)
 	}

@@ -78,6 +78,9 @@ type Options struct {
 	// Lookup asks for the read-only scope of target lookups
 	// (LookupPolicy) instead: Target and Documents are then ignored.
 	Lookup bool
+	// PushKeyUser adds EC2 Instance Connect's SendSSHPublicKey on Target
+	// for this OS user to the session policy (Scope.PushKeyUser).
+	PushKeyUser string
 
 	// Keyring opens the secret store; persistent excludes volatile backends
 	// (for long-term keys). Default: keyring.Open with KeyringBackend.

@@ -28,6 +28,10 @@ type Scope struct {
 	// Lookup makes the scope the read-only one of target lookups
 	// (LookupPolicy) instead of the per-target session scope.
 	Lookup bool
+	// PushKeyUser, when set, adds ec2-instance-connect:SendSSHPublicKey on
+	// Target for this OS user only (docs/credentials.md section 6); Target
+	// must then be an EC2 instance (i-…).
+	PushKeyUser string
 }
 
 // normalDocuments is the sorted, de-duplicated document list of a scope
@@ -89,6 +93,13 @@ func SessionPolicy(s Scope, roleSessionName string) (string, error) {
 		{Sid: "OwnDataChannel", Effect: "Allow", Action: "ssmmessages:OpenDataChannel", Resource: sessions},
 		{Sid: "ResumeTerminateOwn", Effect: "Allow", Action: []string{"ssm:ResumeSession", "ssm:TerminateSession"}, Resource: sessions},
 	}}
+	if s.PushKeyUser != "" {
+		st, err := pushKeyStatement(part, s)
+		if err != nil {
+			return "", err
+		}
+		p.Statement = append(p.Statement, st)
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return "", fmt.Errorf("render session policy: %w", err)
@@ -126,6 +137,18 @@ func scopePolicy(s Scope, roleSessionName string) (string, error) {
 		return LookupPolicy(), nil
 	}
 	return SessionPolicy(s, roleSessionName)
+}
+
+// pushKeyStatement allows EC2 Instance Connect's SendSSHPublicKey on the
+// one target instance, for the one OS user (the ec2:osuser condition), so
+// the credentials cannot push a key anywhere else.
+func pushKeyStatement(partition string, s Scope) (policyStatement, error) {
+	if !strings.HasPrefix(s.Target, "i-") {
+		return policyStatement{}, fmt.Errorf("a key push needs an EC2 instance target (i-…), not %q", s.Target)
+	}
+	return policyStatement{Sid: "PushKeyForUser", Effect: "Allow", Action: "ec2-instance-connect:SendSSHPublicKey",
+		Resource:  fmt.Sprintf("arn:%s:ec2:%s:%s:instance/%s", partition, s.Region, s.Account, s.Target),
+		Condition: map[string]any{"StringEquals": map[string]string{"ec2:osuser": s.PushKeyUser}}}, nil
 }
 
 // hashString is a short, stable SHA-256 digest for file names and keys.

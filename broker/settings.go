@@ -168,7 +168,7 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 		return nil, awsconf.ErrNoRegion
 	}
 
-	s.scope = Scope{Region: s.region, Target: o.Target, Documents: normalDocuments(o.Documents)}
+	s.scope = Scope{Region: s.region, Target: o.Target, Documents: normalDocuments(o.Documents), PushKeyUser: o.PushKeyUser}
 	if o.Lookup {
 		s.scope = Scope{Region: s.region, Lookup: true}
 	}
@@ -188,8 +188,14 @@ func resolveSettings(ctx context.Context, o Options) (*settings, error) {
 // learned from the source's identity, which needs an STS call; hashing the
 // inputs keeps the cache hit free of any call, and the entry records the
 // policy's own hash. The lookup scope (LookupPolicy) has a key of its own.
+// A key-push user is an input too (credentials minted without its
+// statement must not serve a push); it is appended only when set, so every
+// other entry keeps its key.
 func (s *settings) cacheKey(source string) string {
 	parts := []string{"v2", source, s.profile, s.roleARN, s.region, s.scope.Account, s.scope.Target, strings.Join(s.scope.Documents, ","), s.sessionName}
+	if s.scope.PushKeyUser != "" {
+		parts = append(parts, "push-key-user", s.scope.PushKeyUser)
+	}
 	if s.scope.Lookup {
 		// Its own entry: lookup credentials must never start a session,
 		// nor session credentials be taken for lookups.

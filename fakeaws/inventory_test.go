@@ -2,7 +2,6 @@ package fakeaws
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -16,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/aws/smithy-go"
 
 	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 )
@@ -47,14 +45,6 @@ func (ts *TestServer) ssmClient(c aws.Config) *ssm.Client {
 
 func (ts *TestServer) ec2Client(c aws.Config) *ec2.Client {
 	return ec2.NewFromConfig(c, func(o *ec2.Options) { o.BaseEndpoint = aws.String(ts.URL()) })
-}
-
-func errCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }
 
 func ssmIDs(t *testing.T, c *ssm.Client, filters ...ssmtypes.InstanceInformationStringFilter) ([]string, int) {

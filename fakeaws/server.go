@@ -93,6 +93,17 @@ type Options struct {
 	// DescribeInstances whatever MaxResults asks (both services document
 	// that a page may hold fewer items); default DefaultPageSize.
 	PageSize int
+
+	// EC2 Instance Connect (docs/fakeaws.md 3.3). EICAuthorizedKeys, if
+	// set, is a file the live pushed keys are written to (authorized_keys
+	// format, 0600, rewritten atomically; emptied at Start); EICUser limits
+	// it to the keys pushed for that OS user ("" every user). EICKeyTTL is
+	// how long a key lives (default 60 s, the service's). EICAcceptECDSA
+	// accepts ECDSA keys, which AWS does not document (default: refused).
+	EICAuthorizedKeys string
+	EICUser           string
+	EICKeyTTL         time.Duration
+	EICAcceptECDSA    bool
 }
 
 // Publication is the pause/start_publication variant (Options.Publication).
@@ -180,6 +191,9 @@ func (o Options) withDefaults() Options {
 	if o.PageSize <= 0 {
 		o.PageSize = DefaultPageSize
 	}
+	if o.EICKeyTTL <= 0 {
+		o.EICKeyTTL = DefaultEICKeyTTL
+	}
 	return o
 }
 
@@ -204,6 +218,7 @@ type Server struct {
 	upFault   upgradeFault
 	legDrops  int
 	closed    bool
+	eic       eicKeys
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -265,6 +280,9 @@ func (s *Server) Start(apiAddr string) error {
 	}
 	if apiAddr == "" {
 		apiAddr = "127.0.0.1:0"
+	}
+	if err := s.startEIC(); err != nil {
+		return err
 	}
 	var err error
 	if s.apiLn, err = net.Listen("tcp", apiAddr); err != nil {
@@ -344,7 +362,8 @@ func (s *Server) SetTargetConnected(id string, connected bool) {
 }
 
 // Env returns the environment a child process needs to use the fake with
-// the given credential: region, the SSM and STS endpoints, and keys.
+// the given credential: region, the SSM, STS and EC2 Instance Connect
+// endpoints, and keys.
 func (s *Server) Env(c iam.Credential) []string {
 	env := []string{
 		"AWS_REGION=" + s.opts.Region,
@@ -352,6 +371,7 @@ func (s *Server) Env(c iam.Credential) []string {
 		"AWS_ENDPOINT_URL_SSM=" + s.URL(),
 		"AWS_ENDPOINT_URL_STS=" + s.URL(),
 		"AWS_ENDPOINT_URL_EC2=" + s.URL(),
+		"AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT=" + s.URL(),
 		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
 		"FAKEAWS_URL=" + s.URL(),

@@ -19,8 +19,8 @@ const jsonContentType = "application/x-amz-json-1.1"
 
 var documentNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_\-.:/]{3,128}$`)
 
-// handleAPI serves POST / for both STS (awsquery, dispatched on Action) and
-// SSM (JSON 1.1, dispatched on X-Amz-Target).
+// handleAPI serves POST / for STS (awsquery, dispatched on Action), SSM and
+// EC2 Instance Connect (JSON 1.1, dispatched on X-Amz-Target).
 func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 	if isEC2Request(r) {
 		s.handleEC2(w, r)
@@ -32,6 +32,10 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target := r.Header.Get("X-Amz-Target")
+	if strings.HasPrefix(target, eicTargetPrefix) {
+		s.handleEIC(w, r)
+		return
+	}
 	op := strings.TrimPrefix(target, "AmazonSSM.")
 	rec := &statusRecorder{ResponseWriter: w, status: 200}
 	defer func() { s.stats.apiCall(op, rec.status) }()

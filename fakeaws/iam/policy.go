@@ -12,13 +12,21 @@ import (
 // A small evaluator for inline session policies, enough to check the
 // least-privilege policy of docs/credentials.md section 6 against the calls the
 // fake SSM and MGS see. It is deliberately not IAM: no policy variables, no
-// NotPrincipal, and only the one condition the fake can vouch for. Anything it
+// NotPrincipal, and only the conditions the fake can vouch for. Anything it
 // does not understand fails closed: an Allow with an unknown condition does
 // not allow, a Deny with one still denies.
 
-// documentCheckKey is the only condition key the fake can evaluate: it always
-// performs the session-document access check, so the key is "true".
+// documentCheckKey is a condition key the fake can always evaluate: it
+// always performs the session-document access check, so the key is "true".
 const documentCheckKey = "ssm:SessionDocumentAccessCheck"
+
+// contextKeys are the request context keys some call supplies (through
+// AllowedWith), lowercased. A string condition on one of them is evaluated
+// as IAM does, with the key absent from calls that do not supply it; a
+// condition on any other key stays unknown (fail closed).
+var contextKeys = map[string]bool{
+	"ec2:osuser": true, // ec2-instance-connect:SendSSHPublicKey's InstanceOSUser
+}
 
 type policyDoc struct {
 	statements []statement
@@ -41,12 +49,22 @@ func ValidatePolicy(policy string) error {
 // Allowed evaluates an inline session policy for action on resource. An
 // explicit Deny wins, then any Allow; nothing matching means denied. Action
 // and Resource may be a string or a list; "*" and "?" are wildcards, matched
-// case-insensitively for actions and case-sensitively for resources. The only
-// condition honoured is BoolIfExists (or Bool) ssm:SessionDocumentAccessCheck
-// "true", which holds because the fake always performs the document check;
+// case-insensitively for actions and case-sensitively for resources. The
+// conditions honoured are BoolIfExists (or Bool) ssm:SessionDocumentAccessCheck
+// "true", which holds because the fake always performs the document check,
+// and string conditions on the context keys of AllowedWith (absent here);
 // any other condition makes an Allow not match and a Deny match. An empty
 // policy means "no session policy", which allows everything.
 func Allowed(policy, action, resource string) (bool, error) {
+	return AllowedWith(policy, action, resource, nil)
+}
+
+// AllowedWith is Allowed for a call that supplies request context keys
+// (lowercased name → value), such as ec2:osuser for SendSSHPublicKey. Only
+// the keys in contextKeys are understood: StringEquals, StringLike and their
+// IfExists forms on them hold as in IAM (any listed value matches; an absent
+// key fails the plain forms and passes the IfExists ones).
+func AllowedWith(policy, action, resource string, keys map[string]string) (bool, error) {
 	if strings.TrimSpace(policy) == "" {
 		return true, nil
 	}
@@ -59,7 +77,7 @@ func Allowed(policy, action, resource string) (bool, error) {
 		if !st.matchesRequest(action, resource) {
 			continue
 		}
-		known, holds := st.evalConditions()
+		known, holds := st.evalConditions(keys)
 		if st.effect == "Deny" {
 			if !known || holds {
 				return false, nil
@@ -86,24 +104,53 @@ func (st statement) matchesRequest(action, resource string) bool {
 }
 
 // evalConditions reports whether every condition is one the fake knows
-// (known) and whether they all hold.
-func (st statement) evalConditions() (known, holds bool) {
+// (known) and whether they all hold, given the call's context keys.
+func (st statement) evalConditions(keys map[string]string) (known, holds bool) {
 	holds = true
-	for op, keys := range st.condition {
-		for key, vals := range keys {
-			if (op != "BoolIfExists" && op != "Bool") || !strings.EqualFold(key, documentCheckKey) {
+	for op, conds := range st.condition {
+		for key, vals := range conds {
+			k, h := evalCondition(op, key, vals, keys)
+			if !k {
 				return false, false
 			}
-			ok := false
-			for _, v := range vals {
-				if strings.EqualFold(v, "true") {
-					ok = true
-				}
-			}
-			holds = holds && ok
+			holds = holds && h
 		}
 	}
 	return true, holds
+}
+
+// evalCondition evaluates one operator/key pair; known is false for
+// anything the fake cannot vouch for.
+func evalCondition(op, key string, vals []string, keys map[string]string) (known, holds bool) {
+	if strings.EqualFold(key, documentCheckKey) {
+		if op != "BoolIfExists" && op != "Bool" {
+			return false, false
+		}
+		for _, v := range vals {
+			if strings.EqualFold(v, "true") {
+				return true, true
+			}
+		}
+		return true, false
+	}
+	lk := strings.ToLower(key)
+	if !contextKeys[lk] {
+		return false, false
+	}
+	base, ifExists := strings.CutSuffix(op, "IfExists")
+	if base != "StringEquals" && base != "StringLike" {
+		return false, false
+	}
+	got, present := keys[lk]
+	if !present {
+		return true, ifExists
+	}
+	for _, v := range vals {
+		if (base == "StringEquals" && v == got) || (base == "StringLike" && globMatch(v, got)) {
+			return true, true
+		}
+	}
+	return true, false
 }
 
 func anyMatch(patterns []string, s string, fold bool) bool {

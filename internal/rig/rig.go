@@ -219,7 +219,12 @@ func KeyPair(path string) error {
 
 // StartSSHD runs OpenSSH's sshd in the foreground on a free loopback port,
 // with keys and configuration in dir (which must be private to this run).
-func StartSSHD(dir string) (*SSHD, error) {
+func StartSSHD(dir string) (*SSHD, error) { return StartSSHDKeys(dir, "") }
+
+// StartSSHDKeys is StartSSHD with AuthorizedKeysFile set to authorizedKeys
+// (an absolute path; "" means dir/authorized_keys holding UserKey), e.g. the
+// file bin/fakeaws -eic-authorized-keys writes pushed keys to.
+func StartSSHDKeys(dir, authorizedKeys string) (*SSHD, error) {
 	sshdPath, err := SSHDPath()
 	if err != nil {
 		return nil, err
@@ -242,6 +247,9 @@ func StartSSHD(dir string) (*SSHD, error) {
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
 		return nil, err
 	}
+	if authorizedKeys == "" {
+		authorizedKeys = filepath.Join(dir, "authorized_keys")
+	}
 	if os.Geteuid() == 0 {
 		_ = os.MkdirAll("/run/sshd", 0o755) // privilege separation directory
 	}
@@ -252,7 +260,7 @@ func StartSSHD(dir string) (*SSHD, error) {
 	conf := fmt.Sprintf(`Port %s
 ListenAddress 127.0.0.1
 HostKey %[2]s/host
-AuthorizedKeysFile %[2]s/authorized_keys
+AuthorizedKeysFile %[3]s
 PidFile %[2]s/sshd.pid
 UsePAM no
 StrictModes no
@@ -260,7 +268,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
-`, port, dir)
+`, port, dir, authorizedKeys)
 	confPath := filepath.Join(dir, "sshd_config")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err

@@ -28,7 +28,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 func main() {
 	var (
 		addr        = flag.String("addr", "127.0.0.1:0", "listen address for STS, SSM and the admin API (MGS gets its own port on the same host)")
-		envFile     = flag.String("env-file", "", "write `export` lines for a client (AWS_REGION, AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL_STS, keys, FAKEAWS_URL) to this file, mode 0600")
+		envFile     = flag.String("env-file", "", "write `export` lines for a client (AWS_REGION, AWS_ENDPOINT_URL_SSM, _STS and _EC2_INSTANCE_CONNECT, keys, FAKEAWS_URL) to this file, mode 0600")
 		closeEvery  = flag.Duration("close-every", 0, "close data-channel websockets with 1000 \"Bye\" on this period (0: never)")
 		closeLegs   = flag.String("close-legs", "both", "legs the -close-every schedule closes: both, client or agent")
 		realistic   = flag.Bool("realistic-agent", true, "agent with the real agent's quirks (1 KiB + 1 ms pacing, head-only resend, no digest check); false: an ideal agent")
@@ -48,6 +48,10 @@ func main() {
 		giveUp      = flag.String("agent-giveup", string(fakeaws.GiveUpSilent), "what the client sees when the agent stops reconnecting: silent (the real agent just stops) or channel-closed")
 		queue       = flag.Bool("queue-while-absent", false, "MGS variant: queue frames for an absent leg instead of dropping them")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile to this file until the fake stops")
+		eicKeys     = flag.String("eic-authorized-keys", "", "write the keys pushed with EC2 Instance Connect SendSSHPublicKey to this `PATH` (authorized_keys format, mode 0600, emptied at start), each removed when it expires")
+		eicUser     = flag.String("eic-user", "", "with -eic-authorized-keys: write only the keys pushed for this OS `USER` (default: every user)")
+		eicTTL      = flag.Duration("eic-key-ttl", fakeaws.DefaultEICKeyTTL, "how long a pushed key lives (the service's 60 s; shorter for tests)")
+		eicECDSA    = flag.Bool("eic-ecdsa", false, "variant: accept ECDSA keys in SendSSHPublicKey (AWS documents RSA and ED25519 only)")
 		targets     listFlag
 		offline     listFlag
 		roles       listFlag
@@ -81,6 +85,7 @@ func main() {
 		RotateCellNumber: *rotate, StrictCellNumber: *rotate, RequireSignedUpgrade: *requireSign, Log: log,
 		Publication: fakeaws.Publication(*publication), PublicationHeaders: fakeaws.PublicationHeaders(*pubHeaders),
 		AgentGiveUp: fakeaws.AgentGiveUp(*giveUp), QueueWhileAbsent: *queue, PageSize: *pageSize,
+		EICAuthorizedKeys: *eicKeys, EICUser: *eicUser, EICKeyTTL: *eicTTL, EICAcceptECDSA: *eicECDSA,
 	})
 	var specs []fakeaws.Target
 	for _, t := range targets {
