@@ -23,7 +23,8 @@ import (
 const forwardHelp = `Usage: ssmproxy forward [flags] TARGET -L [BIND:]LPORT:HOST:RPORT [-L ...] [-D [BIND:]PORT]
 
 Forwards local TCP ports (or unix sockets) through Session Manager port
-sessions, without sshd on the instance:
+sessions, without sshd on the instance. TARGET takes every form connect
+takes: an instance id, a name, tag:KEY=VALUE, a private address or DNS name.
 
   ssmproxy forward i-0123456789abcdef0 -L 5432:db.internal:5432
   ssmproxy forward i-0123456789abcdef0 -L 8080:localhost:80 -L 0:10.0.1.5:443

@@ -62,7 +62,8 @@ Flags:
   --document NAME          session document (default AWS-StartSSHSession); port-forwarding
                            documents (type LocalPortForwarding) are refused: use --via or
                            "ssmproxy forward"
-  --via INSTANCE           reach HOST:PORT, a host without an agent, through INSTANCE
+  --via INSTANCE           reach HOST:PORT, a host without an agent, through INSTANCE (any
+                           TARGET form)
                            (AWS-StartPortForwardingSessionToRemoteHost, one smux stream):
                              Host 10.0.* db-*
                                  ProxyCommand ssmproxy connect --via i-0123456789abcdef0 %h %p
