@@ -84,10 +84,24 @@ func (fw *forwarder) stop() int {
 	return fw.cmd.ProcessState.ExitCode()
 }
 
+// echoPort is a loopback echo service the fake agent can dial.
+func echoPort(t *testing.T) string { return fakeaws.Listen(t, fakeaws.Echo) }
+
+// echoStall is echoConn that also returns the longest wait for an echo.
+func echoStall(addr string, chunk int, interval, d time.Duration) (time.Duration, error) {
+	var worst time.Duration
+	_, err := echoConnTimed(addr, chunk, interval, d, func(w time.Duration) { worst = max(worst, w) })
+	return worst, err
+}
+
 // echoConn moves data both ways through one connection for d: chunk bytes
 // every interval, each echoed back, and compares the SHA-256 of everything
 // sent with everything received.
 func echoConn(addr string, chunk int, interval, d time.Duration) (int64, error) {
+	return echoConnTimed(addr, chunk, interval, d, func(time.Duration) {})
+}
+
+func echoConnTimed(addr string, chunk int, interval, d time.Duration, waited func(time.Duration)) (int64, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return 0, err
@@ -103,9 +117,11 @@ func echoConn(addr string, chunk int, interval, d time.Duration) (int64, error) 
 			return n, fmt.Errorf("after %d bytes: write: %w", n, err)
 		}
 		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		asked := time.Now()
 		if _, err := io.ReadFull(c, back); err != nil {
 			return n, fmt.Errorf("after %d bytes: read: %w", n, err)
 		}
+		waited(time.Since(asked))
 		got.Write(back)
 		n += int64(chunk)
 		if time.Since(start) >= d {

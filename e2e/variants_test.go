@@ -41,8 +41,9 @@ var variantRows = []struct {
 const maxStall = 4 * time.Second
 
 // TestVariantMatrix runs an interactive ssh session (commands with idle
-// gaps longer than the close period, so keystrokes arrive while paused) and
-// rsync each way under every row, with the realistic agent (head-only
+// gaps longer than the close period, so keystrokes arrive while paused),
+// rsync each way and 8 connections through `ssmproxy forward` (mux mode,
+// issue 8) under every row, with the realistic agent (head-only
 // resend, paced), checking every byte and the longest stall. Each cell logs
 // one "matrix |" line; together they are the table of issue 7. Rows run one
 // after another: stalls are timings, and on two cores a second row's rsync
@@ -73,6 +74,8 @@ func TestVariantMatrix(t *testing.T) {
 				err = fmt.Errorf("download checksum differs")
 			}
 			cells = append(cells, cell(stall, err))
+			stall, err = forwardStall(t, env)
+			cells = append(cells, cell(stall, err))
 			st := f.stats()
 			t.Logf("matrix | %s | closes %d, ResumeSession %v", strings.Join(cells, " | "), st.ScheduledCloses, st.API["ResumeSession"])
 			for _, c := range cells[1:] {
@@ -85,6 +88,36 @@ func TestVariantMatrix(t *testing.T) {
 			}
 		})
 	}
+}
+
+// forwardStall runs `ssmproxy forward` (mux mode) under the row: 8
+// connections each echo 2 KiB every 200 ms for 7 s, across two or three
+// agent-leg closes; it returns the longest wait for an echo.
+func forwardStall(t *testing.T, env []string) (time.Duration, error) {
+	port := echoPort(t)
+	fw := startForward(t, env, 1, target, "-L", "0:localhost:"+port)
+	defer fw.stop()
+	type res struct {
+		stall time.Duration
+		err   error
+	}
+	results := make(chan res, 8)
+	for range 8 {
+		go func() {
+			s, err := echoStall(fw.addrs[0], 2048, 200*time.Millisecond, 7*time.Second)
+			results <- res{s, err}
+		}()
+	}
+	var worst time.Duration
+	var first error
+	for range 8 {
+		r := <-results
+		worst = max(worst, r.stall)
+		if first == nil {
+			first = r.err
+		}
+	}
+	return worst, first
 }
 
 func cell(stall time.Duration, err error) string {
