@@ -78,10 +78,10 @@ type muxSession struct {
 	sess *smux.Session
 }
 
-// startMux starts the agent with cfg (type LocalPortForwarding is added),
-// answers the handshake as clientVersion and runs an smux v1 client with the
-// plugin's settings for a modern agent (keepalive off); tune adjusts them.
-func startMux(t *testing.T, cfg Config, clientVersion string, tune func(*smux.Config)) *muxSession {
+// startMuxPeer starts the agent with cfg (type LocalPortForwarding is
+// added), answers the handshake as clientVersion and returns the session with
+// a data peer but no smux client, for tests that write frames by hand.
+func startMuxPeer(t *testing.T, cfg Config, clientVersion string) *muxSession {
 	t.Helper()
 	if cfg.Properties == nil {
 		cfg.Properties = map[string]string{}
@@ -92,21 +92,30 @@ func startMux(t *testing.T, cfg Config, clientVersion string, tune func(*smux.Co
 	l := m.nextLeg(t)
 	handshakeAs(t, l, clientVersion)
 	p := newDataPeer(t, m, l)
-	conn := &peerConn{p: p, closed: make(chan struct{})}
+	return &muxSession{m: m, r: r, p: p}
+}
+
+// startMux is startMuxPeer plus an smux v1 client with the plugin's settings
+// for a modern agent (keepalive off); tune adjusts them.
+func startMux(t *testing.T, cfg Config, clientVersion string, tune func(*smux.Config)) *muxSession {
+	t.Helper()
+	ms := startMuxPeer(t, cfg, clientVersion)
+	ms.conn = &peerConn{p: ms.p, closed: make(chan struct{})}
 	sc := smux.DefaultConfig()
 	sc.KeepAliveDisabled = true
 	if tune != nil {
 		tune(sc)
 	}
-	sess, err := smux.Client(conn, sc)
+	sess, err := smux.Client(ms.conn, sc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ms.sess = sess
 	t.Cleanup(func() {
 		sess.Close()
-		conn.Close()
+		ms.conn.Close()
 	})
-	return &muxSession{m: m, r: r, p: p, conn: conn, sess: sess}
+	return ms
 }
 
 // flags returns the Flag payloads the agent has sent so far.

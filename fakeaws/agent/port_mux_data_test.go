@@ -2,10 +2,16 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +89,109 @@ func firstDiff(a, b []byte) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+// closedPort returns a loopback port nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	return port
+}
+
+// expectStreamClosed opens a stream, writes to it and expects the agent to
+// close it (EOF) after answering ConnectToPortError.
+func expectStreamClosed(t *testing.T, ms *muxSession) {
+	t.Helper()
+	st, err := ms.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Write([]byte("anyone?"))
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := st.Read(make([]byte, 16)); err != io.EOF {
+		t.Fatalf("refused stream: read %d bytes, %v; want EOF", n, err)
+	}
+}
+
+// TestMuxRefusedDialIsPerStream: the agent dials the destination for every
+// accepted stream; the second dial here is refused by the kernel (a closed
+// port). That stream gets ConnectToPortError (a Flag message, 4 bytes big
+// endian 3) and is closed; the streams before and after it work and the
+// session stays.
+func TestMuxRefusedDialIsPerStream(t *testing.T) {
+	echo, closed := echoServer(t), closedPort(t)
+	var dials atomic.Int32
+	var d net.Dialer
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		if dials.Add(1) == 2 {
+			addr = net.JoinHostPort("127.0.0.1", closed)
+		}
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	ms := startMux(t, Config{Properties: map[string]string{"portNumber": echo}, DialTarget: dial}, "1.2.804.0", nil)
+	first, err := ms.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	first.Write([]byte("one"))
+	readExactly(t, first, "one")
+	expectStreamClosed(t, ms)
+	flags := ms.waitFlags(t, 1)
+	if len(flags) != 1 || !bytes.Equal(flags[0], []byte{0, 0, 0, 3}) {
+		t.Fatalf("flags %x, want one ConnectToPortError", flags)
+	}
+	if got, err := echoStream(ms.sess, []byte("three")); err != nil || string(got) != "three" {
+		t.Fatalf("stream after the refusal: %q, %v", got, err)
+	}
+	first.Write([]byte("one again"))
+	readExactly(t, first, "one again")
+	st := ms.r.stats
+	if a, f := st.MuxStreamsAccepted.Load(), st.MuxDialsFailed.Load(); a != 3 || f != 1 {
+		t.Fatalf("streams accepted %d, dials failed %d; want 3 and 1", a, f)
+	}
+	if !ms.running() {
+		t.Fatal("the session ended")
+	}
+}
+
+// TestMuxRemoteHost: the ToRemoteHost document in mux mode (docs/protocol.md
+// 12). A host resolving to a deny-listed address refuses the session before
+// any stream; a host that does not resolve leaves the session up and answers
+// every stream with ConnectToPortError ("missing address"); a resolving host
+// is dialled per stream.
+func TestMuxRemoteHost(t *testing.T) {
+	t.Run("deny-listed", func(t *testing.T) {
+		ms := startMuxPeer(t, Config{Properties: map[string]string{"portNumber": "80", "host": "metadata.internal"},
+			Resolve: fixedResolver("169.254.169.254")}, "1.2.804.0")
+		err := ms.r.wait(t, 10*time.Second)
+		if err == nil || !strings.Contains(err.Error(), "Forwarding to IP address 169.254.169.254 is forbidden") {
+			t.Fatalf("Run = %v", err)
+		}
+	})
+	t.Run("missing-address", func(t *testing.T) {
+		fail := func(context.Context, string) ([]netip.Addr, error) { return nil, errors.New("no such host") }
+		ms := startMux(t, Config{Properties: map[string]string{"portNumber": "80", "host": "db.invalid"}, Resolve: fail}, "1.2.804.0", nil)
+		expectStreamClosed(t, ms)
+		expectStreamClosed(t, ms)
+		if flags := ms.waitFlags(t, 2); len(flags) != 2 {
+			t.Fatalf("flags %x, want two ConnectToPortError", flags)
+		}
+		if !ms.running() {
+			t.Fatal("the session ended")
+		}
+	})
+	t.Run("resolved", func(t *testing.T) {
+		ms := startMux(t, Config{Properties: map[string]string{"portNumber": echoServer(t), "host": "db.internal"},
+			Resolve: fixedResolver("127.0.0.1")}, "1.2.804.0", nil)
+		if got, err := echoStream(ms.sess, []byte("via host")); err != nil || string(got) != "via host" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+	})
 }
