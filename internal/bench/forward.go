@@ -48,6 +48,7 @@ type fwRow struct {
 	cpu       [4]float64 // ssmproxy user+sys seconds per phase
 	total     usage      // ssmproxy's rusage at exit
 	downBytes int64
+	agentRate float64 // bytes/s the fake agent itself sent on the source's session
 }
 
 // fwServers are the sink and the source; both answer plain TCP clients
@@ -352,6 +353,20 @@ func forwardMode(srv *fwServers, ssmproxy, fakeaws, work, name, label string, fa
 			fmt.Printf("warning: the fake saw %d TerminateSession calls in mode %s, want 2 (one per -L)\n", t, name)
 		}
 	}
+	// The source's session is the one the agent sent most on; its first to
+	// last Output spans both downloads (and the short gap between them).
+	var sessions []struct {
+		AgentOutputBytes   int64   `json:"agent_output_bytes"`
+		AgentOutputSeconds float64 `json:"agent_output_seconds"`
+	}
+	if f.GetJSON("/_fake/sessions", &sessions) == nil {
+		var most int64
+		for _, s := range sessions {
+			if s.AgentOutputBytes > most && s.AgentOutputSeconds > 0 {
+				most, row.agentRate = s.AgentOutputBytes, float64(s.AgentOutputBytes)/s.AgentOutputSeconds
+			}
+		}
+	}
 	if vs, verr := f.Violations(); verr == nil && len(vs) > 0 {
 		fmt.Printf("warning: fakeaws recorded %d protocol violations in forward mode %s (first: %s %s)\n", len(vs), name, vs[0].Code, vs[0].Detail)
 	}
@@ -406,6 +421,9 @@ func runForward(ssmproxy, fakeaws, work string, sizeMB, realMB int) error {
 	ceiling := pacingCeiling()
 	fmt.Printf("realistic download vs the agent's pacing ceiling (%.3f MB/s for the whole session): %.0f%% (1 conn), %.0f%% (8 conns)\n",
 		ceiling/1e6, 100*paced.mbs[2]*1e6/ceiling, 100*paced.mbs[3]*1e6/ceiling)
+	if paced.agentRate > 0 {
+		fmt.Printf("the fake agent's own send rate over both realistic downloads (smux frames included): %.3f MB/s\n", paced.agentRate/1e6)
+	}
 	return nil
 }
 
