@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +115,11 @@ func (p *muxPort) start() error {
 // a fresh private directory (the agent listens on <session dir>/<fnv>_mux.sock).
 // The socket file and directory are removed as soon as both ends exist.
 func socketPair() (a, b net.Conn, err error) {
-	dir, err := os.MkdirTemp("", "fakeaws-mux-")
+	base := os.TempDir()
+	if len(base) > 64 && runtime.GOOS != "windows" {
+		base = "/tmp" // a socket path has room for about 100 bytes
+	}
+	dir, err := os.MkdirTemp(base, "fakeaws-mux-")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -214,7 +219,9 @@ func (p *muxPort) pump() {
 			}
 		}
 		if err != nil {
-			if !p.isClosed() {
+			// A dead smux session is reported by the accept loop, which
+			// knows why (keepalive, protocol error).
+			if !p.isClosed() && !p.sess.IsClosed() {
 				p.s.end(fmt.Errorf("Unable to read from connection: %w", err))
 			}
 			return

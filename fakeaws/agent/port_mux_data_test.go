@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/xtaci/smux"
+
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // echoStream opens a stream, writes data while reading its echo, and
@@ -192,6 +195,160 @@ func TestMuxRemoteHost(t *testing.T) {
 			Resolve: fixedResolver("127.0.0.1")}, "1.2.804.0", nil)
 		if got, err := echoStream(ms.sess, []byte("via host")); err != nil || string(got) != "via host" {
 			t.Fatalf("echo: %q, %v", got, err)
+		}
+	})
+}
+
+// slowSink accepts one connection, reads size bytes at about rate bytes per
+// second through a small receive buffer, and answers their SHA-256.
+func slowSink(t *testing.T, size, rate int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		h := sha256.New()
+		buf := make([]byte, 16<<10)
+		tick := time.Duration(len(buf)) * time.Second / time.Duration(rate)
+		for n := 0; n < size; {
+			k, err := c.Read(buf[:min(len(buf), size-n)])
+			h.Write(buf[:k])
+			n += k
+			if err != nil {
+				return
+			}
+			select {
+			case <-stop: // the test is over: do not drain kernel buffers
+				return
+			case <-time.After(tick * time.Duration(k) / time.Duration(len(buf))):
+			}
+		}
+		c.Write(h.Sum(nil))
+		io.Copy(io.Discard, c)
+	}()
+	t.Cleanup(func() { close(stop); ln.Close(); <-done })
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// smallBufferDial dials with a 16 KiB send buffer, so that a slow
+// destination's backlog stays in the agent's smux rather than in the kernel.
+func smallBufferDial(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
+// TestMuxSlowDestination: a destination reading about 1 MiB/s while the
+// client pushes 8 MiB into one stream. The agent's smux holds what the
+// destination has not taken, up to its 4 MiB receive buffer; beyond that it
+// stops reading the socket, the agent's writes into it block, and its acks
+// wait (the back-pressure a real session gets). The session stays up, every
+// byte arrives (the destination's SHA-256 matches), and the peak buffered
+// inside the agent is reported: above zero and at most smux's 4 MiB plus
+// one frame, the socket buffer and one 64 KiB Output batch (1 MiB slack).
+// Kernel buffering toward the destination is kept small (16 KiB each way)
+// so that smux, not TCP, holds the backlog. 64 KiB/s would take 128 s; at
+// 1 MiB/s the test takes about 8 s.
+func TestMuxSlowDestination(t *testing.T) {
+	const size, rate = 8 << 20, 1 << 20
+	port := slowSink(t, size, rate)
+	ms := startMux(t, Config{Properties: map[string]string{"portNumber": port}, DialTarget: smallBufferDial}, "1.2.804.0", nil)
+	st, err := ms.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	data := randomBytes(size, 42)
+	start := time.Now()
+	if _, err := st.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, sha256.Size)
+	st.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.ReadFull(st, got); err != nil {
+		t.Fatalf("reading the digest: %v (session running: %v)", err, ms.running())
+	}
+	if want := sha256.Sum256(data); !bytes.Equal(got, want[:]) {
+		t.Fatal("the destination's SHA-256 differs from what the client sent")
+	}
+	if !ms.running() {
+		t.Fatal("the session ended")
+	}
+	peak := ms.r.stats.MuxBufferedPeak.Load()
+	t.Logf("8 MiB through a 1 MiB/s destination in %v; peak buffered inside the agent's smux: %d bytes (%.2f MiB)",
+		time.Since(start).Round(time.Millisecond), peak, float64(peak)/(1<<20))
+	if peak <= 0 || peak > 5<<20 {
+		t.Fatalf("peak buffered %d, want 0 < peak <= 5 MiB", peak)
+	}
+	if v := ms.r.viol.all(); len(v) != 0 {
+		t.Fatalf("violations %v", v)
+	}
+}
+
+// TestMuxShutdown: ending the session stops every goroutine of mux mode
+// (accept loop, pump, stream copies, smux's own) and closes every target
+// connection, whatever they are blocked on; the harness's leak check
+// (checkNoLeaks, run by startAgent's cleanup) counts the fake's goroutines
+// and smux's.
+func TestMuxShutdown(t *testing.T) {
+	t.Run("cancel-while-blocked", func(t *testing.T) {
+		// Stream 1 fills the agent's smux through a 64 KiB/s destination,
+		// so the reader blocks writing into the socket; stream 2's dial
+		// hangs, so the accept loop blocks in it.
+		sink := slowSink(t, 8<<20, 64<<10)
+		var dials atomic.Int32
+		dial := func(ctx context.Context, addr string) (net.Conn, error) {
+			if dials.Add(1) == 2 {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return smallBufferDial(ctx, addr)
+		}
+		ms := startMux(t, Config{Properties: map[string]string{"portNumber": sink}, DialTarget: dial}, "1.2.804.0", nil)
+		first, err := ms.sess.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go first.Write(randomBytes(6<<20, 7))
+		if !ms.p.waitFor(20*time.Second, func() bool { return ms.r.stats.MuxBuffered.Load() > 3<<20 }) {
+			t.Fatalf("the agent's smux never filled: %d bytes", ms.r.stats.MuxBuffered.Load())
+		}
+		if _, err := ms.sess.OpenStream(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		ms.r.cancel()
+		ms.r.wait(t, 5*time.Second)
+	})
+	t.Run("terminate-session-flag", func(t *testing.T) {
+		ms := startMux(t, Config{Properties: map[string]string{"portNumber": echoServer(t)}}, "1.2.804.0", nil)
+		for i := range 3 {
+			st, err := ms.sess.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			msg := fmt.Sprint("stream ", i)
+			st.Write([]byte(msg))
+			readExactly(t, st, msg)
+		}
+		var flag [4]byte
+		binary.BigEndian.PutUint32(flag[:], uint32(wire.FlagTerminateSession))
+		ms.p.sendMsg(wire.PayloadFlag, flag[:])
+		if err := ms.r.wait(t, 5*time.Second); err != nil {
+			t.Fatalf("Run = %v, want nil after TerminateSession", err)
 		}
 	})
 }

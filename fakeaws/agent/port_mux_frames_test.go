@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/xtaci/smux"
+
+	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // smuxFrame builds one smux frame by hand: version, cmd, length (LE), stream
@@ -144,5 +146,31 @@ func TestMuxKeepAliveByClientVersion(t *testing.T) {
 				t.Fatalf("echo after idling: %q, %v", got, err)
 			}
 		})
+	}
+}
+
+// TestMuxFlags: in mux mode the agent acts only on TerminateSession
+// (TestMuxShutdown); DisconnectToPort is acked and ignored, recorded once as
+// a warning because the client expected something to close; a malformed
+// flag is recorded as in basic mode. Streams keep working.
+func TestMuxFlags(t *testing.T) {
+	ms := startMux(t, Config{Properties: map[string]string{"portNumber": echoServer(t)}}, "1.2.804.0", nil)
+	st, err := ms.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Write([]byte("before"))
+	readExactly(t, st, "before")
+	ms.p.sendMsg(wire.PayloadFlag, []byte{0, 0, 0, 1}) // DisconnectToPort
+	ms.p.sendMsg(wire.PayloadFlag, []byte{0, 0, 0, 1})
+	ms.p.sendMsg(wire.PayloadFlag, []byte{0, 1})
+	st.Write([]byte("after"))
+	readExactly(t, st, "after")
+	if v := ms.r.viol.all(); len(v) != 2 || v[0] != "warning/disconnect-to-port-in-mux" || v[1] != "error/malformed-flag" {
+		t.Fatalf("violations %v", v)
+	}
+	if !ms.running() {
+		t.Fatal("the session ended")
 	}
 }
