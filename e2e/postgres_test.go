@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,8 +29,9 @@ import (
 // postgres is a throwaway PostgreSQL server on 127.0.0.1, from Debian's
 // postgresql package.
 type postgres struct {
-	bin  string // the server's bin directory (initdb, postgres, psql, pgbench)
-	port string
+	bin   string // the server's bin directory (initdb, postgres, psql, pgbench)
+	port  string
+	psqls atomic.Int64 // psql processes run
 }
 
 // pgBinDir finds the newest /usr/lib/postgresql/VERSION/bin with initdb
@@ -139,6 +141,7 @@ func (pg *postgres) psql(ctx context.Context, port, stdin string, args ...string
 		append([]string{"-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "postgres"}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "PGCONNECT_TIMEOUT=20"}
 	cmd.Stdin = strings.NewReader(stdin)
+	pg.psqls.Add(1)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -289,6 +292,14 @@ func TestForwardPostgres(t *testing.T) {
 	if n := st.API["StartSession"]["200"]; n != 1 {
 		t.Errorf("%d StartSession calls, want 1: every connection rides the one session", n)
 	}
+	// Each psql (and each pgbench client) is one smux stream the agent
+	// accepted and dialled.
+	if n, want := st.MuxStreamsAccepted, pg.psqls.Load(); n < want || st.MuxDialsFailed != 0 {
+		t.Errorf("the fake agent accepted %d smux streams (%d dials failed), want at least %d (one per psql) and no failure",
+			n, st.MuxDialsFailed, want)
+	}
+	t.Logf("%d psql processes, %d smux streams accepted, peak %d KiB buffered in the agent's smux",
+		pg.psqls.Load(), st.MuxStreamsAccepted, st.MuxBufferedPeak>>10)
 	checkNoViolations(t, f)
 }
 

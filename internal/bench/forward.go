@@ -43,12 +43,13 @@ var fwPhases = []struct {
 
 // fwRow is one line of the forward table.
 type fwRow struct {
-	label     string
-	mbs       [4]float64 // by fwPhases
-	cpu       [4]float64 // ssmproxy user+sys seconds per phase
-	total     usage      // ssmproxy's rusage at exit
-	downBytes int64
-	agentRate float64 // bytes/s the fake agent itself sent on the source's session
+	label               string
+	mbs                 [4]float64 // by fwPhases
+	cpu                 [4]float64 // ssmproxy user+sys seconds per phase
+	total               usage      // ssmproxy's rusage at exit
+	downBytes           int64
+	agentRate           float64 // bytes/s the fake agent itself sent on the source's session
+	muxStreams, muxPeak int64   // smux streams the fake agent accepted; peak bytes buffered in its smux
 }
 
 // fwServers are the sink and the source; both answer plain TCP clients
@@ -352,6 +353,7 @@ func forwardMode(srv *fwServers, ssmproxy, fakeaws, work, name, label string, fa
 		if t := st.API["TerminateSession"]["200"]; t != 2 && err == nil {
 			fmt.Printf("warning: the fake saw %d TerminateSession calls in mode %s, want 2 (one per -L)\n", t, name)
 		}
+		row.muxStreams, row.muxPeak = st.MuxStreamsAccepted, st.MuxBufferedPeak
 	}
 	// The source's session is the one the agent sent most on; its first to
 	// last Output spans both downloads (and the short gap between them).
@@ -413,8 +415,9 @@ func runForward(ssmproxy, fakeaws, work string, sizeMB, realMB int) error {
 	}
 	fmt.Println()
 	for _, r := range []fwRow{ideal, paced} {
-		fmt.Printf("%s: ssmproxy CPU %.2f s user + %.2f s system over the whole process (start, 4 runs, SIGTERM)\n",
-			r.label, r.total.UserSec, r.total.SysSec)
+		fmt.Printf("%s: ssmproxy CPU %.2f s user + %.2f s system over the whole process (start, 4 runs, SIGTERM);\n"+
+			"  the fake agent accepted %d smux streams (want 18), at most %d KiB buffered in one session's smux\n",
+			r.label, r.total.UserSec, r.total.SysSec, r.muxStreams, r.muxPeak>>10)
 	}
 	fmt.Printf("vs plain TCP, ideal agent: upload %.0f%% (1 conn) %.0f%% (8 conns), download %.0f%% (1 conn) %.0f%% (8 conns)\n",
 		100*ideal.mbs[0]/limit.mbs[0], 100*ideal.mbs[1]/limit.mbs[1], 100*ideal.mbs[2]/limit.mbs[2], 100*ideal.mbs[3]/limit.mbs[3])
