@@ -3,7 +3,9 @@
 #   make demo    the main job on the embedded fake (no AWS account needed)
 #   make test    unit, integration and pure-Go end-to-end tests
 #   make e2e     end-to-end tests with the real OpenSSH ssh/scp/sshd and rsync
-#   make bench   throughput, CPU, RSS and latency against plain ssh
+#   make bench   throughput, CPU, RSS and latency against plain ssh, then
+#                forward with 1 and 8 connections against plain TCP
+#                (BENCHFLAGS, e.g. "-only forward -forward-mb 16")
 #   make soak    the long haul: SOAK_SIZE (default 1G) each way with rsync plus
 #                an interactive ssh session under one mixed fault plan; ends
 #                with "soak: ok" or "soak: FAIL" (SOAK_CRED_TTL, SOAK_LIFETIMES)

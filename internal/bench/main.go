@@ -1,7 +1,9 @@
 // Command bench measures ssmproxy as ssh's ProxyCommand against bin/fakeaws:
 // upload and download throughput of a large file with the realistic and the
 // ideal (unpaced) agent, ssmproxy's CPU time and peak RSS, session start
-// latency, and plain ssh over loopback TCP as the limit, in one run.
+// latency, and plain ssh over loopback TCP as the limit, in one run. Then
+// `ssmproxy forward` throughput with 1 and 8 connections against plain
+// loopback TCP (forward.go).
 //
 // It is run by `make bench`; it is not a test and asserts nothing.
 package main
@@ -42,12 +44,26 @@ func main() {
 		sizeMB   = flag.Int("mb", 256, "transfer size in MiB")
 		realMB   = flag.Int("realistic-download-mb", 0, "download size with the paced agent (default: -mb)")
 		latencyN = flag.Int("latency-runs", 7, "sessions for the start-latency median")
+		fwMB     = flag.Int("forward-mb", 64, "forward: MiB per run (one connection, or split over 8)")
+		fwRealMB = flag.Int("forward-realistic-download-mb", 8, "forward: download MiB per run with the paced agent (~1 MB/s per session)")
+		only     = flag.String("only", "", "run only this part: ssh or forward (default: both)")
 	)
 	flag.Parse()
 	if *realMB == 0 {
 		*realMB = *sizeMB
 	}
-	if err := run(*bin, *sizeMB, *realMB, *latencyN); err != nil {
+	if *only != "" && *only != "ssh" && *only != "forward" {
+		fmt.Fprintln(os.Stderr, "bench: -only takes ssh or forward")
+		os.Exit(2)
+	}
+	err := error(nil)
+	if *only != "forward" {
+		err = run(*bin, *sizeMB, *realMB, *latencyN)
+	}
+	if err == nil && *only != "ssh" {
+		err = runForwardBench(*bin, *fwMB, *fwRealMB)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
