@@ -92,15 +92,7 @@ func parseForward(args []string) (forwardOptions, error) {
 	o := forwardOptions{}
 	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.profile, "profile", "", "")
-	fs.StringVar(&o.region, "region", "", "")
-	fs.StringVar(&o.reason, "reason", "", "")
-	fs.StringVar(&o.logFile, "log-file", "", "")
-	fs.StringVar(&o.clientVersion, "client-version", ssm.DefaultClientVersion, "")
-	fs.Var(countFlag{&o.verbosity}, "v", "")
-	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
-	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
-	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+	o.registerSession(fs)
 	fs.BoolVar(&o.quiet, "quiet", false, "")
 	// A bad -L or -D is reported in its own words, not in the flag
 	// package's "invalid value" wrapper.
@@ -117,22 +109,9 @@ func parseForward(args []string) (forwardOptions, error) {
 		specErr = cmp.Or(specErr, err)
 		return nil
 	}}, "D", "")
-	o.broker.register(fs)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if err == flag.ErrHelp {
-				_, _ = io.WriteString(os.Stderr, forwardHelp)
-				return o, errHelpShown
-			}
-			return o, usagef("forward: %v", err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+	pos, err := parseInterleaved(fs, args, forwardHelp)
+	if err != nil {
+		return o, err
 	}
 	if specErr != nil {
 		return o, specErr

@@ -143,36 +143,14 @@ func parseConnect(args []string) (connectOptions, error) {
 	o := connectOptions{document: ssm.DocumentSSH}
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.profile, "profile", "", "")
-	fs.StringVar(&o.region, "region", "", "")
 	fs.StringVar(&o.document, "document", ssm.DocumentSSH, "")
-	fs.StringVar(&o.reason, "reason", "", "")
-	fs.StringVar(&o.logFile, "log-file", "", "")
-	fs.StringVar(&o.clientVersion, "client-version", ssm.DefaultClientVersion, "")
-	fs.Var(countFlag{&o.verbosity}, "v", "")
-	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
-	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
-	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+	o.registerSession(fs)
 	fs.StringVar(&o.via, "via", "", "")
 	fs.Var(&o.pushKey, "push-key", "")
 	fs.StringVar(&o.user, "user", "", "")
-	o.broker.register(fs)
-	var pos []string
-	// Flags may come before or after the positional arguments.
-	for {
-		if err := fs.Parse(args); err != nil {
-			if err == flag.ErrHelp {
-				_, _ = io.WriteString(os.Stderr, connectHelp)
-				return o, errHelpShown
-			}
-			return o, usagef("connect: %v", err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+	pos, err := parseInterleaved(fs, args, connectHelp)
+	if err != nil {
+		return o, err
 	}
 	if err := pushKeyPathHint(o.pushKey, pos); err != nil {
 		return o, err
@@ -315,4 +293,40 @@ type unreachableError struct{ instance, dest string }
 
 func (e *unreachableError) Error() string {
 	return fmt.Sprintf("the instance %s could not connect to %s (ConnectToPortError): check the host, the port and the security groups between them", e.instance, e.dest)
+}
+
+// registerSession registers the flags every session-opening command takes
+// (connect, forward): where to log, and the data channel's tuning.
+func (o *connectOptions) registerSession(fs *flag.FlagSet) {
+	fs.StringVar(&o.profile, "profile", "", "")
+	fs.StringVar(&o.region, "region", "", "")
+	fs.StringVar(&o.reason, "reason", "", "")
+	fs.StringVar(&o.logFile, "log-file", "", "")
+	fs.StringVar(&o.clientVersion, "client-version", ssm.DefaultClientVersion, "")
+	fs.Var(countFlag{&o.verbosity}, "v", "")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
+	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
+	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+	o.broker.register(fs)
+}
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments, which it returns; -h prints help.
+func parseInterleaved(fs *flag.FlagSet, args []string, help string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				_, _ = io.WriteString(os.Stderr, help)
+				return nil, errHelpShown
+			}
+			return nil, usagef("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
 }

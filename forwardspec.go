@@ -169,15 +169,5 @@ func validDestHost(h string) bool {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return true
 	}
-	if len(h) > 253 {
-		return false
-	}
-	for _, c := range []byte(h) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
+	return proxy.ValidHostName(h)
 }

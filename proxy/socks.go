@@ -143,7 +143,7 @@ func socksRequest(r *bufio.Reader, w io.Writer) (Destination, error) {
 			return Destination{}, errSocks{"reading the name: " + err.Error()}
 		}
 		host = string(name)
-		if !validHostName(host) {
+		if !ValidHostName(host) {
 			_ = socksReply(w, socksGeneralFailure)
 			return Destination{}, errSocks{fmt.Sprintf("host name %q is not a DNS name", host)}
 		}
@@ -167,10 +167,10 @@ func socksRequest(r *bufio.Reader, w io.Writer) (Destination, error) {
 	return Destination{Host: host, Port: port}, nil
 }
 
-// validHostName accepts what the agent could resolve: letters, digits,
+// ValidHostName accepts what the agent could resolve: letters, digits,
 // '-', '.', '_' (no spaces or control bytes, which would reach the
 // document parameter and the logs).
-func validHostName(h string) bool {
+func ValidHostName(h string) bool {
 	if h == "" || len(h) > 253 {
 		return false
 	}

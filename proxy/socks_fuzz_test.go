@@ -29,7 +29,7 @@ func FuzzSOCKSRequest(f *testing.F) {
 		if dest.Port < 1 || dest.Port > 65535 {
 			t.Fatalf("accepted port %d", dest.Port)
 		}
-		if _, perr := netip.ParseAddr(dest.Host); perr != nil && !validHostName(dest.Host) {
+		if _, perr := netip.ParseAddr(dest.Host); perr != nil && !ValidHostName(dest.Host) {
 			t.Fatalf("accepted host %q", dest.Host)
 		}
 	})
