@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -85,13 +84,8 @@ func (s *Server) handleEIC(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, &iam.APIError{Status: 404, Type: "UnknownOperationException", Message: "unknown path or method"})
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != jsonContentType {
-		s.writeError(w, &iam.APIError{Status: 400, Type: "SerializationException", Message: "Content-Type must be " + jsonContentType + ", got " + ct})
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	if err != nil {
-		s.writeError(w, &iam.APIError{Status: 400, Type: "SerializationException", Message: "reading body: " + err.Error()})
+	body, ok := s.readJSONBody(w, r, 64<<10)
+	if !ok {
 		return
 	}
 	cred, aerr := s.IAM.Verify(r, body, eicService, op)
@@ -300,7 +294,14 @@ func (s *Server) writeAuthorizedKeysLocked() error {
 			b.WriteString(k.Line + "\n")
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".fakeaws-eic-*")
+	return WriteFileAtomic(path, []byte(b.String()))
+}
+
+// WriteFileAtomic replaces path with data, mode 0600, through a temporary
+// file in the same directory and a rename, so a reader never sees a partial
+// file (the env file, the authorized_keys file).
+func WriteFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".fakeaws-*")
 	if err != nil {
 		return err
 	}
@@ -309,7 +310,7 @@ func (s *Server) writeAuthorizedKeysLocked() error {
 		tmp.Close()
 		return err
 	}
-	if _, err := tmp.WriteString(b.String()); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -48,13 +48,8 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, &iam.APIError{Status: 400, Type: "UnknownOperationException", Message: "unknown target " + target})
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != jsonContentType {
-		s.writeError(w, &iam.APIError{Status: 400, Type: "SerializationException", Message: "Content-Type must be " + jsonContentType + ", got " + ct})
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		s.writeError(w, &iam.APIError{Status: 400, Type: "SerializationException", Message: "reading body: " + err.Error()})
+	body, ok := s.readJSONBody(w, r, 1<<20)
+	if !ok {
 		return
 	}
 	cred, aerr := s.IAM.Verify(r, body, "ssm", op)
@@ -265,4 +260,20 @@ func randomToken() string {
 	b := make([]byte, 96)
 	_, _ = rand.Read(b)
 	return "AAEAA" + strings.TrimRight(strings.NewReplacer("+", "-", "/", "_").Replace(encodeStd(b)), "=")
+}
+
+// readJSONBody checks a JSON 1.1 request's Content-Type and reads its body,
+// at most limit bytes; on failure it has answered with a
+// SerializationException.
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != jsonContentType {
+		s.writeError(w, &iam.APIError{Status: 400, Type: "SerializationException", Message: "Content-Type must be " + jsonContentType + ", got " + ct})
+		return nil, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit))
+	if err != nil {
+		s.writeError(w, &iam.APIError{Status: 400, Type: "SerializationException", Message: "reading body: " + err.Error()})
+		return nil, false
+	}
+	return body, true
 }
