@@ -9,13 +9,16 @@
 #                with "soak: ok" or "soak: FAIL" (SOAK_CRED_TTL, SOAK_LIFETIMES)
 #   make fuzz    every fuzz target for FUZZTIME (default 30s)
 #   make lint    gofmt and go vet
+#   make interop bin/session-manager-plugin, the official AWS plugin built
+#                from source (interop/plugin), for the e2e interop tests
+#   make interop-test  the e2e tests that run that plugin through the fake
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 SOURCES := $(shell find . -name '*.go' -not -path './e2e/*' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all build fakeaws test e2e bench soak demo lint fuzz clean
+.PHONY: all build fakeaws test e2e bench soak demo lint fuzz clean interop interop-test
 
 all: build fakeaws
 
@@ -84,6 +87,19 @@ soak: bin/ssmproxy bin/fakeaws bin/soak
 
 demo: bin/ssmproxy bin/fakeaws bin/demo
 	bin/demo -bin bin
+
+# The official session-manager-plugin, built from its published source at
+# the version interop/plugin/go.mod pins (a module of its own, so go test
+# ./... and go vet ./... never enter it). Needs only the Go module proxy.
+interop: bin/session-manager-plugin
+
+bin/session-manager-plugin: interop/plugin/go.mod interop/plugin/go.sum interop/plugin/main.go
+	cd interop/plugin && $(GO) build -trimpath -o ../../$@ .
+
+# The e2e tests that run that plugin through bin/fakeaws; a missing plugin
+# fails them here instead of skipping.
+interop-test: bin/session-manager-plugin
+	SSMPROXY_E2E_REQUIRE_OPENSSH=1 SSMPROXY_E2E_REQUIRE_PLUGIN=1 $(GO) test -count=1 -timeout 10m -v -run 'TestPlugin' ./e2e/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
