@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssmproxy/ssmproxy/fakeaws"
+	"github.com/ssmproxy/ssmproxy/internal/rig"
+)
+
+// The official session-manager-plugin as a client of the fake
+// (docs/fakeaws.md section 10): a real client that works on AWS must work
+// here, and must leave no error-level violation behind. The plugin is built
+// by `make interop` (interop/plugin); these tests skip without it, unless
+// SSMPROXY_E2E_REQUIRE_PLUGIN=1 (set by make interop-test and CI).
+
+// pluginBin is the plugin the tests run: $SSMPROXY_E2E_PLUGIN or the
+// repository's bin/session-manager-plugin.
+func pluginBin(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("SSMPROXY_E2E_PLUGIN")
+	if p == "" {
+		abs, err := filepath.Abs("../bin/session-manager-plugin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p = abs
+	}
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("SSMPROXY_E2E_REQUIRE_PLUGIN") == "1" {
+			t.Fatalf("%s is required (SSMPROXY_E2E_REQUIRE_PLUGIN=1) but missing: run make interop", p)
+		}
+		t.Skipf("%s not built: run make interop to test the official plugin against the fake", p)
+	}
+	return p
+}
+
+// pluginProxy is the ProxyCommand that runs the plugin as
+// `aws ssm start-session --document-name AWS-StartSSHSession` would
+// (ssh appends %h %p).
+func pluginProxy(t *testing.T) string {
+	return awscliBin + " -plugin " + pluginBin(t) + " -document AWS-StartSSHSession"
+}
+
+// logViolations reports the fake's warnings (errors fail the test at
+// cleanup): a real client should cause none it does not also cause on AWS.
+func logViolations(t *testing.T, f *fake) {
+	t.Helper()
+	var vs []fakeaws.Violation
+	if err := f.getJSON("/_fake/violations?severity=warning", &vs); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs {
+		t.Logf("fakeaws %s %s: %s", v.Severity, v.Code, v.Detail)
+	}
+}
+
+// TestPluginSSH: OpenSSH through the plugin as ProxyCommand; a command's
+// output comes back exactly, and the plugin's calls (StartSession by the
+// stand-in CLI; the SigV4-signed upgrade, opening frame, handshake and
+// stream by the plugin) pass the fake's checks.
+func TestPluginSSH(t *testing.T) {
+	d := startSSHD(t)
+	proxy := pluginProxy(t)
+	f := startFake(t)
+	conf, err := rig.SSHConfig(t.TempDir(), d.User, d.UserKey, d.Port, proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := run(t, f.environ(), nil, "ssh", "-F", conf, target, "echo hello through the plugin; printf 'a\\tb\\n'; exit 0")
+	if out != "hello through the plugin\na\tb\n" {
+		t.Fatalf("stdout %q", out)
+	}
+	cmd := exec.Command("ssh", "-F", conf, target, "exit 5")
+	cmd.Env = f.environ()
+	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != 5 {
+		t.Fatalf("remote exit status: %v", err)
+	}
+	st := f.stats()
+	if st.API["StartSession"]["200"] != 2 {
+		t.Fatalf("API calls %v: want 2 StartSession", st.API)
+	}
+	if len(st.SigV4Failures) > 0 {
+		t.Fatalf("SigV4 failures: %v", st.SigV4Failures)
+	}
+	logViolations(t, f)
+}
+
+// TestPluginSCP: scp of a few MiB both ways through the plugin, checksums
+// equal. The realistic agent and the plugin both send at most 1 KiB per
+// millisecond, so a few MiB take a few seconds each way.
+func TestPluginSCP(t *testing.T) {
+	d := startSSHD(t)
+	requireTools(t, "scp")
+	proxy := pluginProxy(t)
+	f := startFake(t)
+	conf, err := rig.SSHConfig(t.TempDir(), d.User, d.UserKey, d.Port, proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pluginTransfers(t, f, conf, 3<<20)
+	logViolations(t, f)
+}
+
+// pluginTransfers copies a random file of size up and down with scp through
+// conf and compares checksums.
+func pluginTransfers(t *testing.T, f *fake, conf string, size int) {
+	t.Helper()
+	local, remote := t.TempDir(), t.TempDir()
+	src, sum := randomFile(t, local, size)
+	env := f.environ()
+	start := time.Now()
+	up := filepath.Join(remote, "up.bin")
+	run(t, env, nil, "scp", "-q", "-F", conf, src, target+":"+up)
+	if got := sha256File(t, up); got != sum {
+		t.Fatalf("scp upload checksum %s, want %s", got, sum)
+	}
+	mid := time.Now()
+	down := filepath.Join(local, "down.bin")
+	run(t, env, nil, "scp", "-q", "-F", conf, target+":"+src, down)
+	if got := sha256File(t, down); got != sum {
+		t.Fatalf("scp download checksum %s, want %s", got, sum)
+	}
+	t.Logf("%d MiB up in %s, down in %s", size>>20, mid.Sub(start).Round(100*time.Millisecond),
+		time.Since(mid).Round(100*time.Millisecond))
+}
+
+// pluginShell is an interactive `ssh -T host /bin/sh` through the plugin.
+type pluginShell struct {
+	cmd   *exec.Cmd
+	stdin interface {
+		Write([]byte) (int, error)
+		Close() error
+	}
+	lines *lineReader
+}
+
+func startPluginShell(t *testing.T, env []string, conf string) *pluginShell {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, "ssh", "-F", conf, "-T", target, "/bin/sh")
+	cmd.Env = env
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return &pluginShell{cmd: cmd, stdin: stdin, lines: newLineReader(stdout)}
+}
+
+func (s *pluginShell) roundTrip(t *testing.T, i int) {
+	t.Helper()
+	fmt.Fprintf(s.stdin, "echo round-%d $((%d*%d))\n", i, i, i)
+	s.lines.expect(t, fmt.Sprintf("round-%d %d", i, i*i), 30*time.Second)
+}
+
+// onlySession returns the id of the fake's one session.
+func onlySession(t *testing.T, f *fake) string {
+	t.Helper()
+	var ss []fakeaws.SessionInfo
+	if err := f.getJSON("/_fake/sessions", &ss); err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 1 {
+		t.Fatalf("want one session, have %+v", ss)
+	}
+	return ss[0].ID
+}
+
+// TestPluginResume: the service closes the plugin's websocket with 1000
+// "Bye" (as MGS does about hourly, SMP #135) while the session is quiet;
+// the plugin calls ResumeSession itself (SigV4 by its SDK) and re-dials,
+// and the shell goes on. The plugin re-dials the StreamUrl it started with
+// and only takes the new token from ResumeSession (sessionhandler.go
+// ResumeSessionHandler), so this passes only because bin/fakeaws accepts
+// the original URL after a resume, as AWS evidently does (docs/fakeaws.md
+// section 10).
+func TestPluginResume(t *testing.T) {
+	d := startSSHD(t)
+	proxy := pluginProxy(t)
+	f := startFake(t)
+	conf, err := rig.SSHConfig(t.TempDir(), d.User, d.UserKey, d.Port, proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := startPluginShell(t, f.environ(), conf)
+	sh.roundTrip(t, 1)
+	id := onlySession(t, f)
+	for i := 2; i <= 3; i++ {
+		opens := f.stats().Websocket["client"].Opens
+		if err := f.post("/_fake/sessions/"+id+"/close?leg=client&code=1000&text=Bye", ""); err != nil {
+			t.Fatal(err)
+		}
+		if !fakeaws.WaitFor(20*time.Second, func() bool { return f.stats().Websocket["client"].Opens > opens }) {
+			st := f.stats()
+			t.Fatalf("the plugin did not reconnect after close %d: API %v, client legs %+v", i-1, st.API, *st.Websocket["client"])
+		}
+		sh.roundTrip(t, i)
+	}
+	fmt.Fprintf(sh.stdin, "exit 4\n")
+	sh.stdin.Close()
+	if err := sh.cmd.Wait(); sh.cmd.ProcessState == nil || sh.cmd.ProcessState.ExitCode() != 4 {
+		t.Fatalf("shell exit: %v", err)
+	}
+	st := f.stats()
+	if st.API["ResumeSession"]["200"] != 2 {
+		t.Fatalf("want 2 ResumeSession calls answered 200, API %v", st.API)
+	}
+	logViolations(t, f)
+}
+
+// TestPluginTransferAcrossAgentCloses: scp through the plugin while the
+// service closes the agent's leg every 2 s. The plugin keeps its own leg;
+// frames sent while the agent is away are lost and the plugin's head-only
+// retransmission, with the agent's, repairs them: the files arrive whole.
+func TestPluginTransferAcrossAgentCloses(t *testing.T) {
+	d := startSSHD(t)
+	requireTools(t, "scp")
+	proxy := pluginProxy(t)
+	f := startFake(t, "-close-every", "2s", "-close-legs", "agent")
+	conf, err := rig.SSHConfig(t.TempDir(), d.User, d.UserKey, d.Port, proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pluginTransfers(t, f, conf, 2<<20)
+	st := f.stats()
+	if st.ScheduledCloses < 2 {
+		t.Fatalf("only %d scheduled closes during the transfers", st.ScheduledCloses)
+	}
+	t.Logf("scheduled closes %d, dropped toward an absent leg %d, agent legs %+v", st.ScheduledCloses,
+		st.DroppedAbsent, *st.Websocket["agent"])
+	logViolations(t, f)
+}
+
+// pluginCommand starts the plugin through the stand-in CLI with the given
+// flags, its output collected in the returned buffer, and stops it with
+// SIGTERM at cleanup (the plugin's own Ctrl-C path).
+func pluginCommand(t *testing.T, env []string, args ...string) *rig.SyncBuffer {
+	t.Helper()
+	out := &rig.SyncBuffer{}
+	cmd := exec.Command(awscliBin, append([]string{"-plugin", pluginBin(t)}, args...)...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("plugin output:\n%s", out)
+		}
+	})
+	return out
+}
+
+// stripSpace keeps error messages about output on one line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
