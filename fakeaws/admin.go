@@ -20,6 +20,11 @@ type SessionInfo struct {
 	// message, i.e. the rate the agent itself sent at.
 	AgentOutputBytes   int64   `json:"agent_output_bytes"`
 	AgentOutputSeconds float64 `json:"agent_output_seconds"`
+	// Mux mode (docs/fakeaws.md 4.3): smux streams accepted, streams
+	// answered with ConnectToPortError, peak client bytes buffered in smux.
+	MuxStreamsAccepted int64 `json:"mux_streams_accepted,omitempty"`
+	MuxDialsFailed     int64 `json:"mux_dials_failed,omitempty"`
+	MuxBufferedPeak    int64 `json:"mux_buffered_peak,omitempty"`
 }
 
 // IssuedCredential is one credential of the fake's IAM store, as the admin
@@ -41,7 +46,9 @@ func (s *Server) SessionInfos() []SessionInfo {
 		}
 		ss.mu.Lock()
 		out = append(out, SessionInfo{ID: id, Target: ss.target.ID, Document: ss.document.Name, State: ss.state.String(), Reason: ss.reason,
-			AgentOutputBytes: ss.outBytes, AgentOutputSeconds: ss.outLast.Sub(ss.outFirst).Seconds()})
+			AgentOutputBytes: ss.outBytes, AgentOutputSeconds: ss.outLast.Sub(ss.outFirst).Seconds(),
+			MuxStreamsAccepted: ss.agentSt.MuxStreamsAccepted.Load(), MuxDialsFailed: ss.agentSt.MuxDialsFailed.Load(),
+			MuxBufferedPeak: ss.agentSt.MuxBufferedPeak.Load()})
 		ss.mu.Unlock()
 	}
 	return out
@@ -197,5 +204,7 @@ func (s *Server) AgentStats(id string) map[string]int64 {
 		"out_of_order_in": a.OutOfOrderIn.Load(), "digest_failures": a.DigestFailures.Load(),
 		"bytes_to_target": a.BytesToTarget.Load(), "bytes_from_target": a.BytesFromTarget.Load(),
 		"reconnects": a.Reconnects.Load(), "dropped_not_ready": a.DroppedNotReady.Load(),
+		"mux_streams_accepted": a.MuxStreamsAccepted.Load(), "mux_dials_failed": a.MuxDialsFailed.Load(),
+		"mux_buffered": a.MuxBuffered.Load(), "mux_buffered_peak": a.MuxBufferedPeak.Load(),
 	}
 }

@@ -47,6 +47,12 @@ type Stats struct {
 	SessionsActive  int64            `json:"sessions_active"`
 	Violations      []Violation      `json:"violations"`
 	ViolationCount  map[string]int64 `json:"violation_count"` // by severity
+	// The fake agent's mux mode over every session (docs/fakeaws.md 4.3):
+	// smux streams accepted, streams answered with ConnectToPortError, and
+	// the highest peak of client bytes buffered inside one session's smux.
+	MuxStreamsAccepted int64 `json:"mux_streams_accepted"`
+	MuxDialsFailed     int64 `json:"mux_dials_failed"`
+	MuxBufferedPeak    int64 `json:"mux_buffered_peak"`
 }
 
 type stats struct {
@@ -219,6 +225,14 @@ func (s *Server) Stats() Stats {
 		out.ViolationCount[k] = v
 	}
 	s.stats.mu.Unlock()
+	for _, id := range s.Sessions() {
+		if ss := s.session(id); ss != nil {
+			a := &ss.agentSt
+			out.MuxStreamsAccepted += a.MuxStreamsAccepted.Load()
+			out.MuxDialsFailed += a.MuxDialsFailed.Load()
+			out.MuxBufferedPeak = max(out.MuxBufferedPeak, a.MuxBufferedPeak.Load())
+		}
+	}
 	out.FaultsActed = s.faults.acted.Load()
 	is := s.IAM.Stats()
 	out.STS = is.STSCalls

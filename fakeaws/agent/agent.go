@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xtaci/smux"
+
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 )
 
@@ -127,6 +129,10 @@ type Config struct {
 	Violation func(severity, code, detail string)
 	// Stats, if non-nil, is updated atomically.
 	Stats *Stats
+
+	// muxTune, a test hook, adjusts the smux server's configuration after
+	// the agent's own choices (the keepalive tests shorten its timers).
+	muxTune func(*smux.Config)
 }
 
 // Stats are the agent's counters, updated with sync/atomic so that a server
@@ -146,6 +152,11 @@ type Stats struct {
 	BytesFromTarget   atomic.Int64
 	Reconnects        atomic.Int64 // successful reconnects of the agent leg
 	DroppedNotReady   atomic.Int64 // in-order messages refused as "not ready" (no ack)
+	// Mux mode (docs/fakeaws.md 4.3).
+	MuxStreamsAccepted atomic.Int64 // smux streams accepted
+	MuxDialsFailed     atomic.Int64 // streams answered with ConnectToPortError
+	MuxBuffered        atomic.Int64 // client data bytes held inside the agent's smux now
+	MuxBufferedPeak    atomic.Int64 // the most MuxBuffered has been
 }
 
 // DefaultDenyList is the real agent's default list of addresses it never

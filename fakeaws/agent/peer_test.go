@@ -23,7 +23,9 @@ type dataPeer struct {
 	sentAt   map[int64]time.Time
 	expected int64
 	ooo      map[int64][]byte
+	oooFlag  map[int64]bool // the ooo entry is a Flag message
 	data     []byte
+	flags    [][]byte      // Flag payloads, in stream order
 	outSeen  map[int64]int // arrivals per output seq
 	acks     map[int64]int // agent acks per input seq
 	other    []*wire.Frame // frames of other types
@@ -38,7 +40,7 @@ type dataPeer struct {
 // the HandshakeResponse, output seqs 0 and 1 by the handshake).
 func newDataPeer(t testing.TB, m *mgs, l *leg) *dataPeer {
 	p := &dataPeer{t: t, m: m, l: l, nextSeq: 1, expected: 2, unacked: map[int64][]byte{}, sentAt: map[int64]time.Time{},
-		ooo: map[int64][]byte{}, outSeen: map[int64]int{}, acks: map[int64]int{}, changed: make(chan struct{}),
+		ooo: map[int64][]byte{}, oooFlag: map[int64]bool{}, outSeen: map[int64]int{}, acks: map[int64]int{}, changed: make(chan struct{}),
 		window: 2000, stop: make(chan struct{})}
 	p.wg.Add(2)
 	go p.readLoop()
@@ -102,13 +104,19 @@ func (p *dataPeer) handle(l *leg, f *wire.Frame) {
 			return
 		}
 		p.ooo[f.SequenceNumber] = append([]byte(nil), f.Payload...)
+		p.oooFlag[f.SequenceNumber] = f.PayloadType == wire.PayloadFlag
 		for {
 			b, ok := p.ooo[p.expected]
 			if !ok {
 				break
 			}
-			p.data = append(p.data, b...)
+			if p.oooFlag[p.expected] {
+				p.flags = append(p.flags, b)
+			} else {
+				p.data = append(p.data, b...)
+			}
 			delete(p.ooo, p.expected)
+			delete(p.oooFlag, p.expected)
 			p.expected++
 		}
 	case wire.TypeAcknowledge:
@@ -152,8 +160,18 @@ func (p *dataPeer) retransmitLoop() {
 
 // sendMsg sends one input message and keeps it for retransmission.
 func (p *dataPeer) sendMsg(pt wire.PayloadType, payload []byte) int64 {
+	return p.send(pt, payload, true)
+}
+
+// sendOutOfWindow is sendMsg without waiting for room in the send window
+// (a flag sent while the agent has stopped acking).
+func (p *dataPeer) sendOutOfWindow(pt wire.PayloadType, payload []byte) int64 {
+	return p.send(pt, payload, false)
+}
+
+func (p *dataPeer) send(pt wire.PayloadType, payload []byte, windowed bool) int64 {
 	p.mu.Lock()
-	for len(p.unacked) >= p.window {
+	for windowed && len(p.unacked) >= p.window {
 		ch := p.changed
 		p.mu.Unlock()
 		select {

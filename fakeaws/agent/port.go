@@ -27,8 +27,7 @@ const (
 )
 
 // portSession is one mode of the Port plugin. The basic mode lives in this
-// file; mux mode (an xtaci/smux v1 server) belongs in its own file and plugs
-// in through newPortSession.
+// file; mux mode (an xtaci/smux v1 server) in port_mux.go.
 type portSession interface {
 	// start runs after HandshakeComplete was sent: it dials the target. An
 	// error ends the session with that text.
@@ -47,8 +46,7 @@ type portSession interface {
 
 // newPortSession picks the Port plugin mode as the real agent does: mux mode
 // for type LocalPortForwarding when the client is at least 1.1.70
-// (docs/protocol.md 11.1), basic mode otherwise. Mux mode only refuses what a
-// real smux server would refuse until the fake serves smux (port_mux.go).
+// (docs/protocol.md 11.1), basic mode otherwise (port_mux.go for mux mode).
 func newPortSession(s *session) portSession {
 	if s.cfg.Properties[propType] == typeLocalPortForwarding && clientSupportsMux(s.clientVersion()) {
 		return newMuxPort(s)

@@ -33,44 +33,51 @@ func handshakeAs(t *testing.T, l *leg, clientVersion string) {
 // clients get basic mode, where raw bytes are the stream (docs/protocol.md
 // 11.1, docs/fakeaws.md 4.2).
 func TestLocalPortForwardingModes(t *testing.T) {
-	t.Run("mux/raw-bytes", func(t *testing.T) {
-		tgt := newTarget(t, true)
-		s := start(t, true, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
-		handshakeAs(t, s.l, "1.2.804.0")
-		_, b := inputFrame(1, wire.PayloadOutput, []byte("SSH-2.0-OpenSSH_9.2\r\n"))
-		s.l.send(b)
-		err := s.r.wait(t, 10*time.Second)
-		if err == nil || !strings.Contains(err.Error(), "invalid protocol") {
-			t.Fatalf("Run = %v, want the smux protocol error", err)
-		}
-		if !s.r.viol.has("raw-bytes-into-mux") {
-			t.Fatalf("violations %v, want raw-bytes-into-mux", s.r.viol.all())
-		}
-		if n := s.r.stats.BytesToTarget.Load(); n != 0 {
-			t.Fatalf("%d bytes reached a target", n)
-		}
-		select {
-		case <-tgt.conns:
-			t.Fatal("mux mode dialled the target for raw bytes")
-		default:
-		}
-	})
+	for _, v := range []string{"1.1.70", "1.2.804.0"} {
+		t.Run("mux/raw-bytes/"+v, func(t *testing.T) { testRawBytesIntoMux(t, v) })
+	}
 	t.Run("mux/smux-frame", func(t *testing.T) {
 		s := start(t, true, Config{Properties: map[string]string{"portNumber": "1", "type": "LocalPortForwarding"}})
 		handshakeAs(t, s.l, "1.2.804.0")
-		_, b := inputFrame(1, wire.PayloadOutput, []byte{1, 0, 0, 0, 3, 0, 0, 0}) // SYN of stream 3
+		in, b := inputFrame(1, wire.PayloadOutput, []byte{1, 0, 0, 0, 3, 0, 0, 0}) // SYN of stream 3
+		// Port 1 refuses: the stream gets ConnectToPortError, the session
+		// stays. The message is resent until the smux server is up.
+		resend := time.NewTicker(250 * time.Millisecond)
+		defer resend.Stop()
 		s.l.send(b)
-		if err := s.r.wait(t, 10*time.Second); err == nil || !strings.Contains(err.Error(), "does not serve smux") {
-			t.Fatalf("Run = %v", err)
+		for {
+			var f *wire.Frame
+			select {
+			case f = <-s.l.frames:
+			case <-resend.C:
+				s.l.send(b)
+				continue
+			case <-time.After(10 * time.Second):
+				t.Fatal("no ConnectToPortError")
+			}
+			if f.MessageType == wire.TypeOutputStreamData && f.PayloadType == wire.PayloadFlag {
+				if string(f.Payload) != "\x00\x00\x00\x03" {
+					t.Fatalf("flag payload %x, want ConnectToPortError", f.Payload)
+				}
+				break
+			}
+			if f.MessageType == wire.TypeAcknowledge {
+				if a := ackOf(t, f); a.AcknowledgedMessageSequenceNumber != in.SequenceNumber {
+					t.Fatalf("ack %+v", a)
+				}
+			}
 		}
 		if s.r.viol.has("raw-bytes-into-mux") {
 			t.Fatalf("an smux frame was taken for raw bytes")
+		}
+		if n := s.r.stats.MuxDialsFailed.Load(); n != 1 {
+			t.Fatalf("MuxDialsFailed = %d", n)
 		}
 	})
 	t.Run("basic/old-client", func(t *testing.T) {
 		tgt := newTarget(t, false)
 		s := start(t, true, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
-		handshakeAs(t, s.l, "1.1.61.0")
+		handshakeAs(t, s.l, "1.1.69")
 		in, b := inputFrame(1, wire.PayloadOutput, []byte("raw"))
 		sendUntilAcked(t, s.l, in, b)
 		c := <-tgt.conns
@@ -79,4 +86,30 @@ func TestLocalPortForwardingModes(t *testing.T) {
 			t.Fatal("basic mode recorded a mux violation")
 		}
 	})
+}
+
+// testRawBytesIntoMux: raw bytes where the agent's smux server reads frames
+// end the session with smux's ErrInvalidProtocol, reach no target, and are
+// recorded as raw-bytes-into-mux.
+func testRawBytesIntoMux(t *testing.T, clientVersion string) {
+	tgt := newTarget(t, true)
+	s := start(t, true, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
+	handshakeAs(t, s.l, clientVersion)
+	in, b := inputFrame(1, wire.PayloadOutput, []byte("SSH-2.0-OpenSSH_9.2\r\n"))
+	sendUntilAcked(t, s.l, in, b) // not ready until the smux server is up
+	err := s.r.wait(t, 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "invalid protocol") {
+		t.Fatalf("Run = %v, want the smux protocol error", err)
+	}
+	if !s.r.viol.has("raw-bytes-into-mux") {
+		t.Fatalf("violations %v, want raw-bytes-into-mux", s.r.viol.all())
+	}
+	if n := s.r.stats.BytesToTarget.Load(); n != 0 {
+		t.Fatalf("%d bytes reached a target", n)
+	}
+	select {
+	case <-tgt.conns:
+		t.Fatal("mux mode dialled the target for raw bytes")
+	default:
+	}
 }
