@@ -23,7 +23,11 @@ const (
 	propType                = "type"
 	typeLocalPortForwarding = "LocalPortForwarding"
 	muxMinClientVersion     = "1.1.70"
-	targetReadBuffer        = 64 << 10
+	// muxMinAgentVersion is the first agent release with mux mode: an
+	// agent reporting an older version is an agent without smux, whatever
+	// the client (docs/protocol.md 11.1).
+	muxMinAgentVersion = "3.0.196.0"
+	targetReadBuffer   = 64 << 10
 )
 
 // portSession is one mode of the Port plugin. The basic mode lives in this
@@ -47,8 +51,12 @@ type portSession interface {
 // newPortSession picks the Port plugin mode as the real agent does: mux mode
 // for type LocalPortForwarding when the client is at least 1.1.70
 // (docs/protocol.md 11.1), basic mode otherwise (port_mux.go for mux mode).
+// An agent configured with a version from before mux existed (below
+// 3.0.196.0) only has basic mode: the official plugin, seeing that version,
+// speaks basic mode to it (e2e TestPluginPortForwarding/basic).
 func newPortSession(s *session) portSession {
-	if s.cfg.Properties[propType] == typeLocalPortForwarding && clientSupportsMux(s.clientVersion()) {
+	if s.cfg.Properties[propType] == typeLocalPortForwarding && clientSupportsMux(s.clientVersion()) &&
+		isDottedVersion(s.cfg.AgentVersion) && compareVersions(s.cfg.AgentVersion, muxMinAgentVersion) >= 0 {
 		return newMuxPort(s)
 	}
 	return newBasicPort(s)
