@@ -117,18 +117,31 @@ func pluginTransfers(t *testing.T, f *fake, conf string, size int) {
 	env := f.environ()
 	start := time.Now()
 	up := filepath.Join(remote, "up.bin")
-	run(t, env, nil, "scp", "-q", "-F", conf, src, target+":"+up)
+	runWithin(t, time.Minute, env, "scp", "-q", "-F", conf, src, target+":"+up)
 	if got := sha256File(t, up); got != sum {
 		t.Fatalf("scp upload checksum %s, want %s", got, sum)
 	}
 	mid := time.Now()
 	down := filepath.Join(local, "down.bin")
-	run(t, env, nil, "scp", "-q", "-F", conf, target+":"+src, down)
+	runWithin(t, time.Minute, env, "scp", "-q", "-F", conf, target+":"+src, down)
 	if got := sha256File(t, down); got != sum {
 		t.Fatalf("scp download checksum %s, want %s", got, sum)
 	}
 	t.Logf("%d MiB up in %s, down in %s", size>>20, mid.Sub(start).Round(100*time.Millisecond),
 		time.Since(mid).Round(100*time.Millisecond))
+}
+
+// runWithin is run with a shorter deadline: a plugin that stalls (it has
+// no liveness check of its own) fails the test in a minute, not five.
+func runWithin(t *testing.T, d time.Duration, env []string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	out, _, err := rig.Run(ctx, env, nil, name, args...)
+	if err != nil {
+		t.Fatalf("%v\nstdout: %s", err, tail(out))
+	}
+	return out
 }
 
 // pluginShell is an interactive `ssh -T host /bin/sh` through the plugin.
@@ -225,14 +238,18 @@ func TestPluginResume(t *testing.T) {
 }
 
 // TestPluginTransferAcrossAgentCloses: scp through the plugin while the
-// service closes the agent's leg every 2 s. The plugin keeps its own leg;
-// frames sent while the agent is away are lost and the plugin's head-only
-// retransmission, with the agent's, repairs them: the files arrive whole.
+// service closes the agent's leg every 1.5 s, with MGS holding the frames for
+// the absent agent (the QueueWhileAbsent variant, 4.1): the plugin keeps
+// its own leg and the files arrive whole. Under the default variant, where
+// those frames are dropped, the plugin can stall for good: a dropped ack
+// leaves the agent resending a message the plugin already took, which the
+// plugin drops without a new ack (SMP #139; docs/fakeaws.md section 10,
+// limitation 2), and TestPluginLostAck shows it.
 func TestPluginTransferAcrossAgentCloses(t *testing.T) {
 	d := startSSHD(t)
 	requireTools(t, "scp")
 	proxy := pluginProxy(t)
-	f := startFake(t, "-close-every", "2s", "-close-legs", "agent")
+	f := startFake(t, "-close-every", "1500ms", "-close-legs", "agent", "-queue-while-absent")
 	conf, err := rig.SSHConfig(t.TempDir(), d.User, d.UserKey, d.Port, proxy)
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +286,7 @@ func TestPluginTransferAcrossClientCloses(t *testing.T) {
 	env := f.environ()
 	down := filepath.Join(local, "down.bin")
 	start := time.Now()
-	run(t, env, nil, "scp", "-q", "-F", conf, target+":"+src, down)
+	runWithin(t, time.Minute, env, "scp", "-q", "-F", conf, target+":"+src, down)
 	if got := sha256File(t, down); got != sum {
 		t.Fatalf("scp download checksum %s, want %s", got, sum)
 	}
@@ -287,6 +304,73 @@ func TestPluginTransferAcrossClientCloses(t *testing.T) {
 	}
 	t.Logf("upload across a close fails as documented: %s", oneLine(err.Error()))
 	logViolations(t, f)
+}
+
+// TestPluginLostAck: one lost ack and one lost agent frame stall the
+// plugin for good, the field's "Unexpected sequence message received"
+// loops (SMP #139), and the fake says why. The plugin drops a stream
+// message below its expected sequence number without acking it again
+// (HandleOutputMessage, src/datachannel/streaming.go); the agent resends
+// only the head of its unacked list (protocol.md 8.5), so once the ack of
+// that head is lost, the head is resent forever and a later lost message is
+// never resent. The fake records the unacked head as missing-ack, an error
+// the plugin really commits (docs/fakeaws.md section 10, limitation 2).
+func TestPluginLostAck(t *testing.T) {
+	d := startSSHD(t)
+	proxy := pluginProxy(t)
+	f := startFake(t)
+	f.allow["missing-ack"] = true
+	conf, err := rig.SSHConfig(t.TempDir(), d.User, d.UserKey, d.Port, proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := startPluginShell(t, f.environ(), conf)
+	sh.roundTrip(t, 1)
+	// The plugin's next ack is lost: the agent resends that message, and
+	// the plugin, which has it, says nothing.
+	if err := f.post("/_fake/faults", `{"name":"lost-ack","direction":"client_to_agent","message_type":"acknowledge","nth":1,"count":1,"action":"drop"}`); err != nil {
+		t.Fatal(err)
+	}
+	sh.roundTrip(t, 2)
+	time.Sleep(500 * time.Millisecond)
+	st := f.stats()
+	next := st.Frames["agent_to_client"].DataMessages // the agent's next new sequence number
+	resends := st.Frames["agent_to_client"].Retransmissions
+	// The next new agent message is lost too: the agent never resends it,
+	// its resends all go to the head the plugin ignores.
+	if err := f.post("/_fake/faults", fmt.Sprintf(`{"name":"lost-output","direction":"agent_to_client","message_type":"output_stream_data","seq_min":%d,"nth":1,"count":1,"action":"drop"}`, next)); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(sh.stdin, "echo round-3\n")
+	select {
+	case line, ok := <-sh.lines.lines:
+		t.Fatalf("the plugin did not stall: got %q (open %v); it now re-acks duplicates, update docs/fakeaws.md section 10", line, ok)
+	case <-time.After(5 * time.Second):
+	}
+	st = f.stats()
+	if got := st.Frames["agent_to_client"].Retransmissions - resends; got < 3 {
+		t.Fatalf("the agent resent its head only %d times in 5 s", got)
+	}
+	t.Logf("stalled; the agent resent its unacked head %d times meanwhile", st.Frames["agent_to_client"].Retransmissions-resends)
+	// The plugin's leg going away makes the fake check every delivered
+	// message for its ack.
+	_ = sh.cmd.Process.Kill()
+	_ = sh.cmd.Wait()
+	if !fakeaws.WaitFor(10*time.Second, func() bool {
+		vs, err := f.Violations()
+		if err != nil {
+			return false
+		}
+		for _, v := range vs {
+			if v.Code == "missing-ack" {
+				t.Logf("fakeaws %s: %s", v.Code, v.Detail)
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("the fake did not record the missing ack")
+	}
 }
 
 // pluginCommand starts the plugin through the stand-in CLI with the given
