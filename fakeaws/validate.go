@@ -396,12 +396,12 @@ func (v *validator) noteTerminate(how string) {
 // clientLegClosed checks that everything delivered well before the leg went
 // away was acknowledged (ssmproxy acks, and re-acks every duplicate), and
 // notes a client that closed normally without terminating the session.
-func (v *validator) clientLegClosed(readErr error) {
+func (v *validator) clientLegClosed(readErr error, serverClosed bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.checkAcksLocked()
 	var ce *websocket.CloseError
-	if errors.As(readErr, &ce) && ce.Code == websocket.CloseNormalClosure && len(v.terminateSeen) == 0 && !v.closedSent {
+	if !serverClosed && errors.As(readErr, &ce) && ce.Code == websocket.CloseNormalClosure && len(v.terminateSeen) == 0 && !v.closedSent {
 		v.violation(sevWarning, "missing-terminate", "the client closed its leg normally without TerminateSession (flag or API)")
 	}
 }
