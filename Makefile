@@ -2,7 +2,8 @@
 #
 #   make demo    the main job on the embedded fake (no AWS account needed)
 #   make test    unit, integration and pure-Go end-to-end tests
-#   make e2e     end-to-end tests with the real OpenSSH ssh/scp/sshd and rsync
+#   make e2e     end-to-end tests with the real OpenSSH ssh/scp/sshd and rsync,
+#                and the official session-manager-plugin
 #   make bench   throughput, CPU, RSS and latency against plain ssh, then
 #                forward with 1 and 8 connections against plain TCP
 #                (BENCHFLAGS, e.g. "-only forward -forward-mb 16")
@@ -11,13 +12,17 @@
 #                with "soak: ok" or "soak: FAIL" (SOAK_CRED_TTL, SOAK_LIFETIMES)
 #   make fuzz    every fuzz target for FUZZTIME (default 30s)
 #   make lint    gofmt and go vet
+#   make interop bin/session-manager-plugin, the official AWS plugin built
+#                from source (interop/plugin), for the e2e interop tests
+#   make interop-test  only the e2e tests that run that plugin through the
+#                fake (make e2e includes them)
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 SOURCES := $(shell find . -name '*.go' -not -path './e2e/*' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all build fakeaws test e2e bench soak demo lint fuzz clean
+.PHONY: all build fakeaws test e2e bench soak demo lint fuzz clean interop interop-test
 
 all: build fakeaws
 
@@ -47,10 +52,11 @@ test:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e$$)
 	$(GO) test -count=1 -timeout 10m -run 'TestPureGo|TestCLI' ./e2e/
 
-# The end-to-end suite with the real OpenSSH client and server and rsync;
-# missing tools fail the run instead of skipping.
-e2e:
-	SSMPROXY_E2E_REQUIRE_OPENSSH=1 $(GO) test -count=1 -timeout 25m -v ./e2e/
+# The end-to-end suite with the real OpenSSH client and server and rsync,
+# and the official session-manager-plugin (built first); missing tools fail
+# the run instead of skipping.
+e2e: bin/session-manager-plugin
+	SSMPROXY_E2E_REQUIRE_OPENSSH=1 SSMPROXY_E2E_REQUIRE_PLUGIN=1 $(GO) test -count=1 -timeout 25m -v ./e2e/
 
 # Every fuzz target in the module, one after another, FUZZTIME each (default
 # 30s); FUZZ narrows it to the targets matching a regexp. Each target's last
@@ -86,6 +92,19 @@ soak: bin/ssmproxy bin/fakeaws bin/soak
 
 demo: bin/ssmproxy bin/fakeaws bin/demo
 	bin/demo -bin bin
+
+# The official session-manager-plugin, built from its published source at
+# the version interop/plugin/go.mod pins (a module of its own, so go test
+# ./... and go vet ./... never enter it). Needs only the Go module proxy.
+interop: bin/session-manager-plugin
+
+bin/session-manager-plugin: interop/plugin/go.mod interop/plugin/go.sum interop/plugin/main.go
+	cd interop/plugin && $(GO) build -trimpath -o ../../$@ .
+
+# Only the e2e tests that run that plugin through bin/fakeaws (make e2e
+# runs them too); a missing plugin fails them instead of skipping.
+interop-test: bin/session-manager-plugin
+	SSMPROXY_E2E_REQUIRE_OPENSSH=1 SSMPROXY_E2E_REQUIRE_PLUGIN=1 $(GO) test -count=1 -timeout 10m -v -run 'TestPlugin' ./e2e/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -25,6 +25,7 @@ import (
 var (
 	ssmproxyBin string
 	fakeawsBin  string
+	awscliBin   string // e2e/awscli, the stand-in for aws ssm start-session
 )
 
 func TestMain(m *testing.M) {
@@ -35,7 +36,8 @@ func TestMain(m *testing.M) {
 	}
 	ssmproxyBin = filepath.Join(dir, "ssmproxy")
 	fakeawsBin = filepath.Join(dir, "fakeaws")
-	for _, b := range [][2]string{{ssmproxyBin, ".."}, {fakeawsBin, "../fakeaws/cmd/fakeaws"}} {
+	awscliBin = filepath.Join(dir, "awscli")
+	for _, b := range [][2]string{{ssmproxyBin, ".."}, {fakeawsBin, "../fakeaws/cmd/fakeaws"}, {awscliBin, "./awscli"}} {
 		cmd := exec.Command("go", "build", "-o", b[0], b[1])
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {

@@ -188,6 +188,11 @@ func (ss *session) attach(l *leg) {
 // detach removes l if it is still current, and pauses the peer (unless the
 // Publication variant is PublicationNever).
 func (ss *session) detach(l *leg, readErr error) {
+	// A close frame the client sends after MGS closed its leg is the
+	// closing handshake, not the client ending its session.
+	l.mu.Lock()
+	serverClosed := l.closeMsg != nil
+	l.mu.Unlock()
 	l.close(0, "", true)
 	<-l.done
 	ss.srv.stats.legClosed(l.kind)
@@ -195,7 +200,7 @@ func (ss *session) detach(l *leg, readErr error) {
 	current := ss.leaveLocked(l)
 	ss.mu.Unlock()
 	if l.kind == "client" && current {
-		ss.val.clientLegClosed(readErr)
+		ss.val.clientLegClosed(readErr, serverClosed)
 	}
 }
 

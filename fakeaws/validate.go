@@ -337,7 +337,14 @@ func (v *validator) agentFrameDelivering(b []byte) (undo func()) {
 	}
 	v.outIDs[seq] = f.MessageID
 	prev, had := v.outDelivered[seq]
-	v.outDelivered[seq] = v.srv.clk.Now()
+	if !had {
+		// The first delivery since the client last acked seq: a resend
+		// does not restart the clock, or a client that never re-acks a
+		// duplicate would pass as long as the agent kept resending it
+		// (the real agent resends its head at least once a second; e2e
+		// TestPluginLostAck).
+		v.outDelivered[seq] = v.srv.clk.Now()
+	}
 	if f.PayloadType == wire.PayloadHandshakeComplete && v.handshakeSeq < 0 {
 		v.handshakeSeq = seq
 	}
@@ -389,12 +396,12 @@ func (v *validator) noteTerminate(how string) {
 // clientLegClosed checks that everything delivered well before the leg went
 // away was acknowledged (ssmproxy acks, and re-acks every duplicate), and
 // notes a client that closed normally without terminating the session.
-func (v *validator) clientLegClosed(readErr error) {
+func (v *validator) clientLegClosed(readErr error, serverClosed bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.checkAcksLocked()
 	var ce *websocket.CloseError
-	if errors.As(readErr, &ce) && ce.Code == websocket.CloseNormalClosure && len(v.terminateSeen) == 0 && !v.closedSent {
+	if !serverClosed && errors.As(readErr, &ce) && ce.Code == websocket.CloseNormalClosure && len(v.terminateSeen) == 0 && !v.closedSent {
 		v.violation(sevWarning, "missing-terminate", "the client closed its leg normally without TerminateSession (flag or API)")
 	}
 }

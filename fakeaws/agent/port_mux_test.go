@@ -74,6 +74,21 @@ func TestLocalPortForwardingModes(t *testing.T) {
 			t.Fatalf("MuxDialsFailed = %d", n)
 		}
 	})
+	// An agent from before mux mode existed serves basic mode to any
+	// client, as the official plugin expects of it (it picks basic mode
+	// for agents up to 3.0.196.0).
+	t.Run("basic/old-agent", func(t *testing.T) {
+		tgt := newTarget(t, false)
+		s := start(t, true, Config{AgentVersion: "3.0.100.0", Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
+		handshakeAs(t, s.l, "1.3.0.0")
+		in, b := inputFrame(1, wire.PayloadOutput, []byte("raw"))
+		sendUntilAcked(t, s.l, in, b)
+		c := <-tgt.conns
+		readExactly(t, c, "raw")
+		if s.r.viol.has("raw-bytes-into-mux") {
+			t.Fatal("basic mode recorded a mux violation")
+		}
+	})
 	t.Run("basic/old-client", func(t *testing.T) {
 		tgt := newTarget(t, false)
 		s := start(t, true, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})

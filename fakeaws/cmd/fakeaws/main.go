@@ -38,7 +38,8 @@ func main() {
 		agentVer    = flag.String("agent-version", "3.3.1142.0", "AgentVersion the agent reports")
 		accessKey   = flag.String("access-key", "", "seed this access key id for user alice (default: random)")
 		secretKey   = flag.String("secret-key", "", "secret for -access-key")
-		rotate      = flag.Bool("rotate-cell-number", true, "new cell-number on every ResumeSession, old StreamUrl refused")
+		rotate      = flag.Bool("rotate-cell-number", true, "new cell-number in every ResumeSession answer")
+		strictCell  = flag.Bool("strict-cell-number", false, "with -rotate-cell-number: refuse upgrades to a StreamUrl whose cell-number a ResumeSession replaced (off: the old URL keeps working, as on AWS, where the official plugin re-dials its original StreamUrl and resumes; docs/fakeaws.md section 10)")
 		requireSign = flag.Bool("require-signed-upgrade", false, "refuse unsigned client websocket upgrades")
 		verbose     = flag.Bool("v", false, "log to stderr")
 		publication = flag.String("mgs-publication", string(fakeaws.PublicationAlways), "MGS variant: whether a leg hears pause_publication/start_publication when its peer leaves and returns: always, pause-only or never")
@@ -81,7 +82,7 @@ func main() {
 	srv := fakeaws.New(fakeaws.Options{
 		Region: *region, CredTTL: *credTTL, AgentQuirks: quirks, AgentVersion: *agentVer,
 		CloseEvery: *closeEvery, CloseLegs: *closeLegs, IdleTimeout: *idle,
-		RotateCellNumber: *rotate, StrictCellNumber: *rotate, RequireSignedUpgrade: *requireSign, Log: log,
+		RotateCellNumber: *rotate, StrictCellNumber: *rotate && *strictCell, RequireSignedUpgrade: *requireSign, Log: log,
 		Publication: fakeaws.Publication(*publication), PublicationHeaders: fakeaws.PublicationHeaders(*pubHeaders),
 		AgentGiveUp: fakeaws.AgentGiveUp(*giveUp), QueueWhileAbsent: *queue, PageSize: *pageSize,
 		EICAuthorizedKeys: *eicKeys, EICUser: *eicUser, EICKeyTTL: *eicTTL, EICAcceptECDSA: *eicECDSA,
