@@ -31,7 +31,10 @@ import (
 // socket pair.
 type pipeSession struct {
 	net.Conn
-	mux       bool
+	// writeDelay holds every Write this long after its bytes went out, as
+	// a slow send path does (TestForwardRefusedStreamFINRace).
+	writeDelay time.Duration
+	mux        bool
 	agent     string
 	done      chan struct{}
 	closeOnce sync.Once
@@ -42,6 +45,11 @@ type pipeSession struct {
 func (p *pipeSession) Close() error {
 	p.closeOnce.Do(func() { close(p.done); p.Conn.Close() })
 	return nil
+}
+func (p *pipeSession) Write(b []byte) (int, error) {
+	n, err := p.Conn.Write(b)
+	time.Sleep(p.writeDelay)
+	return n, err
 }
 func (p *pipeSession) Done() <-chan struct{} { return p.done }
 func (p *pipeSession) Err() error            { return nil }
@@ -86,8 +94,9 @@ func socketPair(t *testing.T) (net.Conn, net.Conn) {
 // agentStandIn plays the agent's side of sessions: addrs maps a
 // destination to the TCP address it dials.
 type agentStandIn struct {
-	t     *testing.T
-	mux   bool
+	t          *testing.T
+	writeDelay time.Duration
+	mux        bool
 	addrs map[Destination]string
 	opens atomic.Int64
 	mu    sync.Mutex
@@ -97,7 +106,7 @@ type agentStandIn struct {
 func (a *agentStandIn) open(_ context.Context, dest Destination, onFlag func(wire.Flag)) (PortSession, error) {
 	a.opens.Add(1)
 	client, agentEnd := socketPair(a.t)
-	ps := &pipeSession{Conn: client, mux: a.mux, agent: "3.3.1142.0", done: make(chan struct{})}
+	ps := &pipeSession{Conn: client, writeDelay: a.writeDelay, mux: a.mux, agent: "3.3.1142.0", done: make(chan struct{})}
 	if !a.mux {
 		ps.agent = "3.0.100.0"
 	}
@@ -426,5 +435,25 @@ func TestSOCKSRefusesOtherCommands(t *testing.T) {
 	}
 	if a.opens.Load() != 0 {
 		t.Fatal("a session was started for a refused command")
+	}
+}
+
+// TestForwardRefusedStreamFINRace: smux v1.5.x registers a new stream only
+// after its SYN is written, so when the send path returns late (a full
+// window, a slow machine) the agent's FIN for a refused stream can arrive
+// first and smux drops it; the connection then hangs for ever. The tunnel
+// holds incoming bytes back while a stream is being opened (muxConn).
+func TestForwardRefusedStreamFINRace(t *testing.T) {
+	dest := Destination{Host: "down.internal", Port: 1}
+	a := &agentStandIn{t: t, mux: true, writeDelay: 100 * time.Millisecond, addrs: map[Destination]string{dest: refusedAddr(t)}}
+	_, addr, _ := startForward(t, a, dest)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("refused destination: read %d, %v; want EOF (the agent's FIN was lost)", n, err)
 	}
 }

@@ -79,6 +79,45 @@ func (c sessionConn) Read(p []byte) (int, error)  { return c.s.Read(p) }
 func (c sessionConn) Write(p []byte) (int, error) { return c.s.Write(p) }
 func (c sessionConn) Close() error                { return nil }
 
+// muxConn is the transport of an smux client, gated against a race in
+// smux v1.5.x: OpenStream registers a new stream only after its SYN has been
+// written, so an agent that refuses the stream at once (ConnectToPortError
+// then FIN) can have its FIN read before the stream exists; smux drops a FIN
+// for an unknown stream and the connection would hang for ever. Bytes read
+// from the session are handed to smux only when no OpenStream is between
+// its SYN and its registration (openStream holds the gate for writing).
+type muxConn struct {
+	sessionConn
+	gate *sync.RWMutex
+}
+
+func (c muxConn) Read(p []byte) (int, error) {
+	n, err := c.s.Read(p)
+	// An empty critical section: waiting for a pending OpenStream is
+	// the point.
+	c.gate.RLock()
+	c.gate.RUnlock()
+	return n, err
+}
+
+// newMuxClient starts an smux client over sess and returns it with the gate
+// openStream needs.
+func newMuxClient(sess PortSession) (*smux.Session, *sync.RWMutex, error) {
+	gate := new(sync.RWMutex)
+	m, err := smux.Client(muxConn{sessionConn{sess}, gate}, smuxConfig(sess.AgentVersion()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("smux client: %w", err)
+	}
+	return m, gate, nil
+}
+
+// openStream opens a stream with the gate held (see muxConn).
+func openStream(m *smux.Session, gate *sync.RWMutex) (*smux.Stream, error) {
+	gate.Lock()
+	defer gate.Unlock()
+	return m.OpenStream()
+}
+
 // tunnel is one session and the connections it carries: many at once over
 // smux in mux mode, one at a time in basic mode (docs/protocol.md 11).
 type tunnel struct {
@@ -87,7 +126,8 @@ type tunnel struct {
 	log  *slog.Logger
 	o    *ForwardOptions
 
-	mux *smux.Session // nil in basic mode
+	mux  *smux.Session // nil in basic mode
+	gate *sync.RWMutex // see muxConn
 
 	// Basic mode: turn admits one connection at a time; the pump reads the
 	// session into chunks for whichever connection holds the turn.
@@ -107,11 +147,11 @@ type tunnel struct {
 func newTunnel(dest Destination, sess PortSession, flags <-chan wire.Flag, o *ForwardOptions) (*tunnel, error) {
 	t := &tunnel{dest: dest, sess: sess, o: o, log: o.Log, dead: make(chan struct{})}
 	if sess.Mux() {
-		m, err := smux.Client(sessionConn{sess}, smuxConfig(sess.AgentVersion()))
+		m, gate, err := newMuxClient(sess)
 		if err != nil {
-			return nil, fmt.Errorf("smux client: %w", err)
+			return nil, err
 		}
-		t.mux = m
+		t.mux, t.gate = m, gate
 	} else {
 		t.turn = make(chan struct{}, 1)
 		t.chunks = make(chan []byte, 16)
@@ -179,7 +219,7 @@ func (t *tunnel) carry(ctx context.Context, local net.Conn) error {
 	t.active.Add(1)
 	defer t.active.Add(-1)
 	if t.mux != nil {
-		st, err := t.mux.OpenStream()
+		st, err := openStream(t.mux, t.gate)
 		if err != nil {
 			t.markDead()
 			return fmt.Errorf("%w: %w", errTunnelDead, err)

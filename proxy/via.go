@@ -29,11 +29,11 @@ type ViaStream struct {
 func OpenViaStream(sess PortSession) (*ViaStream, error) {
 	v := &ViaStream{sess: sess, done: make(chan struct{})}
 	if sess.Mux() {
-		m, err := smux.Client(sessionConn{sess}, smuxConfig(sess.AgentVersion()))
+		m, gate, err := newMuxClient(sess)
 		if err != nil {
-			return nil, fmt.Errorf("smux client: %w", err)
+			return nil, err
 		}
-		st, err := m.OpenStream()
+		st, err := openStream(m, gate)
 		if err != nil {
 			_ = m.Close()
 			return nil, fmt.Errorf("opening the smux stream: %w", err)

@@ -18,10 +18,18 @@ import (
 // session-manager-plugin's mux mode does: every write becomes Output
 // messages of at most 1024 bytes, reads return the agent's Output payloads
 // in stream order (Flag messages are kept aside by the peer).
+//
+// gate works around a race in the smux v1.5.x client (the plugin's too):
+// OpenStream registers a stream only after its SYN is written, so the
+// agent's FIN for a stream it refuses at once (ConnectToPortError) can be
+// parsed before the stream exists, and smux drops it. Bytes are handed to
+// smux only while no OpenStream is in progress (muxSession.openStream), as
+// ssmproxy's proxy.muxConn does.
 type peerConn struct {
 	p         *dataPeer
 	closeOnce sync.Once
 	closed    chan struct{}
+	gate      sync.RWMutex
 }
 
 func (c *peerConn) Read(b []byte) (int, error) {
@@ -32,6 +40,8 @@ func (c *peerConn) Read(b []byte) (int, error) {
 			n := copy(b, p.data)
 			p.data = p.data[n:] // consumed: memory stays bounded
 			p.mu.Unlock()
+			c.gate.RLock()
+			c.gate.RUnlock()
 			return n, nil
 		}
 		ch := p.changed
@@ -116,6 +126,13 @@ func startMux(t *testing.T, cfg Config, clientVersion string, tune func(*smux.Co
 		ms.conn.Close()
 	})
 	return ms
+}
+
+// openStream opens an smux stream with the transport's gate held (peerConn).
+func (ms *muxSession) openStream() (*smux.Stream, error) {
+	ms.conn.gate.Lock()
+	defer ms.conn.gate.Unlock()
+	return ms.sess.OpenStream()
 }
 
 // flags returns the Flag payloads the agent has sent so far.

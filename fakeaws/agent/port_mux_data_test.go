@@ -16,15 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xtaci/smux"
-
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
 // echoStream opens a stream, writes data while reading its echo, and
 // returns the echo.
-func echoStream(sess *smux.Session, data []byte) ([]byte, error) {
-	st, err := sess.OpenStream()
+func echoStream(ms *muxSession, data []byte) ([]byte, error) {
+	st, err := ms.openStream()
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +54,7 @@ func TestMuxConcurrentStreams(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			data := randomBytes(size, uint64(i+1))
-			got, err := echoStream(ms.sess, data)
+			got, err := echoStream(ms, data)
 			if err == nil && sha256.Sum256(got) != sha256.Sum256(data) {
 				err = fmt.Errorf("echo differs (first difference at %d)", firstDiff(got, data))
 			}
@@ -110,7 +108,7 @@ func closedPort(t *testing.T) string {
 // close it (EOF) after answering ConnectToPortError.
 func expectStreamClosed(t *testing.T, ms *muxSession) {
 	t.Helper()
-	st, err := ms.sess.OpenStream()
+	st, err := ms.openStream()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +136,7 @@ func TestMuxRefusedDialIsPerStream(t *testing.T) {
 		return d.DialContext(ctx, "tcp", addr)
 	}
 	ms := startMux(t, Config{Properties: map[string]string{"portNumber": echo}, DialTarget: dial}, "1.2.804.0", nil)
-	first, err := ms.sess.OpenStream()
+	first, err := ms.openStream()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +148,7 @@ func TestMuxRefusedDialIsPerStream(t *testing.T) {
 	if len(flags) != 1 || !bytes.Equal(flags[0], []byte{0, 0, 0, 3}) {
 		t.Fatalf("flags %x, want one ConnectToPortError", flags)
 	}
-	if got, err := echoStream(ms.sess, []byte("three")); err != nil || string(got) != "three" {
+	if got, err := echoStream(ms, []byte("three")); err != nil || string(got) != "three" {
 		t.Fatalf("stream after the refusal: %q, %v", got, err)
 	}
 	first.Write([]byte("one again"))
@@ -193,7 +191,7 @@ func TestMuxRemoteHost(t *testing.T) {
 	t.Run("resolved", func(t *testing.T) {
 		ms := startMux(t, Config{Properties: map[string]string{"portNumber": echoServer(t), "host": "db.internal"},
 			Resolve: fixedResolver("127.0.0.1")}, "1.2.804.0", nil)
-		if got, err := echoStream(ms.sess, []byte("via host")); err != nil || string(got) != "via host" {
+		if got, err := echoStream(ms, []byte("via host")); err != nil || string(got) != "via host" {
 			t.Fatalf("echo: %q, %v", got, err)
 		}
 	})
@@ -265,7 +263,7 @@ func TestMuxSlowDestination(t *testing.T) {
 	const size, rate = 8 << 20, 1 << 20
 	port := slowSink(t, size, rate)
 	ms := startMux(t, Config{Properties: map[string]string{"portNumber": port}, DialTarget: smallBufferDial}, "1.2.804.0", nil)
-	st, err := ms.sess.OpenStream()
+	st, err := ms.openStream()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +315,7 @@ func TestMuxShutdown(t *testing.T) {
 			return smallBufferDial(ctx, addr)
 		}
 		ms := startMux(t, Config{Properties: map[string]string{"portNumber": sink}, DialTarget: dial}, "1.2.804.0", nil)
-		first, err := ms.sess.OpenStream()
+		first, err := ms.openStream()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +323,7 @@ func TestMuxShutdown(t *testing.T) {
 		if !ms.p.waitFor(20*time.Second, func() bool { return ms.r.stats.MuxBuffered.Load() > 3<<20 }) {
 			t.Fatalf("the agent's smux never filled: %d bytes", ms.r.stats.MuxBuffered.Load())
 		}
-		if _, err := ms.sess.OpenStream(); err != nil {
+		if _, err := ms.openStream(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -335,7 +333,7 @@ func TestMuxShutdown(t *testing.T) {
 	t.Run("terminate-session-flag", func(t *testing.T) {
 		ms := startMux(t, Config{Properties: map[string]string{"portNumber": echoServer(t)}}, "1.2.804.0", nil)
 		for i := range 3 {
-			st, err := ms.sess.OpenStream()
+			st, err := ms.openStream()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -381,7 +379,7 @@ func TestMuxBlockedWriteHoldsAcks(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	ms := startMux(t, Config{Properties: map[string]string{"portNumber": port}, DialTarget: smallBufferDial}, "1.2.804.0", nil)
-	st, err := ms.sess.OpenStream()
+	st, err := ms.openStream()
 	if err != nil {
 		t.Fatal(err)
 	}

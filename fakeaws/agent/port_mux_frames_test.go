@@ -141,7 +141,7 @@ func TestMuxKeepAliveByClientVersion(t *testing.T) {
 			if !ms.running() {
 				t.Fatalf("the session ended: %v", ms.r.wait(t, time.Second))
 			}
-			got, err := echoStream(ms.sess, []byte("still there"))
+			got, err := echoStream(ms, []byte("still there"))
 			if err != nil || string(got) != "still there" {
 				t.Fatalf("echo after idling: %q, %v", got, err)
 			}
@@ -155,7 +155,7 @@ func TestMuxKeepAliveByClientVersion(t *testing.T) {
 // flag is recorded as in basic mode. Streams keep working.
 func TestMuxFlags(t *testing.T) {
 	ms := startMux(t, Config{Properties: map[string]string{"portNumber": echoServer(t)}}, "1.2.804.0", nil)
-	st, err := ms.sess.OpenStream()
+	st, err := ms.openStream()
 	if err != nil {
 		t.Fatal(err)
 	}
