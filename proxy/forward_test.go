@@ -35,11 +35,11 @@ type pipeSession struct {
 	// a slow send path does (TestForwardRefusedStreamFINRace).
 	writeDelay time.Duration
 	mux        bool
-	agent     string
-	done      chan struct{}
-	closeOnce sync.Once
-	mu        sync.Mutex
-	sent      []wire.Flag
+	agent      string
+	done       chan struct{}
+	closeOnce  sync.Once
+	mu         sync.Mutex
+	sent       []wire.Flag
 }
 
 func (p *pipeSession) Close() error {
@@ -97,10 +97,10 @@ type agentStandIn struct {
 	t          *testing.T
 	writeDelay time.Duration
 	mux        bool
-	addrs map[Destination]string
-	opens atomic.Int64
-	mu    sync.Mutex
-	sess  []*pipeSession
+	addrs      map[Destination]string
+	opens      atomic.Int64
+	mu         sync.Mutex
+	sess       []*pipeSession
 }
 
 func (a *agentStandIn) open(_ context.Context, dest Destination, onFlag func(wire.Flag)) (PortSession, error) {
