@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -149,6 +150,31 @@ func (ms *muxSession) waitFlags(t *testing.T, n int) [][]byte {
 		t.Fatalf("agent sent %d flags, want %d", len(ms.flags()), n)
 	}
 	return ms.flags()
+}
+
+// state describes the session for a failure message: the agent's mux
+// stats and violations, the flags it sent, what the peer has not had acked,
+// the agent's Output not yet consumed by smux and the client's open streams.
+// A hang in a mux test then says which side lost what.
+func (ms *muxSession) state() string {
+	st := ms.r.stats
+	ms.p.mu.Lock()
+	unacked := make([]int64, 0, len(ms.p.unacked))
+	for seq := range ms.p.unacked {
+		unacked = append(unacked, seq)
+	}
+	slices.Sort(unacked)
+	pending, flags, next, expected, ooo := len(ms.p.data), len(ms.p.flags), ms.p.nextSeq, ms.p.expected, len(ms.p.ooo)
+	ms.p.mu.Unlock()
+	streams := -1
+	if ms.sess != nil {
+		streams = ms.sess.NumStreams()
+	}
+	return fmt.Sprintf("agent: accepted %d, dials failed %d, buffered %d, violations %q; flags %d; "+
+		"peer: next input seq %d, unacked %v, expected output seq %d, %d out of order, %d bytes not read by smux; "+
+		"client streams open %d; running %v",
+		st.MuxStreamsAccepted.Load(), st.MuxDialsFailed.Load(), st.MuxBuffered.Load(), ms.r.viol.all(), flags,
+		next, unacked, expected, ooo, pending, streams, ms.running())
 }
 
 // running reports whether the agent's Run has not returned.

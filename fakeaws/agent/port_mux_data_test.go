@@ -116,7 +116,7 @@ func expectStreamClosed(t *testing.T, ms *muxSession) {
 	st.Write([]byte("anyone?"))
 	st.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := st.Read(make([]byte, 16)); err != io.EOF {
-		t.Fatalf("refused stream: read %d bytes, %v; want EOF", n, err)
+		t.Fatalf("refused stream %d: read %d bytes, %v; want EOF\n%s", st.ID(), n, err, ms.state())
 	}
 }
 
