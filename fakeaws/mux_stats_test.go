@@ -58,23 +58,7 @@ func closedPort(t *testing.T) string {
 // the session id.
 func rawMuxSession(t *testing.T, ts *TestServer, port string, smux []byte) string {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"Target": DefaultInstance, "DocumentName": "AWS-StartPortForwardingSession",
-		"Parameters": map[string][]string{"portNumber": {port}}})
-	out, aerr := ts.startSession(ts.User, body)
-	if aerr != nil {
-		t.Fatalf("StartSession: %s: %s", aerr.Type, aerr.Message)
-	}
-	resp := out.(sessionResponse)
-	ws, _, err := websocket.DefaultDialer.Dial(resp.StreamURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.Close() })
-	open, _ := json.Marshal(wire.OpenDataChannel{MessageSchemaVersion: "1.0", RequestID: uuid.NewString(),
-		TokenValue: resp.TokenValue, ClientID: uuid.NewString(), ClientVersion: "1.2.804.0"})
-	if err := ws.WriteMessage(websocket.TextMessage, open); err != nil {
-		t.Fatal(err)
-	}
+	resp, ws := openRawLeg(t, ts, "AWS-StartPortForwardingSession", port, "1.2.804.0")
 	encode := func(typ string, seq int64, flags uint64, pt wire.PayloadType, payload []byte) []byte {
 		b, err := wire.Encode(&wire.Frame{MessageType: typ, SchemaVersion: 1, CreatedDate: uint64(time.Now().UnixMilli()),
 			SequenceNumber: seq, Flags: flags, MessageID: uuid.New(), PayloadType: pt, Payload: payload})

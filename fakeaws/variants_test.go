@@ -28,12 +28,11 @@ type rawClient struct {
 	frames []*wire.Frame
 }
 
-// startRaw starts an SSH-document session to an echo target and attaches
-// a raw client leg to it.
-func startRaw(t *testing.T, ts *TestServer) *rawClient {
+// openRawLeg starts a session of document doc to port and opens its client
+// leg on a bare websocket (the opening frame sent, as clientVersion).
+func openRawLeg(t *testing.T, ts *TestServer, doc, port, clientVersion string) (sessionResponse, *websocket.Conn) {
 	t.Helper()
-	port := Listen(t, Echo)
-	body, _ := json.Marshal(map[string]any{"Target": DefaultInstance, "DocumentName": "AWS-StartSSHSession",
+	body, _ := json.Marshal(map[string]any{"Target": DefaultInstance, "DocumentName": doc,
 		"Parameters": map[string][]string{"portNumber": {port}}})
 	out, aerr := ts.startSession(ts.User, body)
 	if aerr != nil {
@@ -46,10 +45,18 @@ func startRaw(t *testing.T, ts *TestServer) *rawClient {
 	}
 	t.Cleanup(func() { ws.Close() })
 	open, _ := json.Marshal(wire.OpenDataChannel{MessageSchemaVersion: "1.0", RequestID: uuid.NewString(),
-		TokenValue: resp.TokenValue, ClientID: uuid.NewString(), ClientVersion: "1.2.707.0"})
+		TokenValue: resp.TokenValue, ClientID: uuid.NewString(), ClientVersion: clientVersion})
 	if err := ws.WriteMessage(websocket.TextMessage, open); err != nil {
 		t.Fatal(err)
 	}
+	return resp, ws
+}
+
+// startRaw starts an SSH-document session to an echo target and attaches
+// a raw client leg to it.
+func startRaw(t *testing.T, ts *TestServer) *rawClient {
+	t.Helper()
+	resp, ws := openRawLeg(t, ts, "AWS-StartSSHSession", Listen(t, Echo), "1.2.707.0")
 	c := &rawClient{t: t, ts: ts, id: resp.SessionID, ws: ws}
 	go func() {
 		for {

@@ -265,12 +265,28 @@ func (p *basicPort) writeTarget(payload []byte) bool {
 	return true
 }
 
-func (p *basicPort) handleFlag(payload []byte) {
+// parseFlag reads a client Flag payload for either Port mode: 4 bytes
+// big-endian, a value from 1 to 3; anything else is recorded as
+// malformed-flag and ignored (acked), as the agent's binary.Read does.
+func (s *session) parseFlag(payload []byte) (wire.Flag, bool) {
 	if len(payload) != 4 {
-		p.s.violation("error", "malformed-flag", fmt.Sprintf("Flag payload of %d bytes, want 4", len(payload)))
+		s.violation("error", "malformed-flag", fmt.Sprintf("Flag payload of %d bytes, want 4", len(payload)))
+		return 0, false
+	}
+	f := wire.Flag(binary.BigEndian.Uint32(payload))
+	if f < wire.FlagDisconnectToPort || f > wire.FlagConnectToPortError {
+		s.violation("error", "malformed-flag", fmt.Sprintf("Flag value %d outside 1..3", uint32(f)))
+		return 0, false
+	}
+	return f, true
+}
+
+func (p *basicPort) handleFlag(payload []byte) {
+	f, ok := p.s.parseFlag(payload)
+	if !ok {
 		return
 	}
-	switch f := wire.Flag(binary.BigEndian.Uint32(payload)); f {
+	switch f {
 	case wire.FlagDisconnectToPort:
 		p.mu.Lock()
 		tc := p.conn
@@ -284,8 +300,6 @@ func (p *basicPort) handleFlag(payload []byte) {
 		p.s.end(nil)
 	case wire.FlagConnectToPortError:
 		// The agent's own flag; ignored (and acked) like any other.
-	default:
-		p.s.violation("error", "malformed-flag", fmt.Sprintf("Flag value %d outside 1..3", uint32(f)))
 	}
 }
 

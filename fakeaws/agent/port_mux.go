@@ -180,11 +180,11 @@ func (p *muxPort) handle(pt wire.PayloadType, payload []byte) bool {
 }
 
 func (p *muxPort) handleFlag(payload []byte) {
-	if len(payload) != 4 {
-		p.s.violation("error", "malformed-flag", fmt.Sprintf("Flag payload of %d bytes, want 4", len(payload)))
+	f, ok := p.s.parseFlag(payload)
+	if !ok {
 		return
 	}
-	switch f := wire.Flag(binary.BigEndian.Uint32(payload)); f {
+	switch f {
 	case wire.FlagTerminateSession:
 		p.s.log.Info("TerminateSession flag received")
 		p.s.end(nil)
@@ -197,8 +197,7 @@ func (p *muxPort) handleFlag(payload []byte) {
 				"DisconnectToPort in a mux session: the agent ignores it; close the smux stream instead")
 		})
 	case wire.FlagConnectToPortError:
-	default:
-		p.s.violation("error", "malformed-flag", fmt.Sprintf("Flag value %d outside 1..3", uint32(f)))
+		// The agent's own flag; ignored (and acked).
 	}
 }
 

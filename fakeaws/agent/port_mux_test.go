@@ -74,47 +74,26 @@ func TestLocalPortForwardingModes(t *testing.T) {
 			t.Fatalf("MuxDialsFailed = %d", n)
 		}
 	})
-	// An agent from before mux mode existed serves basic mode to any
-	// client, as the official plugin expects of it (it picks basic mode
-	// for agents up to 3.0.196.0).
-	t.Run("basic/old-agent", func(t *testing.T) {
-		tgt := newTarget(t, false)
-		s := start(t, true, Config{AgentVersion: "3.0.100.0", Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
-		handshakeAs(t, s.l, "1.3.0.0")
-		in, b := inputFrame(1, wire.PayloadOutput, []byte("raw"))
-		sendUntilAcked(t, s.l, in, b)
-		c := <-tgt.conns
-		readExactly(t, c, "raw")
-		if s.r.viol.has("raw-bytes-into-mux") {
-			t.Fatal("basic mode recorded a mux violation")
-		}
-	})
-	t.Run("basic/old-client", func(t *testing.T) {
-		tgt := newTarget(t, false)
-		s := start(t, true, Config{Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
-		handshakeAs(t, s.l, "1.1.69")
-		in, b := inputFrame(1, wire.PayloadOutput, []byte("raw"))
-		sendUntilAcked(t, s.l, in, b)
-		c := <-tgt.conns
-		readExactly(t, c, "raw")
-		if s.r.viol.has("raw-bytes-into-mux") {
-			t.Fatal("basic mode recorded a mux violation")
-		}
-	})
-	// An agent that reports 3.0.196.0 or older has no mux mode: a modern
-	// client's raw bytes reach the target (the plugin, seeing that
-	// version, sends raw bytes too).
-	for _, agent := range []string{"3.0.196.0", "2.3.722.0"} {
-		t.Run("basic/old-agent-"+agent, func(t *testing.T) {
+	// Basic mode, whatever the document says: a client below 1.1.70, and
+	// an agent from before mux mode existed (3.0.196.0 or older), which
+	// serves basic mode to any client, as the official plugin expects of
+	// it (it picks basic mode for agents up to 3.0.196.0).
+	for _, c := range []struct{ name, agent, client string }{
+		{"basic/old-agent", "3.0.100.0", "1.3.0.0"},
+		{"basic/old-client", "", "1.1.69"},
+		{"basic/old-agent-3.0.196.0", "3.0.196.0", "1.2.804.0"},
+		{"basic/old-agent-2.3.722.0", "2.3.722.0", "1.2.804.0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			tgt := newTarget(t, false)
-			s := start(t, true, Config{AgentVersion: agent, Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
-			handshakeAs(t, s.l, "1.2.804.0")
+			s := start(t, true, Config{AgentVersion: c.agent, Properties: map[string]string{"portNumber": tgt.port(), "type": "LocalPortForwarding"}})
+			handshakeAs(t, s.l, c.client)
 			in, b := inputFrame(1, wire.PayloadOutput, []byte("raw"))
 			sendUntilAcked(t, s.l, in, b)
-			c := <-tgt.conns
-			readExactly(t, c, "raw")
+			conn := <-tgt.conns
+			readExactly(t, conn, "raw")
 			if s.r.viol.has("raw-bytes-into-mux") {
-				t.Fatal("an old agent ran mux mode")
+				t.Fatal("basic mode recorded a mux violation")
 			}
 		})
 	}
