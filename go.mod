@@ -16,6 +16,7 @@ require (
 	github.com/gofrs/flock v0.13.2
 	github.com/google/uuid v1.6.0
 	github.com/gorilla/websocket v1.5.3
+	github.com/spf13/cobra v1.10.2
 	github.com/xtaci/smux v1.5.15
 	golang.org/x/crypto v0.59.0
 	golang.org/x/sys v0.50.0
@@ -36,5 +37,7 @@ require (
 	github.com/danieljoos/wincred v1.1.2 // indirect
 	github.com/godbus/dbus v0.0.0-20190726142602-4481cbc300e2 // indirect
 	github.com/gsterjov/go-libsecret v0.0.0-20161001094733-a6f4afe4910c // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/mtibben/percent v0.2.1 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
 )

@@ -72,25 +72,15 @@ func run(args []string) int {
 	defer startCPUProfile()()
 	var err error
 	switch args[0] {
-	case "connect":
-		err = cmdConnect(ctx, args[1:])
-	case "forward":
-		err = cmdForward(ctx, args[1:])
-	case "login":
-		err = cmdLogin(ctx, args[1:])
-	case "logout":
-		err = cmdLogout(ctx, args[1:])
-	case "creds":
-		err = cmdCreds(ctx, args[1:])
-	case "credential-process":
-		err = cmdCredentialProcess(ctx, args[1:])
 	case "version", "--version", "-version":
 		fmt.Println("ssmproxy", version)
 		return exitOK
 	case "help", "-h", "--help", "-help":
 		return cmdHelp(args[1:])
 	default:
-		err = usagef("unknown command %q (try \"ssmproxy help\")", args[0])
+		root := newRootCmd(ctx)
+		root.SetArgs(args)
+		err = root.Execute()
 	}
 	// A child's stderr reaches ours through the redactor, asynchronously:
 	// let it arrive before our last line (docs/credentials.md 7.1).
