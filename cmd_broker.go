@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"flag"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/keyring"
 	"github.com/ssmproxy/ssmproxy/prompt"
@@ -24,33 +24,30 @@ type brokerFlags struct {
 	noSourceIdentity                                     bool
 }
 
-func (f *brokerFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.roleARN, "role-arn", "", "")
-	fs.StringVar(&f.roleSessionName, "role-session-name", "", "")
-	fs.StringVar(&f.keyringBackend, "keyring-backend", "", "")
-	fs.StringVar(&f.mfaProcess, "mfa-process", "", "")
-	fs.DurationVar(&f.roleDuration, "role-duration", 0, "")
-	fs.DurationVar(&f.mfaSessionDuration, "mfa-session-duration", 0, "")
-	fs.BoolVar(&f.noSourceIdentity, "no-source-identity", false, "")
+// register defines the credential flags on fs, in the credentials help
+// group. The environment variables named are read by the broker
+// (broker/settings.go) when the flag is not given.
+func (f *brokerFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.roleARN, "role-arn", "", "`ARN` of the role to assume when the profile has no role_arn ($SSMPROXY_ROLE_ARN); without any role the source credentials are used directly")
+	fs.StringVar(&f.roleSessionName, "role-session-name", "", "RoleSessionName (default: role_session_name, else the user name)")
+	fs.DurationVar(&f.roleDuration, "role-duration", 0, "role session length (default: duration_seconds, else 1h; chained: max 1h)")
+	fs.DurationVar(&f.mfaSessionDuration, "mfa-session-duration", 0, "GetSessionToken length with mfa_serial (default 12h, $SSMPROXY_MFA_SESSION_DURATION; at most 36h)")
+	fs.StringVar(&f.mfaProcess, "mfa-process", "", "command printing a one-time MFA code, run with stdin null ($SSMPROXY_MFA_PROCESS), e.g. \"ykman oath accounts code -s aws\"")
+	fs.BoolVar(&f.noSourceIdentity, "no-source-identity", false, "do not set SourceIdentity ($SSMPROXY_SOURCE_IDENTITY=off)")
+	keyringBackendFlag(fs, &f.keyringBackend)
+	for _, n := range []string{"role-arn", "role-session-name", "role-duration", "mfa-session-duration", "mfa-process", "no-source-identity", "keyring-backend"} {
+		_ = fs.SetAnnotation(n, annGroup, []string{groupCredentials})
+	}
 }
 
-// brokerHelp documents the flags and variables above; every command that
-// takes them prints it.
-const brokerHelp = `Credential flags (ssmproxy-only settings; the rest comes from the profile):
-  --role-arn ARN           role to assume when the profile has no role_arn ($SSMPROXY_ROLE_ARN).
-                           Without any role the source credentials are used directly.
-  --role-session-name N    RoleSessionName (default: role_session_name, else the user name)
-  --role-duration D        role session length (default: duration_seconds, else 1h; chained: max 1h)
-  --mfa-session-duration D GetSessionToken length with mfa_serial (default 12h,
-                           $SSMPROXY_MFA_SESSION_DURATION; at most 36h)
-  --mfa-process CMD        command printing a one-time MFA code, run with stdin null
-                           ($SSMPROXY_MFA_PROCESS), e.g. "ykman oath accounts code -s aws"
-  --no-source-identity     do not set SourceIdentity ($SSMPROXY_SOURCE_IDENTITY=off)
-  --keyring-backend B      keychain, wincred, secret-service, kwallet, keyctl, pass or file
-                           ($SSMPROXY_KEYRING_BACKEND; default: the first that works here;
-                           long-term keys never go to keyctl unless chosen explicitly)
+// keyringBackendFlag defines --keyring-backend (credential flags, login
+// and logout).
+func keyringBackendFlag(fs *pflag.FlagSet, p *string) {
+	fs.StringVar(p, "keyring-backend", "", "keyring: keychain, wincred, secret-service, kwallet, keyctl, pass or file ($SSMPROXY_KEYRING_BACKEND; default: the first that works here; long-term keys never go to keyctl unless chosen explicitly)")
+}
 
-Profile keys read from ~/.aws/config: region, role_arn, source_profile,
+// credentialsHelp follows the credential flags in every command's help.
+const credentialsHelp = `Profile keys read from ~/.aws/config: region, role_arn, source_profile,
 credential_source, mfa_serial, duration_seconds, role_session_name, external_id,
 and everything the AWS SDK resolves (SSO, credential_process, web identity).
 
@@ -108,20 +105,4 @@ func openStore(ctx context.Context, backend string, persistent bool) (keyring.St
 				_, _ = io.WriteString(os.Stderr, "ssmproxy: waiting for another ssmproxy process to finish with the keyring…\n")
 			})
 		}})
-}
-
-// parseFlags parses a command's flags, refusing positional arguments.
-func parseFlags(fs *flag.FlagSet, args []string, help string) error {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			_, _ = io.WriteString(os.Stderr, help)
-			return errHelpShown
-		}
-		return usagef("%s: %v", fs.Name(), err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("%s: unexpected argument %q (see ssmproxy help %s)", fs.Name(), fs.Arg(0), fs.Name())
-	}
-	return nil
 }

@@ -3,30 +3,26 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/ssmproxy/ssmproxy/broker"
 	targetpkg "github.com/ssmproxy/ssmproxy/target"
 )
 
-const credsHelp = `Usage: ssmproxy creds [--profile P] [--region R] [credential flags]
-
-Shows where the credentials of profile P come from, the keyring backend in
+const credsLong = `Shows where the credentials of profile P come from, the keyring backend in
 use, the MFA session, the cached scoped credentials with their expiry and the
 window in which a running ssmproxy re-mints them, and the hard deadline (the
 moment after which nothing can be minted without you). Secrets are never
 printed. Nothing is minted.
+`
 
-` + brokerHelp
-
-const credProcHelp = `Usage: ssmproxy credential-process [--profile P] [--target ID] [--document D] [credential flags]
-
-Prints credentials in the credential_process format (JSON, Version 1) so the
+const credProcLong = `Prints credentials in the credential_process format (JSON, Version 1) so the
 AWS CLI, the session-manager-plugin and other SDK tools can use the broker:
 
   [profile ssm]
@@ -45,28 +41,38 @@ ProxyCommand), where ssh or the caller owns the terminal. An MFA code comes
 from SSMPROXY_MFA_TOKEN, --mfa-process or SSH_ASKPASS, the file keyring's
 passphrase from SSMPROXY_FILE_PASSPHRASE or SSH_ASKPASS; --allow-tty permits
 the terminal when you run it by hand.
+`
 
-Flags:
-  --profile P     broker profile (default $AWS_PROFILE or "default")
-  --region R      region
-  --target ID     instance the credentials may start sessions on
-  --document D    session document (default AWS-StartSSHSession)
-  --allow-tty     allow prompts on the terminal (/dev/tty)
+// profileFlags are --profile and --region, as every command but connect
+// and forward takes them.
+type profileFlags struct{ profile, region string }
 
-` + brokerHelp
+func (p *profileFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&p.profile, "profile", "", "AWS profile `NAME` (default: $AWS_PROFILE, else \"default\")")
+	fs.StringVar(&p.region, "region", "", "AWS `REGION` (default: $AWS_REGION, else the profile's)")
+}
 
-func cmdCreds(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("creds", flag.ContinueOnError)
-	var profile, region string
+func newCredsCmd() *cobra.Command {
+	var pf profileFlags
 	var bf brokerFlags
-	fs.StringVar(&profile, "profile", "", "")
-	fs.StringVar(&region, "region", "", "")
-	bf.register(fs)
-	if err := parseFlags(fs, args, credsHelp); err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "creds [flags]",
+		Short: "show where credentials come from and when they expire",
+		Long:  credsLong,
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runCreds(cmd.Context(), pf, bf)
+		},
 	}
-	profile = resolveProfile(ctx, profile)
-	b, err := broker.New(ctx, brokerOptions(profile, region, bf, "", nil, slog.New(slog.DiscardHandler), os.Stderr))
+	pf.register(cmd.Flags())
+	bf.register(cmd.Flags())
+	completeFlags(cmd)
+	return cmd
+}
+
+func runCreds(ctx context.Context, pf profileFlags, bf brokerFlags) error {
+	profile := resolveProfile(ctx, pf.profile)
+	b, err := broker.New(ctx, brokerOptions(profile, pf.region, bf, "", nil, slog.New(slog.DiscardHandler), os.Stderr))
 	if err != nil {
 		return setupFailure(err)
 	}
@@ -140,7 +146,35 @@ func orNone(s string) string {
 	return s
 }
 
-func cmdCredentialProcess(ctx context.Context, args []string) error {
+type credProcOptions struct {
+	profileFlags
+	target, document string
+	allowTTY         bool
+	broker           brokerFlags
+}
+
+func newCredentialProcessCmd() *cobra.Command {
+	o := &credProcOptions{}
+	cmd := &cobra.Command{
+		Use:   "credential-process [flags]",
+		Short: "credential_process JSON for the AWS CLI and SDK tools",
+		Long:  credProcLong,
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runCredentialProcess(cmd.Context(), *o)
+		},
+	}
+	fs := cmd.Flags()
+	o.profileFlags.register(fs)
+	fs.StringVar(&o.target, "target", "", "instance `ID` the credentials may start sessions on (default: every instance)")
+	fs.StringVar(&o.document, "document", "", "session document `D` (default AWS-StartSSHSession)")
+	fs.BoolVar(&o.allowTTY, "allow-tty", false, "allow prompts on the terminal (/dev/tty)")
+	o.broker.register(fs)
+	completeFlags(cmd)
+	return cmd
+}
+
+func runCredentialProcess(ctx context.Context, co credProcOptions) error {
 	// stdout carries the JSON and nothing else: keep it, and point os.Stdout
 	// and os.Stdin away from the consumer's pipes for everything else.
 	stdout := os.Stdout
@@ -148,19 +182,7 @@ func cmdCredentialProcess(ctx context.Context, args []string) error {
 	if devnull, err := os.Open(os.DevNull); err == nil {
 		os.Stdin = devnull
 	}
-	fs := flag.NewFlagSet("credential-process", flag.ContinueOnError)
-	var profile, region, target, document string
-	var allowTTY bool
-	var bf brokerFlags
-	fs.StringVar(&profile, "profile", "", "")
-	fs.StringVar(&region, "region", "", "")
-	fs.StringVar(&target, "target", "", "")
-	fs.StringVar(&document, "document", "", "")
-	fs.BoolVar(&allowTTY, "allow-tty", false, "")
-	bf.register(fs)
-	if err := parseFlags(fs, args, credProcHelp); err != nil {
-		return err
-	}
+	profile, region, target, document, allowTTY, bf := co.profile, co.region, co.target, co.document, co.allowTTY, co.broker
 	if target != "" && !targetpkg.IsID(target) {
 		return usagef("credential-process: --target %q is not an instance id", target)
 	}

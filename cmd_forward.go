@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -15,14 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/ssmproxy/ssmproxy/proxy"
 	"github.com/ssmproxy/ssmproxy/ssm"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-const forwardHelp = `Usage: ssmproxy forward [flags] TARGET -L [BIND:]LPORT:HOST:RPORT [-L ...] [-D [BIND:]PORT]
-
-Forwards local TCP ports (or unix sockets) through Session Manager port
+const forwardLong = `Forwards local TCP ports (or unix sockets) through Session Manager port
 sessions, without sshd on the instance. TARGET takes every form connect
 takes: an instance id, a name, tag:KEY=VALUE, a private address or DNS name.
 
@@ -54,23 +51,9 @@ When ready, one line per listener goes to stderr, e.g.
   listening on 127.0.0.1:5432 → db.internal:5432 via i-0123456789abcdef0
 Binding to a non-loopback address prints a warning: anyone who can reach it
 can reach the destination.
+`
 
-Flags:
-  -L SPEC                  a local forward (repeatable)
-  -D SPEC                  a SOCKS5 listener (repeatable)
-  --quiet                  no "listening on" lines
-  --profile NAME           AWS profile (default: AWS_PROFILE / default chain)
-  --region REGION          AWS region (default: AWS_REGION / profile)
-  --reason TEXT            session reason shown in Session Manager history
-  --log-file PATH          write diagnostics to PATH (created 0600)
-  -v                       verbose diagnostics on stderr (-v -v: debug)
-  --handshake-timeout D    give up if the agent has not completed the handshake (default 30s)
-  --resume-budget D        how long to keep trying to resume a lost data channel (default 5m)
-  --sign-dial              sign every data-channel websocket upgrade with SigV4
-  --client-version V       ClientVersion reported to the agent (default 1.2.804.0; must be > 1.2.331.0)
-
-` + brokerHelp + `
-Exit codes: 0 after Ctrl-C/SIGTERM; 2 bad arguments or a listener that
+const forwardFooter = `Exit codes: 0 after Ctrl-C/SIGTERM; 2 bad arguments or a listener that
 cannot bind; otherwise as "ssmproxy help connect" for the first sessions.
 `
 
@@ -87,56 +70,76 @@ type specList struct {
 
 func (s specList) String() string     { return "" }
 func (s specList) Set(v string) error { return s.add(v) }
+func (s specList) Type() string       { return "SPEC" }
 
-func parseForward(args []string) (forwardOptions, error) {
-	o := forwardOptions{}
-	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	o.registerSession(fs)
-	fs.BoolVar(&o.quiet, "quiet", false, "")
-	// A bad -L or -D is reported in its own words, not in the flag
-	// package's "invalid value" wrapper.
+// newForwardCmd: ssmproxy forward TARGET -L ... -D ....
+func newForwardCmd(run func(context.Context, forwardOptions) error) *cobra.Command {
+	o := &forwardOptions{}
 	var specErr error
-	fs.Var(specList{func(v string) error {
+	cmd := &cobra.Command{
+		Use:               "forward [flags] TARGET -L [BIND:]LPORT:HOST:RPORT [-L ...] [-D [BIND:]PORT]",
+		Short:             "forward local ports through the instance, no sshd needed",
+		Long:              forwardLong,
+		Annotations:       map[string]string{annFooter: forwardFooter},
+		ValidArgsFunction: completeTarget,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if specErr != nil {
+				return specErr
+			}
+			if err := o.check(args); err != nil {
+				return err
+			}
+			return run(cmd.Context(), *o)
+		},
+	}
+	fs := cmd.Flags()
+	// A bad -L or -D is reported in its own words, not in the flag
+	// package's "invalid argument" wrapper.
+	fs.VarP(specList{func(v string) error {
 		lf, err := parseLocalForward(v)
 		o.locals = append(o.locals, lf)
 		specErr = cmp.Or(specErr, err)
 		return nil
-	}}, "L", "")
-	fs.Var(specList{func(v string) error {
+	}}, "local", "L", "a local forward `[BIND:]LPORT:HOST:RPORT` or unix:PATH:HOST:RPORT (repeatable)")
+	fs.VarP(specList{func(v string) error {
 		l, err := parseDynamic(v)
 		o.dynamic = append(o.dynamic, l)
 		specErr = cmp.Or(specErr, err)
 		return nil
-	}}, "D", "")
-	pos, err := parseInterleaved(fs, args, forwardHelp)
-	if err != nil {
-		return o, err
-	}
-	if specErr != nil {
-		return o, specErr
-	}
+	}}, "dynamic", "D", "a SOCKS5 listener on `[BIND:]PORT` (repeatable)")
+	fs.BoolVar(&o.quiet, "quiet", false, "no \"listening on\" lines")
+	o.registerSession(fs)
+	completeFlags(cmd)
+	return cmd
+}
+
+// parseForward parses a forward command line as "ssmproxy forward" does,
+// without running it.
+func parseForward(args []string) (o forwardOptions, err error) {
+	err = parseWith(newForwardCmd(func(_ context.Context, got forwardOptions) error { o = got; return nil }), args)
+	return o, err
+}
+
+// check validates the options and takes the positional argument.
+func (o *forwardOptions) check(pos []string) error {
 	if len(pos) != 1 {
-		return o, usagef("forward: want one TARGET, got %d arguments (see ssmproxy help forward)", len(pos))
+		return usagef("forward: want one TARGET, got %d arguments (see ssmproxy help forward)", len(pos))
 	}
 	o.target = pos[0]
 	if len(o.locals) == 0 && len(o.dynamic) == 0 {
-		return o, usagef("forward: nothing to forward: give at least one -L or -D")
+		return usagef("forward: nothing to forward: give at least one -L or -D")
 	}
-	if !wire.ValidClientVersion(o.clientVersion) {
-		return o, usagef("forward: --client-version %q must be a four-part version above 1.2.331.0", o.clientVersion)
-	}
-	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {
-		return o, usagef("forward: durations must be positive")
+	if err := o.checkSession("forward"); err != nil {
+		return err
 	}
 	seen := map[listenSpec]bool{}
 	for _, l := range o.listens() {
 		if seen[l] && !strings.HasSuffix(l.address, ":0") {
-			return o, usagef("forward: %s is given twice", l)
+			return usagef("forward: %s is given twice", l)
 		}
 		seen[l] = true
 	}
-	return o, nil
+	return nil
 }
 
 func (o forwardOptions) listens() []listenSpec {
@@ -180,11 +183,7 @@ func forwardParameters(d proxy.Destination) map[string][]string {
 	return p
 }
 
-func cmdForward(ctx context.Context, args []string) error {
-	o, err := parseForward(args)
-	if err != nil {
-		return err
-	}
+func runForward(ctx context.Context, o forwardOptions) error {
 	tuneGC()
 	log, closeLog, err := newLoggerAt(slog.LevelWarn, o.verbosity, o.logFile)
 	if err != nil {

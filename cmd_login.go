@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/internal/secretenv"
@@ -13,9 +13,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/prompt"
 )
 
-const loginHelp = `Usage: ssmproxy login [--profile P] [--mfa-serial ARN] [--keyring-backend B] [--no-verify]
-
-Stores a long-term IAM user key (AKIA…) for profile P (default $AWS_PROFILE or
+const loginLong = `Stores a long-term IAM user key (AKIA…) for profile P (default $AWS_PROFILE or
 "default") in the keyring, as the source the credential broker mints scoped,
 short-lived credentials from. It replaces the profile's previous key and
 forgets its MFA session and cached credentials.
@@ -23,23 +21,55 @@ forgets its MFA session and cached credentials.
 The key is read from the terminal (/dev/tty, the secret without echo; or the
 SSH_ASKPASS program), or for scripts from SSMPROXY_LOGIN_ACCESS_KEY_ID and
 SSMPROXY_LOGIN_SECRET_ACCESS_KEY. Never from the command line.
-
-Flags:
-  --profile P           profile to store the key for
-  --mfa-serial ARN      MFA device of the user; ssmproxy then asks for a code and
-                        mints a 12-hour MFA session (GetSessionToken) once a day
-  --keyring-backend B   where to store it ($SSMPROXY_KEYRING_BACKEND); the default
-                        never picks the volatile keyctl for long-term keys
-  --region R            region for the verification call
-  --no-verify           skip asking STS whose key it is (GetCallerIdentity)
-
-Environment: SSMPROXY_FILE_PASSPHRASE (file keyring), AWS_ENDPOINT_URL_STS.
 `
 
-const logoutHelp = `Usage: ssmproxy logout [--profile P] [--keyring-backend B]
-
-Removes the profile's stored key, its MFA session and its cached credentials.
+const loginFooter = `Environment: SSMPROXY_FILE_PASSPHRASE (file keyring), AWS_ENDPOINT_URL_STS.
 `
+
+type loginOptions struct {
+	profile, serial, backend, region string
+	noVerify                         bool
+}
+
+func newLoginCmd() *cobra.Command {
+	o := &loginOptions{}
+	cmd := &cobra.Command{
+		Use:         "login [flags]",
+		Short:       "store a long-term key in the keyring as the credential source",
+		Long:        loginLong,
+		Annotations: map[string]string{annFooter: loginFooter},
+		Args:        noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runLogin(cmd.Context(), *o)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.profile, "profile", "", "profile `P` to store the key for")
+	fs.StringVar(&o.serial, "mfa-serial", "", "MFA device `ARN` of the user; ssmproxy then asks for a code and mints a 12-hour MFA session (GetSessionToken) once a day")
+	keyringBackendFlag(fs, &o.backend)
+	fs.StringVar(&o.region, "region", "", "`REGION` for the verification call")
+	fs.BoolVar(&o.noVerify, "no-verify", false, "skip asking STS whose key it is (GetCallerIdentity)")
+	completeFlags(cmd)
+	return cmd
+}
+
+func newLogoutCmd() *cobra.Command {
+	var profile, backend string
+	cmd := &cobra.Command{
+		Use:   "logout [flags]",
+		Short: "remove the stored key, its MFA session and its cached credentials",
+		Long:  "Removes the profile's stored key, its MFA session and its cached credentials.\n",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runLogout(cmd.Context(), profile, backend)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&profile, "profile", "", "profile `P` (default $AWS_PROFILE or \"default\")")
+	keyringBackendFlag(fs, &backend)
+	completeFlags(cmd)
+	return cmd
+}
 
 // Environment variables login reads the key from, for scripts.
 const (
@@ -47,18 +77,8 @@ const (
 	envLoginSecret = secretenv.LoginSecretAccessKey
 )
 
-func cmdLogin(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("login", flag.ContinueOnError)
-	var profile, serial, backend, region string
-	var noVerify bool
-	fs.StringVar(&profile, "profile", "", "")
-	fs.StringVar(&serial, "mfa-serial", "", "")
-	fs.StringVar(&backend, "keyring-backend", "", "")
-	fs.StringVar(&region, "region", "", "")
-	fs.BoolVar(&noVerify, "no-verify", false, "")
-	if err := parseFlags(fs, args, loginHelp); err != nil {
-		return err
-	}
+func runLogin(ctx context.Context, o loginOptions) error {
+	profile, serial, backend, region, noVerify := o.profile, o.serial, o.backend, o.region, o.noVerify
 	if serial != "" && !strings.HasPrefix(serial, "arn:") && !strings.HasPrefix(serial, "GAHT") {
 		return usagef("login: --mfa-serial %q is not an MFA device ARN", serial)
 	}
@@ -96,14 +116,7 @@ func cmdLogin(ctx context.Context, args []string) error {
 	return nil
 }
 
-func cmdLogout(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("logout", flag.ContinueOnError)
-	var profile, backend string
-	fs.StringVar(&profile, "profile", "", "")
-	fs.StringVar(&backend, "keyring-backend", "", "")
-	if err := parseFlags(fs, args, logoutHelp); err != nil {
-		return err
-	}
+func runLogout(ctx context.Context, profile, backend string) error {
 	profile = broker.ProfileName(resolveProfile(ctx, profile))
 	var stores []keyring.Store
 	for _, persistent := range []bool{true, false} {

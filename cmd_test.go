@@ -25,7 +25,14 @@ import (
 // (JSON-encoded) arguments, as a child process of a test.
 const envRunArgs = "SSMPROXY_MAIN_TEST_ARGS"
 
+// envRunArgv makes the test binary run ssmproxy with its own argv: a
+// stand-in for the ssmproxy binary that shell completion scripts call.
+const envRunArgv = "SSMPROXY_MAIN_TEST_ARGV"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envRunArgv) == "1" {
+		os.Exit(run(os.Args[1:]))
+	}
 	if v := os.Getenv(envRunArgs); v != "" {
 		var args []string
 		if err := json.Unmarshal([]byte(v), &args); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,15 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/ssmproxy/ssmproxy/proxy"
 	"github.com/ssmproxy/ssmproxy/ssm"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-const connectHelp = `Usage: ssmproxy connect [flags] TARGET [PORT]
-       ssmproxy connect --via INSTANCE [flags] HOST [PORT]
-
-Opens a Session Manager session to TARGET with the AWS-StartSSHSession
+const connectLong = `Opens a Session Manager session to TARGET with the AWS-StartSSHSession
 document and carries stdin/stdout over it to PORT (default 22) on the
 instance. Meant as ssh's ProxyCommand:
 
@@ -55,35 +53,11 @@ credentials scoped to this instance, this document and your own sessions
 with every other ssmproxy process through a cache, and re-mints them ahead of
 expiry, so a session lives as long as its source of credentials, not one
 hour. See "ssmproxy help creds" and "ssmproxy help login".
+`
 
-Flags:
-  --profile NAME           AWS profile (default: AWS_PROFILE / default chain)
-  --region REGION          AWS region (default: AWS_REGION / profile)
-  --document NAME          session document (default AWS-StartSSHSession); port-forwarding
-                           documents (type LocalPortForwarding) are refused: use --via or
-                           "ssmproxy forward"
-  --via INSTANCE           reach HOST:PORT, a host without an agent, through INSTANCE (any
-                           TARGET form)
-                           (AWS-StartPortForwardingSessionToRemoteHost, one smux stream):
-                             Host 10.0.* db-*
-                                 ProxyCommand ssmproxy connect --via i-0123456789abcdef0 %h %p
-  --reason TEXT            session reason shown in Session Manager history
-  --log-file PATH          write diagnostics to PATH (created 0600)
-  -v                       verbose diagnostics on stderr (-v -v: debug)
-  --handshake-timeout D    give up if the agent has not completed the handshake (default 30s)
-  --resume-budget D        how long to keep trying to resume a lost data channel (default 5m)
-  --sign-dial              sign every data-channel websocket upgrade with SigV4 (off by default)
-  --client-version V       ClientVersion reported to the agent (default 1.2.804.0; must be > 1.2.331.0)
-  --push-key[=PUBKEY]      before the session, push a public key for 60 s with EC2 Instance Connect
-                           (SendSSHPublicKey), so the instance needs no key of yours. PUBKEY is a .pub
-                           file (note the =); default: the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub,
-                           id_rsa.pub, else the first key in ssh-agent. Private keys are never read.
-                           EC2 instances only (not mi-). The scoped credentials then allow exactly
-                           that push, to this instance, for USER. In ssh_config:
-                             ProxyCommand ssmproxy connect --push-key --user %r %h %p
-  --user USER              the instance login name the key is pushed for (required with --push-key)
-
-` + brokerHelp + `  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS;
+// connectFooter follows the flags in "ssmproxy help connect".
+const connectFooter = `Endpoints:
+  AWS_ENDPOINT_URL_SSM     redirects the SSM API (AWS_ENDPOINT_URL_STS: STS;
                            AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT: the key push; AWS_ENDPOINT_URL: all);
                            plain http:// endpoints are accepted only on loopback
 
@@ -126,10 +100,52 @@ type connectOptions struct {
 	user    string
 }
 
+// newConnectCmd: ssmproxy connect [flags] TARGET [PORT].
+func newConnectCmd(run func(context.Context, connectOptions) error) *cobra.Command {
+	o := &connectOptions{}
+	cmd := &cobra.Command{
+		Use:   "connect [flags] TARGET [PORT]",
+		Short: "carry stdin/stdout to TARGET:PORT (ssh ProxyCommand)",
+		Long:  connectLong,
+		Annotations: map[string]string{
+			annUsage:  "ssmproxy connect --via INSTANCE [flags] HOST [PORT]",
+			annFooter: connectFooter,
+		},
+		ValidArgsFunction: completeTarget,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.check(args); err != nil {
+				return err
+			}
+			return run(cmd.Context(), *o)
+		},
+	}
+	o.define(cmd.Flags())
+	completeFlags(cmd)
+	return cmd
+}
+
+// define registers connect's flags.
+func (o *connectOptions) define(fs *pflag.FlagSet) {
+	fs.StringVar(&o.document, "document", ssm.DocumentSSH, "session document `NAME`; port-forwarding documents (type LocalPortForwarding) are refused: use --via or \"ssmproxy forward\"")
+	fs.StringVar(&o.via, "via", "", "reach HOST:PORT, a host without an agent, through `INSTANCE` (any TARGET form; AWS-StartPortForwardingSessionToRemoteHost, one smux stream), e.g. ProxyCommand ssmproxy connect --via i-0123456789abcdef0 %h %p")
+	fs.Var(&o.pushKey, "push-key", "(or --push-key=PUBKEY, note the =) before the session, push a public key for 60 s with EC2 Instance Connect (SendSSHPublicKey), so the instance needs no key of yours. PUBKEY is a .pub file; default: the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub, else the first key in ssh-agent. Private keys are never read. EC2 instances only (not mi-). The scoped credentials then allow exactly that push, to this instance, for USER: ProxyCommand ssmproxy connect --push-key --user %r %h %p")
+	fs.Lookup("push-key").NoOptDefVal = pushKeyDefault
+	fs.StringVar(&o.user, "user", "", "instance login name the key is pushed for (required with --push-key)")
+	o.registerSession(fs)
+}
+
+// parseConnect parses a connect command line as "ssmproxy connect" does,
+// without running it.
+func parseConnect(args []string) (o connectOptions, err error) {
+	err = parseWith(newConnectCmd(func(_ context.Context, got connectOptions) error { o = got; return nil }), args)
+	return o, err
+}
+
+// countFlag is -v: each use adds one (-v -v, -vv).
 type countFlag struct{ n *int }
 
-func (c countFlag) String() string   { return "" }
-func (c countFlag) IsBoolFlag() bool { return true }
+func (c countFlag) String() string { return "" }
+func (c countFlag) Type() string   { return "bool" } // no value shown in help
 func (c countFlag) Set(v string) error {
 	if v == "true" {
 		*c.n++
@@ -139,21 +155,10 @@ func (c countFlag) Set(v string) error {
 	return nil
 }
 
-func parseConnect(args []string) (connectOptions, error) {
-	o := connectOptions{document: ssm.DocumentSSH}
-	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.document, "document", ssm.DocumentSSH, "")
-	o.registerSession(fs)
-	fs.StringVar(&o.via, "via", "", "")
-	fs.Var(&o.pushKey, "push-key", "")
-	fs.StringVar(&o.user, "user", "", "")
-	pos, err := parseInterleaved(fs, args, connectHelp)
-	if err != nil {
-		return o, err
-	}
+// check validates the options and takes the positional arguments.
+func (o *connectOptions) check(pos []string) error {
 	if err := pushKeyPathHint(o.pushKey, pos); err != nil {
-		return o, err
+		return err
 	}
 	switch len(pos) {
 	case 1:
@@ -161,46 +166,47 @@ func parseConnect(args []string) (connectOptions, error) {
 	case 2:
 		o.target, o.port = pos[0], pos[1]
 	default:
-		return o, usagef("connect: want TARGET [PORT], got %d arguments (see ssmproxy help connect)", len(pos))
+		return usagef("connect: want TARGET [PORT], got %d arguments (see ssmproxy help connect)", len(pos))
 	}
 	if p, err := strconv.Atoi(o.port); err != nil || p < 1 || p > 65535 || strings.HasPrefix(o.port, "0") {
-		return o, usagef("connect: port %q is not a number from 1 to 65535", o.port)
+		return usagef("connect: port %q is not a number from 1 to 65535", o.port)
 	}
 	if o.via != "" {
 		if o.document != ssm.DocumentSSH {
-			return o, usagef("connect: --via uses %s; --document cannot be combined with it", ssm.DocumentPortForwardingToRemote)
+			return usagef("connect: --via uses %s; --document cannot be combined with it", ssm.DocumentPortForwardingToRemote)
 		}
 		if !validDestHost(o.target) {
-			return o, usagef("connect: --via: host %q is not a host name or IP address", o.target)
+			return usagef("connect: --via: host %q is not a host name or IP address", o.target)
 		}
 		if o.pushKey.set {
 			// The key would go to the --via instance, not to HOST, which
 			// has no agent and no Instance Connect through it.
-			return o, usagef("connect: --push-key cannot be combined with --via (the key would go to %s, not to %s)", o.via, o.target)
+			return usagef("connect: --push-key cannot be combined with --via (the key would go to %s, not to %s)", o.via, o.target)
 		}
 		o.document = ssm.DocumentPortForwardingToRemote
 	} else if ssm.IsPortForwardingDocument(o.document) {
 		// Refused before any AWS call; a custom document of the same type
 		// is refused in the handshake (docs/protocol.md 11.1).
-		return o, &ssm.PortForwardingError{Document: o.document}
+		return &ssm.PortForwardingError{Document: o.document}
 	}
-	if !wire.ValidClientVersion(o.clientVersion) {
-		return o, usagef("connect: --client-version %q must be a four-part version above 1.2.331.0", o.clientVersion)
-	}
-	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {
-		return o, usagef("connect: durations must be positive")
-	}
-	if err := checkPushKeyFlags(o.pushKey, o.user); err != nil {
-		return o, err
-	}
-	return o, nil
-}
-
-func cmdConnect(ctx context.Context, args []string) error {
-	o, err := parseConnect(args)
-	if err != nil {
+	if err := o.checkSession("connect"); err != nil {
 		return err
 	}
+	return checkPushKeyFlags(o.pushKey, o.user)
+}
+
+// checkSession validates the flags every session-opening command takes.
+func (o *connectOptions) checkSession(cmd string) error {
+	if !wire.ValidClientVersion(o.clientVersion) {
+		return usagef("%s: --client-version %q must be a four-part version above 1.2.331.0", cmd, o.clientVersion)
+	}
+	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {
+		return usagef("%s: durations must be positive", cmd)
+	}
+	return nil
+}
+
+func runConnect(ctx context.Context, o connectOptions) error {
 	// stdin and stdout are the SSH stream. Keep them for the data path and
 	// point os.Stdin/os.Stdout elsewhere, so no library, prompt or child
 	// process can read or write the stream.
@@ -296,37 +302,17 @@ func (e *unreachableError) Error() string {
 }
 
 // registerSession registers the flags every session-opening command takes
-// (connect, forward): where to log, and the data channel's tuning.
-func (o *connectOptions) registerSession(fs *flag.FlagSet) {
-	fs.StringVar(&o.profile, "profile", "", "")
-	fs.StringVar(&o.region, "region", "", "")
-	fs.StringVar(&o.reason, "reason", "", "")
-	fs.StringVar(&o.logFile, "log-file", "", "")
-	fs.StringVar(&o.clientVersion, "client-version", ssm.DefaultClientVersion, "")
-	fs.Var(countFlag{&o.verbosity}, "v", "")
-	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "")
-	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "")
-	fs.BoolVar(&o.signDial, "sign-dial", false, "")
+// (connect, forward): where to log, the data channel's tuning, and the
+// credential flags.
+func (o *connectOptions) registerSession(fs *pflag.FlagSet) {
+	fs.StringVar(&o.profile, "profile", "", "AWS profile (default: $AWS_PROFILE, else the default chain)")
+	fs.StringVar(&o.region, "region", "", "AWS region (default: $AWS_REGION, else the profile's)")
+	fs.StringVar(&o.reason, "reason", "", "session reason shown in Session Manager history")
+	fs.StringVar(&o.logFile, "log-file", "", "write diagnostics to `PATH` (created 0600)")
+	fs.VarPF(countFlag{&o.verbosity}, "verbose", "v", "verbose diagnostics on stderr (-v -v: debug)").NoOptDefVal = "true"
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "give up if the agent has not completed the handshake in this time")
+	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "how long to keep trying to resume a lost data channel")
+	fs.BoolVar(&o.signDial, "sign-dial", false, "sign every data-channel websocket upgrade with SigV4")
+	fs.StringVar(&o.clientVersion, "client-version", ssm.DefaultClientVersion, "ClientVersion reported to the agent (must be above 1.2.331.0)")
 	o.broker.register(fs)
-}
-
-// parseInterleaved parses flags that may come before, between or after the
-// positional arguments, which it returns; -h prints help.
-func parseInterleaved(fs *flag.FlagSet, args []string, help string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if err == flag.ErrHelp {
-				_, _ = io.WriteString(os.Stderr, help)
-				return nil, errHelpShown
-			}
-			return nil, usagef("%s: %v", fs.Name(), err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }

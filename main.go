@@ -31,36 +31,11 @@ const childStderrDrain = 500 * time.Millisecond
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
-const usageText = `ssmproxy: SSH over AWS Session Manager, in one binary.
-
-Usage:
-  ssmproxy connect [flags] TARGET [PORT]   carry stdin/stdout to TARGET:PORT (ssh ProxyCommand)
-  ssmproxy forward TARGET -L [BIND:]LPORT:HOST:RPORT | -D [BIND:]PORT
-                                           forward local ports through the instance, no sshd needed
-  ssmproxy login [--profile P]             store a long-term key in the keyring as the credential source
-  ssmproxy logout [--profile P]            remove it, its MFA session and its cached credentials
-  ssmproxy creds [--profile P]             show where credentials come from and when they expire
-  ssmproxy credential-process --profile P  credential_process JSON for the AWS CLI and SDK tools
-  ssmproxy version
-  ssmproxy help [COMMAND]
-
-In ~/.ssh/config:
-  Host i-* mi-*
-      ProxyCommand ssmproxy connect %h %p
-
-Run "ssmproxy help connect" for the flags and exit codes, "ssmproxy help creds"
-for the credential settings.
-`
-
 func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
 func run(args []string) int {
-	if len(args) == 0 {
-		_, _ = io.WriteString(os.Stderr, usageText)
-		return exitUsage
-	}
 	// ssmproxy's own secrets leave the process environment once read, so
 	// no child inherits them: not even those that libraries start with the
 	// full environment (the keyring's pass backend, the SDK's default
@@ -71,16 +46,12 @@ func run(args []string) int {
 	defer stop()
 	defer startCPUProfile()()
 	var err error
-	switch args[0] {
+	switch first(args) {
 	case "version", "--version", "-version":
 		fmt.Println("ssmproxy", version)
 		return exitOK
-	case "help", "-h", "--help", "-help":
-		return cmdHelp(args[1:])
 	default:
-		root := newRootCmd(ctx)
-		root.SetArgs(args)
-		err = root.Execute()
+		err = execute(ctx, args)
 	}
 	// A child's stderr reaches ours through the redactor, asynchronously:
 	// let it arrive before our last line (docs/credentials.md 7.1).
@@ -117,32 +88,15 @@ func report(ctx context.Context, err error) int {
 	return exitCode(err)
 }
 
-var errHelpShown = errors.New("help shown")
-
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-func cmdHelp(args []string) int {
-	text := usageText
-	if len(args) > 0 {
-		switch args[0] {
-		case "connect":
-			text = connectHelp
-		case "forward":
-			text = forwardHelp
-		case "login":
-			text = loginHelp
-		case "logout":
-			text = logoutHelp
-		case "creds":
-			text = credsHelp
-		case "credential-process":
-			text = credProcHelp
-		}
+func first(args []string) string {
+	if len(args) == 0 {
+		return ""
 	}
-	_, _ = io.WriteString(os.Stdout, text)
-	return exitOK
+	return args[0]
 }
 
 type sigKey struct{}

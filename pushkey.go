@@ -41,8 +41,12 @@ type pushKeyFlag struct {
 	path string
 }
 
+// pushKeyDefault is the value --push-key takes without =PUBKEY.
+const pushKeyDefault = "true"
+
 func (p *pushKeyFlag) String() string   { return "" }
 func (p *pushKeyFlag) IsBoolFlag() bool { return true }
+func (p *pushKeyFlag) Type() string     { return "bool" } // --push-key[=PUBKEY]: no value in help
 func (p *pushKeyFlag) Set(v string) error {
 	switch v {
 	case "true":
