@@ -40,9 +40,9 @@ func TestSingleDashCompat(t *testing.T) {
 		t.Fatalf("--: %+v, %v", o, err)
 	}
 	for _, args := range [][]string{
-		{"-nope", id},            // unknown, single dash
-		{"--nope", id},           // unknown, double dash
-		{"-x", id},               // unknown shorthand
+		{"-nope", id},  // unknown, single dash
+		{"--nope", id}, // unknown, double dash
+		{"-x", id},     // unknown shorthand
 		{"--resume-budget", "x", id},
 		{id, "22", "extra"},
 	} {
