@@ -19,17 +19,50 @@
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# The commit's time, not the build's: two builds of one commit are the same
+# bytes (docs/platforms.md 1).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1)
+DATE    ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+# make dist and make cross: every platform people run ssh from.
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 SOURCES := $(shell find . -name '*.go' -not -path './e2e/*' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all build fakeaws test e2e bench soak demo lint fuzz clean interop interop-test
+.PHONY: all build fakeaws test e2e bench soak demo lint fuzz clean interop interop-test dist cross
 
 all: build fakeaws
 
 build: bin/ssmproxy
 
 bin/ssmproxy: $(SOURCES)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+	$(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS)' -o $@ .
+
+# Release archives for every platform: dist/ssmproxy_VERSION_OS_ARCH.tar.gz
+# (.zip for windows) and dist/SHA256SUMS, reproducibly (CGO off, -trimpath,
+# no build id, the commit's time everywhere; docs/platforms.md 1).
+dist:
+	rm -rf dist
+	set -e; for p in $(PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS)' \
+	    -o dist/build/$${os}_$${arch}/ssmproxy$$ext . ; \
+	done
+	$(GO) run ./internal/dist -version $(VERSION) -epoch $(SOURCE_DATE_EPOCH) -out dist $$(ls -d dist/build/*)
+	rm -rf dist/build
+	cd dist && ls -l && cat SHA256SUMS
+
+# Every platform compiles (all packages, tests included) and vets: CI runs
+# this (docs/platforms.md).
+cross:
+	set -e; for p in $(PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; \
+	  echo "cross: $$os/$$arch"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -o /dev/null . ; \
+	done
+	CGO_ENABLED=0 GOOS=darwin $(GO) vet ./...
+	CGO_ENABLED=0 GOOS=windows $(GO) vet ./...
+	@echo "cross: $(PLATFORMS) build; darwin and windows vet"
 
 fakeaws: bin/fakeaws
 
@@ -112,4 +145,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

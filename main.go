@@ -28,9 +28,6 @@ import (
 // childStderrDrain bounds the wait, at exit, for children's stderr.
 const childStderrDrain = 500 * time.Millisecond
 
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
-
 func main() {
 	os.Exit(run(os.Args[1:]))
 }
@@ -45,14 +42,10 @@ func run(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 	defer startCPUProfile()()
-	var err error
-	switch first(args) {
-	case "version", "--version", "-version":
-		fmt.Println("ssmproxy", version)
-		return exitOK
-	default:
-		err = execute(ctx, args)
+	if f := first(args); f == "--version" || f == "-version" {
+		args = []string{"version"}
 	}
+	err := execute(ctx, args)
 	// A child's stderr reaches ours through the redactor, asynchronously:
 	// let it arrive before our last line (docs/credentials.md 7.1).
 	secretenv.Drain(childStderrDrain)

@@ -62,6 +62,7 @@ func newRootCmd(ctx context.Context) *cobra.Command {
 		newLogoutCmd(),
 		newCredsCmd(),
 		newCredentialProcessCmd(),
+		newVersionCmd(),
 	)
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package e2e runs the real binaries: bin/ssmproxy as ssh's ProxyCommand
 // against bin/fakeaws, with the real OpenSSH client and server (and rsync),
 // plus a pure-Go SSH variant that needs no OpenSSH server.

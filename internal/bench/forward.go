@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 // The forward benchmark: `ssmproxy forward` with one -L to a sink (counts

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command bench measures ssmproxy as ssh's ProxyCommand against bin/fakeaws:
 // upload and download throughput of a large file with the realistic and the
 // ideal (unpaced) agent, ssmproxy's CPU time and peak RSS, session start

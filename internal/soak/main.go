@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command soak is the long haul (issue 7, `make soak`): real OpenSSH ssh and
 // rsync through bin/ssmproxy and bin/fakeaws under one mixed fault plan,
 // SOAK_SIZE of random data each way with rsync, and an interactive ssh
