@@ -184,6 +184,12 @@ func forwardParameters(d proxy.Destination) map[string][]string {
 }
 
 func runForward(ctx context.Context, o forwardOptions) error {
+	rec, stopTrace, err := openTrace(o.traceFile)
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
+	o.tracer = rec
 	tuneGC()
 	log, closeLog, err := newLoggerAt(slog.LevelWarn, o.verbosity, o.logFile)
 	if err != nil {
@@ -278,7 +284,8 @@ func (o connectOptions) sessionRequest(log *slog.Logger, docs []string) sessionR
 		broker:         o.broker,
 		tuning: sessionTuning{handshakeTimeout: o.handshakeTimeout, resumeBudget: o.resumeBudget,
 			signDial: o.signDial, clientVersion: o.clientVersion},
-		log: log,
+		log:    log,
+		tracer: o.tracer,
 	}
 }
 

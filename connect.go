@@ -17,6 +17,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/proxy"
 	"github.com/ssmproxy/ssmproxy/ssm"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
+	"github.com/ssmproxy/ssmproxy/trace"
 )
 
 const connectLong = `Opens a Session Manager session to TARGET with the AWS-StartSSHSession
@@ -94,10 +95,13 @@ type connectOptions struct {
 	target, port                                              string
 	// via: an instance that has an agent; target is then a host the
 	// instance reaches (…ToRemoteHost, one smux stream).
-	via     string
-	broker  brokerFlags
-	pushKey pushKeyFlag
-	user    string
+	via string
+	// traceFile: --trace; tracer records into it once opened (cmd_trace.go).
+	traceFile string
+	tracer    *trace.Recorder
+	broker    brokerFlags
+	pushKey   pushKeyFlag
+	user      string
 }
 
 // newConnectCmd: ssmproxy connect [flags] TARGET [PORT].
@@ -207,6 +211,12 @@ func (o *connectOptions) checkSession(cmd string) error {
 }
 
 func runConnect(ctx context.Context, o connectOptions) error {
+	rec, stopTrace, err := openTrace(o.traceFile)
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
+	o.tracer = rec
 	// stdin and stdout are the SSH stream. Keep them for the data path and
 	// point os.Stdin/os.Stdout elsewhere, so no library, prompt or child
 	// process can read or write the stream.
@@ -309,6 +319,7 @@ func (o *connectOptions) registerSession(fs *pflag.FlagSet) {
 	fs.StringVar(&o.region, "region", "", "AWS region (default: $AWS_REGION, else the profile's)")
 	fs.StringVar(&o.reason, "reason", "", "session reason shown in Session Manager history")
 	fs.StringVar(&o.logFile, "log-file", "", "write diagnostics to `PATH` (created 0600)")
+	fs.StringVar(&o.traceFile, "trace", "", "flight recorder: write protocol events (frame headers, acks, reconnects, resumes, credential refreshes; never data or secrets) to `FILE` as JSON lines (0600); read it with \"ssmproxy trace FILE\"")
 	fs.VarPF(countFlag{&o.verbosity}, "verbose", "v", "verbose diagnostics on stderr (-v -v: debug)").NoOptDefVal = "true"
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", ssm.DefaultHandshakeTimeout, "give up if the agent has not completed the handshake in this time")
 	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "how long to keep trying to resume a lost data channel")

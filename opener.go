@@ -15,6 +15,7 @@ import (
 	"github.com/ssmproxy/ssmproxy/ssm"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 	"github.com/ssmproxy/ssmproxy/target"
+	"github.com/ssmproxy/ssmproxy/trace"
 )
 
 // The session opener: every command that opens a Session Manager session
@@ -50,6 +51,8 @@ type sessionRequest struct {
 	// target and before StartSession; the first error aborts the open.
 	hooks []preSessionHook
 	log   *slog.Logger
+	// tracer, when --trace is given, records every session (cmd_trace.go).
+	tracer *trace.Recorder
 }
 
 // documents is the scope's document list.
@@ -150,6 +153,12 @@ func prepareTarget(ctx context.Context, req sessionRequest) (*scopedTarget, erro
 
 // start is step 4: StartSession and the handshake.
 func (t *scopedTarget) start(ctx context.Context, spec sessionSpec) (*ssm.Session, error) {
+	cfg := t.AWS
+	var tracer ssm.Tracer
+	if rec := t.req.tracer; rec != nil {
+		tracer = rec.Session()
+		cfg.Credentials = &tracedCredentials{inner: cfg.Credentials, rec: rec}
+	}
 	sess, err := ssm.Start(ctx, ssm.Config{
 		Target:           t.InstanceID,
 		DocumentName:     spec.document,
@@ -157,7 +166,8 @@ func (t *scopedTarget) start(ctx context.Context, spec sessionSpec) (*ssm.Sessio
 		PortForwarding:   spec.portForwarding,
 		OnFlag:           spec.onFlag,
 		Reason:           t.req.reason,
-		AWS:              t.AWS,
+		AWS:              cfg,
+		Trace:            tracer,
 		SignDial:         t.req.tuning.signDial,
 		ClientVersion:    t.req.tuning.clientVersion,
 		HandshakeTimeout: t.req.tuning.handshakeTimeout,

@@ -63,6 +63,7 @@ func newRootCmd(ctx context.Context) *cobra.Command {
 		newCredsCmd(),
 		newCredentialProcessCmd(),
 		newVersionCmd(),
+		newTraceCmd(),
 	)
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {

@@ -122,6 +122,9 @@ type Config struct {
 	Clock  clock.Clock
 	Jitter func() float64
 	Log    *slog.Logger
+	// Trace, if set, records the session's protocol events for the flight
+	// recorder (trace.go, docs/trace.md).
+	Trace Tracer
 }
 
 // DefaultConfig is a Config with every default filled in; set Target, AWS

@@ -58,6 +58,7 @@ type legConfig struct {
 	readTimeout time.Duration
 	clock       clock.Clock
 	log         *slog.Logger
+	tracer      Tracer
 }
 
 // errLegClosed is why a leg that ssmproxy itself closed ended.
@@ -175,6 +176,9 @@ func (l *leg) readLoop() {
 			l.in.dropMessage(mt, len(buf))
 			continue
 		}
+		if l.cfg.tracer != nil {
+			l.cfg.tracer.Frame(false, buf)
+		}
 		if l.in.handleFrame(buf) {
 			l.validFrames.Add(1)
 		}
@@ -270,6 +274,9 @@ func (l *leg) writePending() error {
 			if err := l.ws.WriteMessage(websocket.BinaryMessage, a); err != nil {
 				return err
 			}
+			if l.cfg.tracer != nil {
+				l.cfg.tracer.Frame(true, a)
+			}
 			// gorilla copied it: the frame can be reused.
 			l.out.releaseAck(a)
 			wrote = true
@@ -278,6 +285,9 @@ func (l *leg) writePending() error {
 		for _, f := range frames {
 			if err := l.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
 				return err
+			}
+			if l.cfg.tracer != nil {
+				l.cfg.tracer.Frame(true, f)
 			}
 			wrote = true
 		}

@@ -26,6 +26,7 @@ func (s *Session) supervise() {
 			return
 		}
 		s.log.Info("data channel lost; resuming", "reason", err)
+		s.cfg.trace(TraceLegLost, "reason", err, "healthy", healthy)
 		// A leg that died before proving itself (no valid frame, or opened
 		// and closed at once) does not reset the budget and backoff: a
 		// service that accepts upgrades and drops them must not turn into
@@ -68,6 +69,7 @@ func (s *Session) runLeg(l *leg) (proven bool, err error) {
 	s.send.setPaused(false)
 	s.send.retransmitAll()
 	opened := s.clk.Now()
+	s.cfg.trace(TraceLegUp)
 	l.start()
 	s.prog.setUp(true)
 	s.out.wake()

@@ -77,7 +77,7 @@ func (r *resumer) dial() (*leg, error) {
 		return nil, err
 	}
 	return newLeg(ws, bc, r.in, r.out, legConfig{pingInterval: r.cfg.PingInterval, readTimeout: r.cfg.ReadTimeout,
-		clock: r.clk, log: r.log}), nil
+		clock: r.clk, log: r.log, tracer: r.cfg.Trace}), nil
 }
 
 // resume calls ResumeSession and dials the StreamUrl and token it returns,
@@ -107,6 +107,7 @@ func (r *resumer) resume(rs *resumeState) (*leg, error) {
 		ctx, cancel := context.WithTimeout(r.ctx, apiCallTimeout)
 		info, err := r.api.ResumeSession(ctx, r.info.SessionID)
 		cancel()
+		r.cfg.trace(TraceResumeCall, "attempt", rs.attempts, "err", err)
 		if err == nil {
 			if info.TokenValue == "" {
 				return nil, &SessionEndedError{SessionID: r.info.SessionID,
@@ -124,6 +125,7 @@ func (r *resumer) resume(rs *resumeState) (*leg, error) {
 			l, derr := r.dial()
 			if derr == nil {
 				r.log.Info("data channel resumed", "attempt", rs.attempts, "after", r.clk.Since(rs.start).Round(time.Millisecond))
+				r.cfg.trace(TraceResumed, "attempt", rs.attempts, "after", r.clk.Since(rs.start))
 				return l, nil
 			}
 			// A failed dial gets a new ResumeSession, never a reused token.

@@ -102,6 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s := newSession(cfg, api, info, urls)
 	s.log.Info("session started", "target", cfg.Target, "document", cfg.DocumentName)
+	cfg.trace(TraceSessionStart, "session", info.SessionID, "target", cfg.Target, "document", cfg.DocumentName)
 	s.wg.Add(3)
 	go s.supervise()
 	go s.drainer()
@@ -364,6 +365,7 @@ func (s *Session) finish(err error) {
 	s.endErr = err
 	l := s.leg
 	s.mu.Unlock()
+	s.cfg.trace(TraceSessionEnd, "err", err)
 	if err != nil {
 		s.log.Debug("session ending", "err", err)
 	}

@@ -19,14 +19,14 @@ const module = "github.com/ssmproxy/ssmproxy"
 var neutral = []string{"internal/clock", "internal/awsconf", "internal/lockfile", "internal/secretenv", "internal/awserr", "internal/redact"}
 
 // tools are programs and test rigs; production code never imports them.
-var tools = []string{"fakeaws/cmd/fakeaws", "internal/rig", "internal/bench", "internal/soak", "internal/demo", "internal/sshserver", "internal/testkit", "internal/archtest", "e2e"}
+var tools = []string{"fakeaws/cmd/fakeaws", "internal/rig", "internal/bench", "internal/soak", "internal/demo", "internal/dist", "internal/sshserver", "internal/testkit", "internal/archtest", "e2e"}
 
 // allowed lists, for every production package (module-relative; "" is the
 // CLI), the module packages its non-test files may import. A package that is
 // missing from the table fails the test: a new room needs a stated place.
 // docs/architecture.md explains each row.
 var allowed = map[string][]string{
-	"":         {"ssm", "ssm/wire", "proxy", "broker", "keyring", "prompt", "target", "neutral"},
+	"":         {"ssm", "ssm/wire", "proxy", "broker", "keyring", "prompt", "target", "trace", "neutral"},
 	"ssm/wire": {},
 	"ssm":      {"ssm/wire", "neutral"},
 	"proxy":    {"ssm", "ssm/wire", "neutral"},
@@ -36,6 +36,9 @@ var allowed = map[string][]string{
 	// Target lookups: the SDK's describe calls and a cache; no credentials
 	// of its own (the CLI hands it a configured aws.Config).
 	"target": {"neutral"},
+	// The flight recorder reads frame headers; it knows nothing of sessions
+	// (ssm calls it through the narrow ssm.Tracer interface).
+	"trace": {"ssm/wire", "neutral"},
 	// The fake shares only the wire format with the client: two
 	// independent implementations meet on the wire (docs/fakeaws.md).
 	"fakeaws":       {"fakeaws/agent", "fakeaws/iam", "ssm/wire", "neutral"},
