@@ -196,11 +196,9 @@ func resolveTarget(ctx context.Context, req sessionRequest) (string, error) {
 	if q.Kind == target.KindID {
 		return q.Value, nil
 	}
-	o := brokerOptions(resolveProfile(ctx, req.profile), req.region, req.broker, "", nil, req.log, io.Discard)
-	o.Lookup = true
-	b, err := broker.New(ctx, o)
+	b, finder, err := lookupFinder(ctx, req)
 	if err != nil {
-		return "", setupFailure(err)
+		return "", err
 	}
 	defer b.Close()
 	dir, err := target.DefaultCacheDir()
@@ -208,7 +206,28 @@ func resolveTarget(ctx context.Context, req sessionRequest) (string, error) {
 	if err == nil {
 		cache = &target.Cache{Dir: dir, Profile: b.Profile(), Region: b.Region(), Log: req.log}
 	}
-	r := target.Resolver{Cache: cache, Finder: func(ctx context.Context) (*target.Finder, error) {
+	r := target.Resolver{Cache: cache, Finder: finder}
+	c, err := r.Resolve(ctx, q)
+	if err != nil {
+		return "", err
+	}
+	if req.log != nil {
+		req.log.Info("resolved target", "target", req.target, "instance", c.ID, "name", c.Name)
+	}
+	return c.ID, nil
+}
+
+// lookupFinder starts the broker of the read-only lookup scope and returns
+// it (the caller closes it) with a function that makes a Finder on its
+// credentials when a lookup needs one.
+func lookupFinder(ctx context.Context, req sessionRequest) (*broker.Broker, func(context.Context) (*target.Finder, error), error) {
+	o := brokerOptions(resolveProfile(ctx, req.profile), req.region, req.broker, "", nil, req.log, io.Discard)
+	o.Lookup = true
+	b, err := broker.New(ctx, o)
+	if err != nil {
+		return nil, nil, setupFailure(err)
+	}
+	return b, func(ctx context.Context) (*target.Finder, error) {
 		if err := b.Prepare(ctx); err != nil {
 			return nil, setupFailure(err)
 		}
@@ -221,15 +240,7 @@ func resolveTarget(ctx context.Context, req sessionRequest) (string, error) {
 			return nil, err
 		}
 		return target.NewFinder(cfg), nil
-	}}
-	c, err := r.Resolve(ctx, q)
-	if err != nil {
-		return "", err
-	}
-	if req.log != nil {
-		req.log.Info("resolved target", "target", req.target, "instance", c.ID, "name", c.Name)
-	}
-	return c.ID, nil
+	}, nil
 }
 
 // scopeCredentials starts the broker for this instance and document: it is

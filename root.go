@@ -64,6 +64,7 @@ func newRootCmd(ctx context.Context) *cobra.Command {
 		newCredentialProcessCmd(),
 		newVersionCmd(),
 		newTraceCmd(),
+		newDoctorCmd(),
 	)
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {

@@ -40,6 +40,11 @@ type Options struct {
 	// AgentQuirks: the zero value is the real agent's behaviour.
 	AgentQuirks  agent.Quirks
 	AgentVersion string // default 3.3.1142.0
+	// ClockSkew shifts the Date header of every API answer (STS, SSM, EC2)
+	// by this much, as a server whose clock differs from the client's
+	// would show it; requests are still verified against the true time
+	// (docs/fakeaws.md 3.4). For ssmproxy doctor's clock check.
+	ClockSkew time.Duration
 
 	// CloseEvery closes both data-channel legs with 1000 "Bye" on this
 	// period (MGS recycling; the real service does it about hourly). 0: off.
@@ -296,7 +301,13 @@ func (s *Server) Start(apiAddr string) error {
 	api := http.NewServeMux()
 	api.HandleFunc("/_fake/", s.handleAdmin)
 	api.HandleFunc("/", s.handleAPI)
-	s.apiSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	var apiHandler http.Handler = api
+	if skew := s.opts.ClockSkew; skew != 0 {
+		apiHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			api.ServeHTTP(&skewedDate{ResponseWriter: w, skew: skew}, r)
+		})
+	}
+	s.apiSrv = &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
 	mgs := http.NewServeMux()
 	mgs.HandleFunc("/v1/data-channel/", s.handleDataChannel)
 	s.mgsSrv = &http.Server{Handler: mgs, ReadHeaderTimeout: 10 * time.Second}
@@ -448,4 +459,27 @@ func (s *Server) documentARN(name string) string {
 
 func (s *Server) sessionARN(id string) string {
 	return fmt.Sprintf("arn:aws:ssm:%s:%s:session/%s", s.opts.Region, s.opts.Account, id)
+}
+
+// skewedDate replaces the Date header of an answer, whoever set it, with
+// the time of a clock skew ahead (Options.ClockSkew).
+type skewedDate struct {
+	http.ResponseWriter
+	skew  time.Duration
+	wrote bool
+}
+
+func (w *skewedDate) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		w.Header().Set("Date", time.Now().Add(w.skew).UTC().Format(http.TimeFormat))
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *skewedDate) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
 }

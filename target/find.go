@@ -61,6 +61,9 @@ type Candidate struct {
 	Name         string `json:"name,omitempty"`
 	PingStatus   string `json:"ping"` // Online, ConnectionLost, Inactive; NotRegistered when SSM does not know it
 	AgentVersion string `json:"agent,omitempty"`
+	// Platform is SSM's PlatformType and PlatformName ("Linux Amazon
+	// Linux"), when known.
+	Platform string `json:"platform,omitempty"`
 }
 
 // NotRegistered is the PingStatus of an EC2 instance SSM does not manage.
@@ -171,6 +174,7 @@ func (f *Finder) managed(ctx context.Context, q Query, byID map[string]*Candidat
 
 func setStatus(c *Candidate, i ssmtypes.InstanceInformation) {
 	c.PingStatus, c.AgentVersion = string(i.PingStatus), aws.ToString(i.AgentVersion)
+	c.Platform = strings.TrimSpace(string(i.PlatformType) + " " + aws.ToString(i.PlatformName))
 	if n := aws.ToString(i.Name); n != "" && c.Name == "" {
 		c.Name = n
 	}

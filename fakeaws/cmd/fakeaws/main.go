@@ -36,6 +36,7 @@ func main() {
 		idle        = flag.Duration("idle-timeout", 20*time.Minute, "end sessions idle this long")
 		region      = flag.String("region", "us-east-1", "region")
 		agentVer    = flag.String("agent-version", "3.3.1142.0", "AgentVersion the agent reports")
+		clockSkew   = flag.Duration("clock-skew", 0, "shift the Date header of API answers by this much (a server clock off from the client's)")
 		accessKey   = flag.String("access-key", "", "seed this access key id for user alice (default: random)")
 		secretKey   = flag.String("secret-key", "", "secret for -access-key")
 		rotate      = flag.Bool("rotate-cell-number", true, "new cell-number in every ResumeSession answer")
@@ -80,7 +81,7 @@ func main() {
 		quirks = agent.Quirks{Unpaced: true, ResendAllExpired: true, CheckDigest: true}
 	}
 	srv := fakeaws.New(fakeaws.Options{
-		Region: *region, CredTTL: *credTTL, AgentQuirks: quirks, AgentVersion: *agentVer,
+		Region: *region, CredTTL: *credTTL, AgentQuirks: quirks, AgentVersion: *agentVer, ClockSkew: *clockSkew,
 		CloseEvery: *closeEvery, CloseLegs: *closeLegs, IdleTimeout: *idle,
 		RotateCellNumber: *rotate, StrictCellNumber: *rotate && *strictCell, RequireSignedUpgrade: *requireSign, Log: log,
 		Publication: fakeaws.Publication(*publication), PublicationHeaders: fakeaws.PublicationHeaders(*pubHeaders),
