@@ -65,6 +65,7 @@ func newRootCmd(ctx context.Context) *cobra.Command {
 		newVersionCmd(),
 		newTraceCmd(),
 		newDoctorCmd(),
+		newSSHConfigCmd(),
 	)
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {

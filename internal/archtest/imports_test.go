@@ -26,7 +26,7 @@ var tools = []string{"fakeaws/cmd/fakeaws", "internal/rig", "internal/bench", "i
 // missing from the table fails the test: a new room needs a stated place.
 // docs/architecture.md explains each row.
 var allowed = map[string][]string{
-	"":         {"ssm", "ssm/wire", "proxy", "broker", "keyring", "prompt", "target", "trace", "doctor", "neutral"},
+	"":         {"ssm", "ssm/wire", "proxy", "broker", "keyring", "prompt", "target", "trace", "doctor", "sshconfig", "neutral"},
 	"ssm/wire": {},
 	"ssm":      {"ssm/wire", "neutral"},
 	"proxy":    {"ssm", "ssm/wire", "neutral"},
@@ -42,6 +42,8 @@ var allowed = map[string][]string{
 	// The doctor's checks, report and policy evaluator; the CLI wires them
 	// to the broker and the target lookups.
 	"doctor": {"neutral"},
+	// ssh-config's rendering and file handling: text in, text out.
+	"sshconfig": {"neutral"},
 	// The fake shares only the wire format with the client: two
 	// independent implementations meet on the wire (docs/fakeaws.md).
 	"fakeaws":       {"fakeaws/agent", "fakeaws/iam", "ssm/wire", "neutral"},
