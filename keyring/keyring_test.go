@@ -315,3 +315,14 @@ func TestMemoryStore(t *testing.T) {
 		t.Fatal(keys)
 	}
 }
+
+// TestUnavailableKeychainHint: a macOS build without cgo names the reason
+// and the way to the Keychain; elsewhere the plain reason.
+func TestUnavailableKeychainHint(t *testing.T) {
+	if got := unavailable(Keychain, "darwin", false); !strings.Contains(got, "without cgo") || !strings.Contains(got, "go install") {
+		t.Errorf("darwin without cgo: %q", got)
+	}
+	if got := unavailable(Keychain, "linux", false); got != "keychain: not available on this platform or session" {
+		t.Errorf("linux: %q", got)
+	}
+}

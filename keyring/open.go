@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -171,7 +172,7 @@ func Open(ctx context.Context, o Options) (*Keyring, error) {
 	var reasons []string
 	for _, b := range candidates {
 		if !available[b] {
-			reasons = append(reasons, fmt.Sprintf("%s: not available on this platform or session", b))
+			reasons = append(reasons, unavailable(b, runtime.GOOS, builtWithCgo))
 			continue
 		}
 		if !explicit && o.Persistent && b == KeyCtl {
@@ -264,3 +265,15 @@ func noPrompt(what string) kr.PromptFunc {
 // no way to obtain one exists.
 var errNoPassphrase = errors.New("the file keyring needs a passphrase: set " + EnvFilePassphrase +
 	" (or run from a terminal, or set SSH_ASKPASS)")
+
+// unavailable says why backend b cannot be used here. The release builds
+// for macOS are made without cgo (make dist cross-compiles), and the
+// Keychain backend needs it: they fall back to pass or the file backend,
+// and say how to get the Keychain (docs/platforms.md 2).
+func unavailable(b Backend, goos string, cgo bool) string {
+	if b == Keychain && goos == "darwin" && !cgo {
+		return "keychain: this build has no Keychain support (built without cgo, as the release archives are); " +
+			"build on the Mac with \"go install\" (cgo on) to use it, or use the file backend"
+	}
+	return fmt.Sprintf("%s: not available on this platform or session", b)
+}
