@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,7 +52,8 @@ func TestTraceFaultySession(t *testing.T) {
 		envRunArgs + "=" + string(a)}
 	pr, pw := osPipe(t)
 	cmd.Stdin = pr
-	var stdout, stderr bytes.Buffer
+	var stdout lockedBuffer
+	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -133,6 +135,30 @@ func TestTraceFaultySession(t *testing.T) {
 			t.Errorf("summary lacks %q", want)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and a reader of Len.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Bytes()
 }
 
 func osPipe(t *testing.T) (*os.File, *os.File) {
