@@ -3,87 +3,85 @@
 package e2e
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ssmproxy/ssmproxy/fakeaws"
 )
 
 // TestSSHConfigGenerated (docs/ssh-config.md): "ssmproxy ssh-config
-// --output FILE" writes Host blocks for the fleet; a real ssh reaches an
-// instance by its Name alias through the file, Included from an ssh
-// config; a shared name is left out and listed; the Include hint is
-// printed only while the Include is missing; a second run leaves the file
-// unchanged; a file that is not ssmproxy's is never overwritten.
+// --output" writes the fleet's Host blocks with the lookup scope's
+// credentials; an ssh config that Includes the file reaches an instance by
+// its Name alias with the real ssh, with no lookup at connect time
+// (HostName is the id); a second generation leaves the file unchanged.
 func TestSSHConfigGenerated(t *testing.T) {
 	d := startSSHD(t)
-	f := startFake(t,
+	f := startFake(t, "-role", brokerRole,
 		"-target", "i-0aaaaaaaaaaaaaaa1,name=web-1,tag:env=prod",
 		"-target", "i-0aaaaaaaaaaaaaaa2,name=db,tag:env=prod",
-		"-target", "i-0aaaaaaaaaaaaaaa3,name=db,tag:env=dev")
+		"-target", "i-0aaaaaaaaaaaaaaa3,name=db,tag:env=staging",
+		"-target", "mi-0bbbbbbbbbbbbbbb1,name=rack-7,ping=ConnectionLost")
 	dir := t.TempDir()
-	// ProxyCommand runs "ssmproxy" from PATH.
-	env := f.environ("XDG_CACHE_HOME="+filepath.Join(dir, "cache"), "PATH="+filepath.Dir(ssmproxyBin)+":"+os.Getenv("PATH"))
-	out := filepath.Join(dir, "ssmproxy_config")
+	env := f.environ("XDG_CACHE_HOME="+filepath.Join(dir, "cache"), "SSMPROXY_LOCK_DIR="+filepath.Join(dir, "locks"),
+		"SSMPROXY_ROLE_ARN="+brokerRoleARN)
+	generated := filepath.Join(dir, "ssmproxy_config")
 	conf := filepath.Join(dir, "ssh_config")
-	_, stderr := run(t, env, nil, ssmproxyBin, "ssh-config", "--output", out, "--ssh-config", conf)
-	if !strings.Contains(stderr, `name "db" left out (2 nodes share it)`) || !strings.Contains(stderr, "Include "+out) {
-		t.Fatalf("stderr %q: want the shared name listed and the Include line", stderr)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), "Host web-1 i-0aaaaaaaaaaaaaaa1\n") || strings.Contains(string(b), "Host db") ||
-		!strings.Contains(string(b), "Host i-0aaaaaaaaaaaaaaa2\n") || !strings.Contains(string(b), "Host i-* mi-*\n") {
-		t.Fatalf("generated file:\n%s", b)
-	}
-	main := "Include " + out + "\nHost *\n    User " + d.User + "\n    Port " + d.Port + "\n    IdentityFile " + d.UserKey +
+	// The Include first, then what the test's sshd needs for every host.
+	c := "Include " + generated + "\n\nHost *\n    User " + d.User + "\n    Port " + d.Port + "\n    IdentityFile " + d.UserKey +
 		"\n    IdentitiesOnly yes\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n    BatchMode yes\n"
-	if err := os.WriteFile(conf, []byte(main), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := run(t, env, nil, "ssh", "-F", conf, "web-1", "echo via the generated config"); got != "via the generated config\n" {
-		t.Fatalf("ssh web-1: %q", got)
+	gen := func() string {
+		_, errOut := run(t, env, nil, ssmproxyBin, "ssh-config", "--program", ssmproxyBin, "--output", generated, "--ssh-config", conf)
+		if strings.Contains(errOut, "add this line") {
+			t.Fatalf("Include reported missing: %s", errOut)
+		}
+		if !strings.Contains(errOut, `i-0aaaaaaaaaaaaaaa2 (Name "db"): Name shared by 2 instances`) {
+			t.Fatalf("clash not reported: %s", errOut)
+		}
+		return errOut
 	}
-	// Again: unchanged, and no Include hint now that conf includes it.
-	_, stderr = run(t, env, nil, ssmproxyBin, "ssh-config", "--output", out, "--ssh-config", conf)
-	if !strings.Contains(stderr, "unchanged") || strings.Contains(stderr, "Include ") {
-		t.Fatalf("second run: %q", stderr)
+	if errOut := gen(); !strings.Contains(errOut, "wrote "+generated) {
+		t.Fatalf("stderr %s", errOut)
 	}
-	if b2, _ := os.ReadFile(out); string(b2) != string(b) {
-		t.Fatal("the second run changed the file")
-	}
-	// Someone else's file of that name: refused, exit 2, untouched.
-	if err := os.WriteFile(out, []byte("Host mine\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, stderr, code := runCode(t, env, ssmproxyBin, "ssh-config", "--output", out)
-	if code != 2 || !strings.Contains(stderr, "not written by ssmproxy") {
-		t.Fatalf("foreign file: exit %d, %q", code, stderr)
-	}
-	if b3, _ := os.ReadFile(out); string(b3) != "Host mine\n" {
-		t.Fatal("a foreign file was overwritten")
-	}
-}
-
-// runCode runs a command with env and returns stdout, stderr and its exit
-// code (failing the test only when it cannot run).
-func runCode(t *testing.T, env []string, name string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = env
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.String(), errb.String(), ee.ExitCode()
-	}
+	b, err := os.ReadFile(generated)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out.String(), errb.String(), 0
+	if !strings.Contains(string(b), "Host web-1 i-0aaaaaaaaaaaaaaa1\n") || !strings.Contains(string(b), "Host rack-7 mi-0bbbbbbbbbbbbbbb1\n") {
+		t.Fatalf("generated:\n%s", b)
+	}
+	t.Logf("generated:\n%s", b)
+
+	before := f.stats()
+	out, _ := run(t, env, nil, "ssh", "-F", conf, "web-1", "echo by alias")
+	if out != "by alias\n" {
+		t.Fatalf("stdout %q", out)
+	}
+	var ss []fakeaws.SessionInfo
+	if err := f.getJSON("/_fake/sessions", &ss); err != nil || len(ss) != 1 || ss[0].Target != "i-0aaaaaaaaaaaaaaa1" {
+		t.Fatalf("sessions %+v %v", ss, err)
+	}
+	after := f.stats()
+	describes := func(st fakeaws.Stats) int64 {
+		return st.API["DescribeInstanceInformation"]["200"] + st.API["DescribeInstances"]["200"]
+	}
+	if describes(after) != describes(before) {
+		t.Fatalf("ssh by alias looked the name up again (%d → %d describe calls); HostName should be the id",
+			describes(before), describes(after))
+	}
+	// An instance whose Name clashed is still reachable by its id alias.
+	if out, _ := run(t, env, nil, "ssh", "-F", conf, "i-0aaaaaaaaaaaaaaa2", "echo by id"); out != "by id\n" {
+		t.Fatalf("stdout %q", out)
+	}
+
+	if errOut := gen(); !strings.Contains(errOut, generated+" unchanged") {
+		t.Fatalf("second generation: %s", errOut)
+	}
+	if b2, _ := os.ReadFile(generated); string(b2) != string(b) {
+		t.Fatal("second generation changed the file")
+	}
 }

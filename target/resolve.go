@@ -86,7 +86,12 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "target %q: ", redact.Escape(e.Query.Raw))
+	if e.Query.Raw == "" {
+		// A fleet listing (Finder.Fleet), not a query.
+		b.WriteString("listing the fleet: ")
+	} else {
+		fmt.Fprintf(&b, "target %q: ", redact.Escape(e.Query.Raw))
+	}
 	switch e.Reason {
 	case NoMatch:
 		fmt.Fprintf(&b, "no running instance or managed node matches %s", e.Query.describe())

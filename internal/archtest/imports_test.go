@@ -42,8 +42,9 @@ var allowed = map[string][]string{
 	// The doctor's checks, report and policy evaluator; the CLI wires them
 	// to the broker and the target lookups.
 	"doctor": {"neutral"},
-	// ssh-config's rendering and file handling: text in, text out.
-	"sshconfig": {"neutral"},
+	// The ssh-config file: renders target.Nodes, writes and checks files;
+	// no AWS call of its own (docs/ssh-config.md).
+	"sshconfig": {"target", "neutral"},
 	// The fake shares only the wire format with the client: two
 	// independent implementations meet on the wire (docs/fakeaws.md).
 	"fakeaws":       {"fakeaws/agent", "fakeaws/iam", "ssm/wire", "neutral"},
