@@ -22,10 +22,10 @@ import (
 
 const offlineInstance = "i-0fffffffffffffff0"
 
-// doctorEnv is a clean environment for ssmproxy (this test binary) against
+// clientEnv is a clean environment for ssmproxy (this test binary) against
 // ts, with a role, a file keyring and an ssh config with ssmproxy's
 // ProxyCommand.
-func doctorEnv(t *testing.T, ts *fakeaws.TestServer) []string {
+func clientEnv(t *testing.T, ts *fakeaws.TestServer) []string {
 	t.Helper()
 	ts.IAM.AddRole(iam.Role{Name: testRole, MaxSession: 12 * time.Hour})
 	ts.AddTarget(fakeaws.Target{ID: offlineInstance, Connected: false})
@@ -92,11 +92,11 @@ func filterOut(env []string, k string) []string {
 // doctor prints it.
 func TestDoctorFailures(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{})
-	env := doctorEnv(t, ts)
+	env := clientEnv(t, ts)
 	skewed := fakeaws.StartTest(t, fakeaws.Options{ClockSkew: 7 * time.Minute})
-	skewEnv := doctorEnv(t, skewed)
+	skewEnv := clientEnv(t, skewed)
 	signed := fakeaws.StartTest(t, fakeaws.Options{RequireSignedUpgrade: true})
-	signedEnv := doctorEnv(t, signed)
+	signedEnv := clientEnv(t, signed)
 	noProxy := filepath.Join(t.TempDir(), "ssh_config")
 	if err := os.WriteFile(noProxy, []byte("Host *.example\n    ProxyCommand nc %h %p\nHost i-*\n    ProxyCommand aws ssm start-session --target %h\n"), 0o600); err != nil {
 		t.Fatal(err)

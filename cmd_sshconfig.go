@@ -13,8 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ssmproxy/ssmproxy/broker"
-	"github.com/ssmproxy/ssmproxy/internal/awsconf"
 	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/sshconfig"
 	"github.com/ssmproxy/ssmproxy/target"
@@ -159,27 +157,19 @@ func runSSHConfig(ctx context.Context, o sshConfigOptions, stdout, stderr io.Wri
 }
 
 // listFleet lists with a broker of the lookup scope, as name lookups do
-// (opener.go resolveTarget).
+// (opener.go lookupFinder).
 func listFleet(ctx context.Context, profile, region string, bf brokerFlags, tags []target.Tag) ([]target.Node, error) {
-	opts := brokerOptions(profile, region, bf, "", nil, slog.New(slog.DiscardHandler), os.Stderr)
-	opts.Lookup = true
-	b, err := broker.New(ctx, opts)
-	if err != nil {
-		return nil, setupFailure(err)
-	}
-	defer b.Close()
-	if err := b.Prepare(ctx); err != nil {
-		return nil, setupFailure(err)
-	}
-	shared := ""
-	if b.InSharedConfig() {
-		shared = b.Profile()
-	}
-	cfg, err := awsconf.Load(ctx, awsconf.Options{Profile: shared, Region: b.Region(), Credentials: b})
+	b, finder, err := lookupFinder(ctx, sessionRequest{profile: profile, region: region, broker: bf,
+		log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
-	return target.NewFinder(cfg).Fleet(ctx, tags)
+	defer b.Close()
+	f, err := finder(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return f.Fleet(ctx, tags)
 }
 
 // checkInclude tells the user the one line to add when ~/.ssh/config does

@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ssmproxy/ssmproxy/broker"
 	"github.com/ssmproxy/ssmproxy/fakeaws"
 	"github.com/ssmproxy/ssmproxy/fakeaws/agent"
-	"github.com/ssmproxy/ssmproxy/fakeaws/iam"
 	"github.com/ssmproxy/ssmproxy/trace"
 )
 
@@ -28,7 +26,6 @@ import (
 // names them, and neither a payload byte nor a secret appears in the file.
 func TestTraceFaultySession(t *testing.T) {
 	ts := fakeaws.StartTest(t, fakeaws.Options{CloseEvery: 400 * time.Millisecond, AgentQuirks: agent.Quirks{Unpaced: true}})
-	ts.IAM.AddRole(iam.Role{Name: testRole, MaxSession: 12 * time.Hour})
 	port := fakeaws.Listen(t, fakeaws.Echo)
 	ts.AddFaults(t,
 		&fakeaws.FaultRule{Direction: "client_to_agent", MessageType: "acknowledge", Nth: 30, Action: fakeaws.ActionDrop},
@@ -43,13 +40,7 @@ func TestTraceFaultySession(t *testing.T) {
 	a, _ := json.Marshal([]string{"connect", "--trace", file, fakeaws.DefaultInstance, port})
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
-		"XDG_CACHE_HOME=" + filepath.Join(dir, "cache"),
-		"SSMPROXY_KEYRING_BACKEND=file", "SSMPROXY_FILE_PASSPHRASE=pw", "AWS_REGION=us-east-1",
-		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
-		"AWS_ENDPOINT_URL=" + ts.URL(), broker.EnvRoleARN + "=" + ts.IAM.RoleARN(testRole),
-		"AWS_ACCESS_KEY_ID=" + ts.User.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + ts.User.SecretAccessKey,
-		envRunArgs + "=" + string(a)}
+	cmd.Env = append(clientEnv(t, ts), envRunArgs+"="+string(a))
 	pr, pw := osPipe(t)
 	cmd.Stdin = pr
 	var stdout lockedBuffer
