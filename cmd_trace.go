@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -42,6 +43,7 @@ func openTrace(path string) (*trace.Recorder, func(), error) {
 type tracedCredentials struct {
 	inner aws.CredentialsProvider
 	rec   *trace.Recorder
+	mu    sync.Mutex // Retrieve runs from several goroutines (resume, terminate)
 	last  string
 }
 
@@ -51,11 +53,13 @@ func (c *tracedCredentials) Retrieve(ctx context.Context) (aws.Credentials, erro
 		c.rec.Event("credentials", "err", err)
 		return cr, err
 	}
+	c.mu.Lock()
 	attrs := []any{"new", c.last != "" && c.last != cr.AccessKeyID}
+	c.last = cr.AccessKeyID
+	c.mu.Unlock()
 	if cr.CanExpire {
 		attrs = append(attrs, "expires", cr.Expires.UTC().Format(time.RFC3339), "left", time.Until(cr.Expires).Round(time.Second))
 	}
-	c.last = cr.AccessKeyID
 	c.rec.Event("credentials", attrs...)
 	return cr, nil
 }
