@@ -42,6 +42,7 @@ func run(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 	defer startCPUProfile()()
+	defer runtimeStatsAtExit()()
 	if f := first(args); f == "--version" || f == "-version" {
 		args = []string{"version"}
 	}

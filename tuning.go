@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 )
@@ -35,4 +37,31 @@ func startCPUProfile() func() {
 		return func() {}
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// RuntimeStats is what $SSMPROXY_RUNTIME_STATS receives at exit: the
+// benchmark divides the allocations by the bytes moved (docs/bench.md).
+type RuntimeStats struct {
+	Mallocs    uint64 `json:"mallocs"`     // heap objects allocated, tiny ones included
+	AllocBytes uint64 `json:"alloc_bytes"` // bytes allocated
+	GCCycles   uint32 `json:"gc_cycles"`
+}
+
+// runtimeStatsAtExit writes RuntimeStats to $SSMPROXY_RUNTIME_STATS, when
+// set, as the process ends. It is a benchmark's knob: nothing in it is
+// secret, and it is read once, at exit.
+func runtimeStatsAtExit() func() {
+	path := os.Getenv("SSMPROXY_RUNTIME_STATS")
+	if path == "" {
+		return func() {}
+	}
+	return func() {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		b, err := json.Marshal(RuntimeStats{Mallocs: m.Mallocs, AllocBytes: m.TotalAlloc, GCCycles: m.NumGC})
+		if err != nil {
+			return
+		}
+		_ = os.WriteFile(path, b, 0o600)
+	}
 }

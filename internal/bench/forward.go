@@ -378,7 +378,7 @@ func forwardMode(srv *fwServers, ssmproxy, fakeaws, work, name, label string, fa
 }
 
 // runForward measures the limit and both agent modes and prints the table.
-func runForward(ssmproxy, fakeaws, work string, sizeMB, realMB int) error {
+func runForward(ssmproxy, fakeaws, work string, sizeMB, realMB, sessionsMB int) error {
 	srv, err := startFwServers()
 	if err != nil {
 		return err
@@ -429,12 +429,83 @@ func runForward(ssmproxy, fakeaws, work string, sizeMB, realMB int) error {
 	if paced.agentRate > 0 {
 		fmt.Printf("the fake agent's own send rate over both realistic downloads (smux frames included): %.3f MB/s\n", paced.agentRate/1e6)
 	}
+	return forwardSessions(srv, ssmproxy, fakeaws, work, sessionsMB)
+}
+
+// forwardSessions measures the cost of many sessions at once: one forward
+// with 8 -L, each to its own source and so its own session, all
+// downloading perMB at the realistic agent's pace together. It prints
+// ssmproxy's CPU over the wall time of the downloads as a share of one
+// core, and the fake's beside it.
+func forwardSessions(srv *fwServers, ssmproxy, fakeaws, work string, perMB int) error {
+	const sessions = 8
+	var sources []net.Listener
+	defer func() {
+		for _, l := range sources {
+			l.Close()
+		}
+	}()
+	var ports []string
+	for range sessions {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		sources = append(sources, l)
+		go srv.serve(l, srv.sourceConn)
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		ports = append(ports, port)
+	}
+	f, err := rig.StartFake(fakeaws, mkdir(work, "fwfake-sessions"))
+	if err != nil {
+		return err
+	}
+	defer f.Stop()
+	p, err := startForward(ssmproxy, f.Environ(mkdir(work, "fwhome-sessions")), ports...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}()
+	progress(fmt.Sprintf("forward: %d sessions at the agent's pace (%d MiB each)", sessions, perMB))
+	per := int64(perMB) << 20
+	cpu0, fake0, start := cpuSeconds(p.cmd.Process.Pid), cpuSeconds(f.Pid()), time.Now()
+	errs := make(chan error, sessions)
+	for _, port := range ports {
+		go func() {
+			_, err := srv.transfer("", p.addrs[port], false, 1, per)
+			errs <- err
+		}()
+	}
+	for range sessions {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	wall := time.Since(start).Seconds()
+	cpu, fake := cpuSeconds(p.cmd.Process.Pid)-cpu0, cpuSeconds(f.Pid())-fake0
+	if err != nil {
+		return fmt.Errorf("%d sessions: %w (ssmproxy: %s)", sessions, err, p.stderr)
+	}
+	fmt.Printf("forward, %d sessions (one -L each) downloading %d MiB each at once from the realistic agent: %.2f MB/s in all;\n"+
+		"  ssmproxy CPU %.2f s over %.1f s = %.1f%% of one core for all %d (target <= 30%%); fakeaws %.1f%%\n",
+		sessions, perMB, float64(per*sessions)/wall/1e6, cpu, wall, 100*cpu/wall, sessions, 100*fake/wall)
+	if vs, verr := f.Violations(); verr == nil && len(vs) > 0 {
+		fmt.Printf("warning: fakeaws recorded %d protocol violations with %d sessions (first: %s %s)\n", len(vs), sessions, vs[0].Code, vs[0].Detail)
+	}
 	return nil
 }
 
 // runForwardBench is the forward part's entry point: its own work directory
 // and binaries, so it runs with or without the ssh part.
-func runForwardBench(binDir string, sizeMB, realMB int) error {
+func runForwardBench(binDir string, sizeMB, realMB, sessionsMB int) error {
 	ssmproxy, _ := filepath.Abs(filepath.Join(binDir, "ssmproxy"))
 	fakeaws, _ := filepath.Abs(filepath.Join(binDir, "fakeaws"))
 	for _, p := range []string{ssmproxy, fakeaws} {
@@ -447,5 +518,5 @@ func runForwardBench(binDir string, sizeMB, realMB int) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	return runForward(ssmproxy, fakeaws, work, sizeMB, realMB)
+	return runForward(ssmproxy, fakeaws, work, sizeMB, realMB, sessionsMB)
 }

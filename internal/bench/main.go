@@ -33,9 +33,15 @@ import (
 
 type usage struct {
 	UserSec, SysSec float64
+	WallSec         float64 // the ProxyCommand's lifetime
 	MaxRSSKiB       int64
 	FirstByteMs     float64 // latency mode: ProxyCommand start to first stdout byte
+	// From ssmproxy's own runtime at exit ($SSMPROXY_RUNTIME_STATS).
+	Mallocs, AllocBytes uint64
+	GCCycles            uint32
 }
+
+func (u usage) cpu() float64 { return u.UserSec + u.SysSec }
 
 func main() {
 	if len(os.Args) > 2 && (os.Args[1] == "-wrap" || os.Args[1] == "-wrap-latency") {
@@ -44,15 +50,21 @@ func main() {
 	var (
 		bin      = flag.String("bin", "bin", "directory with ssmproxy and fakeaws")
 		sizeMB   = flag.Int("mb", 256, "transfer size in MiB")
-		realMB   = flag.Int("realistic-download-mb", 0, "download size with the paced agent (default: -mb)")
+		realMB   = flag.Int("realistic-mb", 32, "MiB downloaded from the paced agent, and uploaded at its pace")
 		latencyN = flag.Int("latency-runs", 7, "sessions for the start-latency median")
 		fwMB     = flag.Int("forward-mb", 64, "forward: MiB per run (one connection, or split over 8)")
 		fwRealMB = flag.Int("forward-realistic-download-mb", 8, "forward: download MiB per run with the paced agent (~1 MB/s per session)")
+		fwSessMB = flag.Int("forward-sessions-mb", 8, "forward: MiB downloaded by each of 8 sessions at once with the paced agent")
 		only     = flag.String("only", "", "run only this part: ssh or forward (default: both)")
+		profDir  = flag.String("profile", "", "directory for a CPU profile of ssmproxy per ssh transfer (MODE-PHASE.pprof)")
 	)
 	flag.Parse()
-	if *realMB == 0 {
-		*realMB = *sizeMB
+	if *profDir != "" {
+		if err := os.MkdirAll(*profDir, 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		*profDir, _ = filepath.Abs(*profDir)
 	}
 	if *only != "" && *only != "ssh" && *only != "forward" {
 		fmt.Fprintln(os.Stderr, "bench: -only takes ssh or forward")
@@ -60,10 +72,10 @@ func main() {
 	}
 	err := error(nil)
 	if *only != "forward" {
-		err = run(*bin, *sizeMB, *realMB, *latencyN)
+		err = run(*bin, *sizeMB, *realMB, *latencyN, *profDir)
 	}
 	if err == nil && *only != "ssh" {
-		err = runForwardBench(*bin, *fwMB, *fwRealMB)
+		err = runForwardBench(*bin, *fwMB, *fwRealMB, *fwSessMB)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -77,6 +89,8 @@ func main() {
 func wrap(latency bool, out string, argv []string) int {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stderr = os.Stdin, os.Stderr
+	rtFile := out + ".runtime"
+	cmd.Env = append(os.Environ(), "SSMPROXY_RUNTIME_STATS="+rtFile)
 	// ssh sends SIGHUP to its ProxyCommand when it exits: pass signals on
 	// and outlive the child, so its usage is always recorded.
 	sigs := make(chan os.Signal, 4)
@@ -122,10 +136,22 @@ func wrap(latency bool, out string, argv []string) int {
 		}
 	}
 	err := cmd.Wait()
+	u.WallSec = time.Since(start).Seconds()
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		u.UserSec = time.Duration(ru.Utime.Nano()).Seconds()
 		u.SysSec = time.Duration(ru.Stime.Nano()).Seconds()
 		u.MaxRSSKiB = ru.Maxrss
+	}
+	if b, rerr := os.ReadFile(rtFile); rerr == nil {
+		var rt struct {
+			Mallocs    uint64 `json:"mallocs"`
+			AllocBytes uint64 `json:"alloc_bytes"`
+			GCCycles   uint32 `json:"gc_cycles"`
+		}
+		if json.Unmarshal(b, &rt) == nil {
+			u.Mallocs, u.AllocBytes, u.GCCycles = rt.Mallocs, rt.AllocBytes, rt.GCCycles
+		}
+		_ = os.Remove(rtFile)
 	}
 	b, _ := json.Marshal(u)
 	tmp := out + ".tmp"
@@ -139,12 +165,20 @@ func wrap(latency bool, out string, argv []string) int {
 	return 0
 }
 
-type result struct {
-	upMBs, downMBs float64
-	up, down       usage
+// phase is one transfer through ssmproxy.
+type phase struct {
+	mbs     float64
+	u       usage   // ssmproxy's
+	fakeCPU float64 // fakeaws's user+system seconds over the transfer
+	bytes   int64
 }
 
-func run(binDir string, sizeMB, realMB, latencyN int) error {
+type result struct {
+	up, down phase
+	pacedUp  phase // realistic mode: upload at the agent's pace
+}
+
+func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -192,7 +226,7 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 		return err
 	}
 	progress("plain ssh over loopback TCP")
-	plainUp, err := upload(os.Environ(), plainConf, "plain", file, size)
+	plainUp, err := upload(os.Environ(), plainConf, "plain", file, size, false)
 	if err != nil {
 		return err
 	}
@@ -207,9 +241,10 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 		file  string
 		size  int64
 		label string
+		paced bool // also upload at the agent's own pace
 	}{
-		{"unpaced", []string{"-realistic-agent=false"}, file, size, "ssmproxy, ideal agent (unpaced)"},
-		{"realistic", nil, realFile, int64(realMB) << 20, "ssmproxy, realistic agent"},
+		{"unpaced", []string{"-realistic-agent=false"}, file, size, "ssmproxy, ideal agent (unpaced)", false},
+		{"realistic", nil, realFile, int64(realMB) << 20, "ssmproxy, realistic agent", true},
 	}
 	results := map[string]result{}
 	var agentRate float64 // bytes/s the paced agent sent during the realistic download
@@ -228,16 +263,33 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 			f.Stop()
 			return err
 		}
+		// measure runs one transfer and collects ssmproxy's usage and the
+		// fake's CPU time over it.
+		measure := func(name string, n int64, do func(env []string) (float64, error)) (phase, error) {
+			e := env
+			if profDir != "" {
+				e = append(env[:len(env):len(env)], "SSMPROXY_CPUPROFILE="+filepath.Join(profDir, m.name+"-"+name+".pprof"))
+			}
+			before := cpuSeconds(f.Pid())
+			ph := phase{bytes: n}
+			var err error
+			if ph.mbs, err = do(e); err != nil {
+				return ph, err
+			}
+			ph.u, err = readUsage(usageFile)
+			ph.fakeCPU = cpuSeconds(f.Pid()) - before
+			return ph, err
+		}
 		var r result
 		progress(m.label + ": upload")
-		if r.upMBs, err = upload(env, conf, rig.Target, file, size); err == nil {
-			r.up, err = readUsage(usageFile)
+		r.up, err = measure("upload", size, func(e []string) (float64, error) { return upload(e, conf, rig.Target, file, size, false) })
+		if err == nil && m.paced {
+			progress(fmt.Sprintf("%s: upload at the agent's pace (%d MiB)", m.label, m.size>>20))
+			r.pacedUp, err = measure("upload-paced", m.size, func(e []string) (float64, error) { return upload(e, conf, rig.Target, m.file, m.size, true) })
 		}
 		if err == nil {
 			progress(fmt.Sprintf("%s: download (%d MiB)", m.label, m.size>>20))
-			if r.downMBs, err = download(env, conf, rig.Target, m.file, m.size); err == nil {
-				r.down, err = readUsage(usageFile)
-			}
+			r.down, err = measure("download", m.size, func(e []string) (float64, error) { return download(e, conf, rig.Target, m.file, m.size) })
 		}
 		if err == nil {
 			progress(m.label + ": session start latency")
@@ -287,18 +339,22 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 		if m.size != size {
 			label = fmt.Sprintf("%s [down %d MiB]", m.label, m.size>>20)
 		}
-		fmt.Printf("%-34s %12.1f %14.2f %10.2f up %5.2f dn %7.1f up %4.1f dn\n", label, r.upMBs, r.downMBs,
-			r.up.UserSec+r.up.SysSec, r.down.UserSec+r.down.SysSec, float64(r.up.MaxRSSKiB)/1024, float64(r.down.MaxRSSKiB)/1024)
+		fmt.Printf("%-34s %12.1f %14.2f %10.2f up %5.2f dn %7.1f up %4.1f dn\n", label, r.up.mbs, r.down.mbs,
+			r.up.u.cpu(), r.down.u.cpu(), float64(r.up.u.MaxRSSKiB)/1024, float64(r.down.u.MaxRSSKiB)/1024)
+		if m.paced {
+			fmt.Printf("%-34s %12.2f %14s %10.2f up %8s %7.1f up\n", fmt.Sprintf("  upload at the agent's pace [%d MiB]", m.size>>20),
+				r.pacedUp.mbs, "", r.pacedUp.u.cpu(), "", float64(r.pacedUp.u.MaxRSSKiB)/1024)
+		}
 	}
 	fmt.Println()
 	fmt.Printf("agent pacing ceiling: 1024 B per %.3f ms (1 ms sleep as measured here) = %.3f MB/s; realistic download = %.1f%% of it\n",
-		1024/ceiling*1e3, ceiling/1e6, 100*results["realistic"].downMBs*1e6/ceiling)
+		1024/ceiling*1e3, ceiling/1e6, 100*results["realistic"].down.mbs*1e6/ceiling)
 	if agentRate > 0 {
 		fmt.Printf("the fake agent's own send rate during that download: %.3f MB/s; ssmproxy delivered %.1f%% of it\n",
-			agentRate/1e6, 100*results["realistic"].downMBs*1e6/agentRate)
+			agentRate/1e6, 100*results["realistic"].down.mbs*1e6/agentRate)
 	}
 	fmt.Printf("upload vs plain ssh: ideal agent %.0f%%, realistic agent %.0f%%\n",
-		100*results["unpaced"].upMBs/plainUp, 100*results["realistic"].upMBs/plainUp)
+		100*results["unpaced"].up.mbs/plainUp, 100*results["realistic"].up.mbs/plainUp)
 	for _, m := range modes {
 		l := latency[m.name]
 		sort.Float64s(l)
@@ -307,7 +363,48 @@ func run(binDir string, sizeMB, realMB, latencyN int) error {
 				m.name, l[len(l)/2], l[0], l[len(l)-1], len(l))
 		}
 	}
+	printCosts(results["unpaced"], results["realistic"], plainUp, plainDown)
 	return nil
+}
+
+// printCosts is the cost table of docs/bench.md: ssmproxy's own CPU (its
+// rusage, not the process tree's), the fake's beside it, allocations and
+// peak RSS, each with its target.
+func printCosts(ideal, paced result, plainUp, plainDown float64) {
+	gib := func(p phase) float64 { return float64(p.bytes) / (1 << 30) }
+	mib := func(p phase) float64 { return float64(p.bytes) / (1 << 20) }
+	share := func(cpu, wall float64) string {
+		if wall <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100*cpu/wall)
+	}
+	fmt.Printf("\ncosts (ssmproxy: its own rusage; fakeaws: its /proc time over the same transfer)\n")
+	fmt.Printf("%-52s %10s %10s   %s\n", "", "upload", "download", "target")
+	row := func(label, up, down, target string) {
+		fmt.Printf("%-52s %10s %10s   %s\n", label, up, down, target)
+	}
+	f2 := func(v float64) string { return fmt.Sprintf("%.2f", v) }
+	row("unpaced: ssmproxy CPU s per GiB", f2(ideal.up.u.cpu()/gib(ideal.up)), f2(ideal.down.u.cpu()/gib(ideal.down)), "<= 3")
+	row("unpaced: fakeaws CPU s per GiB", f2(ideal.up.fakeCPU/gib(ideal.up)), f2(ideal.down.fakeCPU/gib(ideal.down)), "")
+	row("unpaced: throughput / plain ssh", f2(ideal.up.mbs/plainUp), f2(ideal.down.mbs/plainDown), ">= 0.6")
+	row("unpaced: ssmproxy allocations per MiB", fmt.Sprintf("%.0f", float64(ideal.up.u.Mallocs)/mib(ideal.up)),
+		fmt.Sprintf("%.0f", float64(ideal.down.u.Mallocs)/mib(ideal.down)), "")
+	row("unpaced: ssmproxy GC cycles", fmt.Sprint(ideal.up.u.GCCycles), fmt.Sprint(ideal.down.u.GCCycles), "")
+	row("agent's pace: MB/s", f2(paced.pacedUp.mbs), f2(paced.down.mbs), "")
+	row("agent's pace: ssmproxy CPU, share of one core", share(paced.pacedUp.u.cpu(), paced.pacedUp.u.WallSec),
+		share(paced.down.u.cpu(), paced.down.u.WallSec), "<= 5%")
+	row("agent's pace: fakeaws CPU, share of one core", share(paced.pacedUp.fakeCPU, paced.pacedUp.u.WallSec),
+		share(paced.down.fakeCPU, paced.down.u.WallSec), "")
+	row("agent's pace: ssmproxy allocations per MiB", fmt.Sprintf("%.0f", float64(paced.pacedUp.u.Mallocs)/mib(paced.pacedUp)),
+		fmt.Sprintf("%.0f", float64(paced.down.u.Mallocs)/mib(paced.down)), "")
+	var rss int64
+	for _, r := range []result{ideal, paced} {
+		for _, p := range []phase{r.up, r.down, r.pacedUp} {
+			rss = max(rss, p.u.MaxRSSKiB)
+		}
+	}
+	row("ssmproxy peak RSS, any run (MiB)", fmt.Sprintf("%.1f", float64(rss)/1024), "", "< 40")
 }
 
 func mkdir(parent, name string) string {
@@ -362,6 +459,21 @@ func (f *firstWriteTimer) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// pacedReader hands out at most 1024 bytes per Read and sleeps 1 ms before
+// each Read after the first: the real agent's send loop, turned around.
+type pacedReader struct {
+	r       io.Reader
+	started bool
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	if p.started {
+		time.Sleep(time.Millisecond)
+	}
+	p.started = true
+	return p.r.Read(b[:min(len(b), 1024)])
+}
+
 // sshCommand runs remote on host through ssh with the given config,
 // collecting ssh's stderr for error messages.
 func sshCommand(env []string, conf, host, remote string) (*exec.Cmd, *strings.Builder) {
@@ -373,8 +485,9 @@ func sshCommand(env []string, conf, host, remote string) (*exec.Cmd, *strings.Bu
 }
 
 // upload pipes size bytes of file into `cat > /dev/null` on the host and
-// returns MB/s from the first byte ssh accepted to ssh's exit.
-func upload(env []string, conf, host, file string, size int64) (float64, error) {
+// returns MB/s from the first byte ssh accepted to ssh's exit. paced feeds
+// it as the agent sends: 1024 bytes, then a 1 ms sleep.
+func upload(env []string, conf, host, file string, size int64, paced bool) (float64, error) {
 	src, err := os.Open(file)
 	if err != nil {
 		return 0, err
@@ -397,7 +510,11 @@ func upload(env []string, conf, host, file string, size int64) (float64, error) 
 		return 0, fmt.Errorf("ssh upload: %v: %s", err, stderr.String())
 	}
 	t.first = time.Now()
-	if _, err := io.Copy(stdin, t); err != nil {
+	var src2 io.Reader = t
+	if paced {
+		src2 = &pacedReader{r: t}
+	}
+	if _, err := io.Copy(stdin, src2); err != nil {
 		return 0, fmt.Errorf("ssh upload: %v: %s", err, stderr.String())
 	}
 	stdin.Close()

@@ -120,6 +120,9 @@ func (f *Fake) Stop() bool {
 	return clean
 }
 
+// Pid is the fake's process id (the benchmark reads its CPU time).
+func (f *Fake) Pid() int { return f.cmd.Process.Pid }
+
 // GetJSON reads an admin endpoint.
 func (f *Fake) GetJSON(path string, v any) error {
 	resp, err := http.Get(f.URL + path)
