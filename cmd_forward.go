@@ -190,7 +190,7 @@ func runForward(ctx context.Context, o forwardOptions) error {
 	}
 	defer stopTrace()
 	o.tracer = rec
-	tuneGC()
+	tuneRuntime()
 	log, closeLog, err := newLoggerAt(slog.LevelWarn, o.verbosity, o.logFile)
 	if err != nil {
 		return usagef("%v", err)

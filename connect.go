@@ -226,7 +226,7 @@ func runConnect(ctx context.Context, o connectOptions) error {
 	}
 	os.Stdout = os.Stderr
 
-	tuneGC()
+	tuneRuntime()
 	log, closeLog, err := newLogger(o.verbosity, o.logFile)
 	if err != nil {
 		return usagef("%v", err)

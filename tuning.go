@@ -6,13 +6,30 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+
+	"github.com/google/uuid"
 )
 
-// tuneGC trades a little memory for CPU on the data path: every 1 KiB
-// message allocates its frame and ack, and the default GOGC collects every
-// few MiB. A soft limit keeps the heap (send window, delivery ring,
-// out-of-order buffer: about 10 MiB at most) well inside the RSS budget.
-func tuneGC() {
+// tuneRuntime sets the runtime up for the data path (docs/bench.md).
+//
+// One P: a session is a pipeline (socket, decode, ack, deliver) with little
+// to run in parallel, and with more Ps every message that readies a
+// goroutine wakes another thread that spins and finds nothing: at the
+// agent's 1 KiB-per-millisecond pace those futex wakeups were a third of
+// ssmproxy's CPU, and unpaced they cost more than the parallelism gained
+// (make bench: 7.2 against 5.1 CPU-seconds per GiB). $GOMAXPROCS still wins.
+//
+// Message ids come from a pool filled from crypto/rand in bulk instead of
+// one read per frame (they need to be unique, and stay unpredictable).
+//
+// GC: a little memory for CPU, since every 1 KiB message allocates; a soft
+// limit keeps the heap (send window, delivery ring, out-of-order buffer:
+// about 10 MiB at most) well inside the RSS budget.
+func tuneRuntime() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	uuid.EnableRandPool()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}

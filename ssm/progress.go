@@ -38,9 +38,11 @@ const DefaultNoProgressTimeout = 3 * time.Minute
 type progress struct {
 	clk     clock.Clock
 	timeout time.Duration
-	// kick wakes the watchdog when a count starts; a count that restarts
-	// only moves the deadline later, which the watchdog finds when its
-	// timer fires, so the per-frame path never wakes it.
+	// kick wakes the watchdog when a count starts that would expire before
+	// its timer fires. The timer stays armed while nothing is counted, so
+	// a count that starts or restarts only moves the deadline later, which
+	// the watchdog finds when the timer fires: neither the per-frame path
+	// nor a sender going busy and idle with every message wakes it.
 	kick chan struct{}
 
 	mu    sync.Mutex
@@ -48,6 +50,7 @@ type progress struct {
 	busy  bool          // data of ours is unacked
 	quiet time.Duration // silence counted before from
 	from  time.Time     // start of the running count; zero unless up and busy
+	armed time.Time     // when the watchdog's timer fires; zero: not watching
 }
 
 func newProgress(clk clock.Clock, timeout time.Duration) *progress {
@@ -68,9 +71,9 @@ func (p *progress) change(f func()) {
 	if p.up && p.busy {
 		p.from = now
 	}
-	started := !was && !p.from.IsZero()
+	early := !was && !p.from.IsZero() && !p.armed.IsZero() && p.from.Add(p.timeout-p.quiet).Before(p.armed)
 	p.mu.Unlock()
-	if started {
+	if early {
 		signal(p.kick)
 	}
 }
@@ -116,15 +119,14 @@ func (p *progress) watch(ctx context.Context, ready <-chan struct{}, expired fun
 	timer := p.clk.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		at, silence := p.deadline()
-		if at.IsZero() {
-			timer.Stop()
-		} else if wait := at.Sub(p.clk.Now()); wait > 0 {
-			timer.Reset(wait)
-		} else {
+		// Idle, the timer looks again after a full timeout: no count that
+		// starts meanwhile can end before that without a kick.
+		wait, silence := p.arm()
+		if wait <= 0 {
 			expired(silence)
 			return
 		}
+		timer.Reset(wait)
 		select {
 		case <-timer.C():
 		case <-p.kick:
@@ -132,6 +134,23 @@ func (p *progress) watch(ctx context.Context, ready <-chan struct{}, expired fun
 			return
 		}
 	}
+}
+
+// arm returns how long the watchdog's timer should wait (the count's
+// deadline, or a full timeout while nothing is counted) and records when it
+// fires, in one step so that a count starting meanwhile sees it. wait <= 0:
+// the silence reached the timeout.
+func (p *progress) arm() (wait, silence time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.clk.Now()
+	wait, silence = p.timeout, p.quiet
+	if !p.from.IsZero() {
+		silence += now.Sub(p.from)
+		wait = p.timeout - silence
+	}
+	p.armed = now.Add(wait)
+	return wait, silence
 }
 
 // noProgress ends a session whose agent has gone silent. The session is

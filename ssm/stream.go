@@ -141,6 +141,7 @@ type sender struct {
 	closed    error
 	sealed    bool          // no more Output: the session is closing
 	space     chan struct{} // closed and replaced when the window opens
+	waiting   bool          // someone holds space: the next ack must close it
 	hint      time.Time     // no retransmission is due before this
 	// onBusy, if set, is told when the first message becomes unacked and
 	// when the last one is acked (no-progress detection, progress.go). It
@@ -190,6 +191,7 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 			break
 		}
 		wait := s.space
+		s.waiting = true
 		s.mu.Unlock()
 		select {
 		case <-wait:
@@ -361,8 +363,13 @@ func (s *sender) ack(seq int64) bool {
 			s.unsent = s.base
 		}
 	}
-	close(s.space)
-	s.space = make(chan struct{})
+	if s.waiting {
+		// Only when someone waits: a channel per ack was an allocation
+		// per message (docs/bench.md).
+		close(s.space)
+		s.space = make(chan struct{})
+		s.waiting = false
+	}
 	return true
 }
 
@@ -432,6 +439,7 @@ func (s *sender) pending() (unacked int, unsent bool) {
 func (s *sender) changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.waiting = true
 	return s.space
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -48,6 +49,7 @@ func main() {
 		pubHeaders  = flag.String("publication-headers", string(fakeaws.HeadersMinimal), "MGS variant: header of publication frames: minimal (zero CreatedDate, no digest; the real agent drops them) or full")
 		giveUp      = flag.String("agent-giveup", string(fakeaws.GiveUpSilent), "what the client sees when the agent stops reconnecting: silent (the real agent just stops) or channel-closed")
 		queue       = flag.Bool("queue-while-absent", false, "MGS variant: queue frames for an absent leg instead of dropping them")
+		procs       = flag.Int("procs", 1, "GOMAXPROCS for the fake (0: the Go default). One P spares the wakeups of threads that spin and find nothing, which cost more CPU than the relay's parallelism gains, so the benchmark measures ssmproxy rather than the fake (docs/bench.md); what goes on the wire is the same")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile to this file until the fake stops")
 		eicKeys     = flag.String("eic-authorized-keys", "", "write the keys pushed with EC2 Instance Connect SendSSHPublicKey to this `PATH` (authorized_keys format, mode 0600, emptied at start), each removed when it expires")
 		eicUser     = flag.String("eic-user", "", "with -eic-authorized-keys: write only the keys pushed for this OS `USER` (default: every user)")
@@ -63,6 +65,9 @@ func main() {
 	flag.Var(&roles, "role", "IAM role any user of the account may assume, as `NAME[:MAXSESSION]` (repeatable; MAXSESSION e.g. 12h, default 1h)")
 	flag.Var(&mfaDevices, "mfa-device", "register an MFA device `SERIAL` for user alice (repeatable; the valid code is 123456)")
 	flag.Parse()
+	if *procs > 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(*procs)
+	}
 
 	if *cpuProfile != "" {
 		if f, err := os.Create(*cpuProfile); err == nil {
