@@ -312,7 +312,7 @@ func cpuSeconds(pid int) float64 {
 // for all four phases.
 func forwardMode(srv *fwServers, ssmproxy, fakeaws, work, name, label string, fakeArgs []string, upBytes, downBytes int64) (fwRow, error) {
 	row := fwRow{label: label, downBytes: downBytes}
-	f, err := rig.StartFake(fakeaws, mkdir(work, "fwfake-"+name), fakeArgs...)
+	f, err := rig.StartFake(fakeaws, mkdir(work, "fwfake-"+name), append(fakeArgs, fakeProcs)...)
 	if err != nil {
 		return row, err
 	}
@@ -456,7 +456,7 @@ func forwardSessions(srv *fwServers, ssmproxy, fakeaws, work string, perMB int) 
 		_, port, _ := net.SplitHostPort(l.Addr().String())
 		ports = append(ports, port)
 	}
-	f, err := rig.StartFake(fakeaws, mkdir(work, "fwfake-sessions"))
+	f, err := rig.StartFake(fakeaws, mkdir(work, "fwfake-sessions"), fakeProcs)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,10 @@ import (
 	"github.com/ssmproxy/ssmproxy/internal/rig"
 )
 
+// fakeProcs runs the fake on one P: cheaper as the other end, the same on
+// the wire (docs/bench.md).
+const fakeProcs = "-procs=1"
+
 type usage struct {
 	UserSec, SysSec float64
 	WallSec         float64 // the ProxyCommand's lifetime
@@ -243,8 +247,8 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 		label string
 		paced bool // also upload at the agent's own pace
 	}{
-		{"unpaced", []string{"-realistic-agent=false"}, file, size, "ssmproxy, ideal agent (unpaced)", false},
-		{"realistic", nil, realFile, int64(realMB) << 20, "ssmproxy, realistic agent", true},
+		{"unpaced", []string{"-realistic-agent=false", fakeProcs}, file, size, "ssmproxy, ideal agent (unpaced)", false},
+		{"realistic", []string{fakeProcs}, realFile, int64(realMB) << 20, "ssmproxy, realistic agent", true},
 	}
 	results := map[string]result{}
 	var agentRate float64 // bytes/s the paced agent sent during the realistic download

@@ -49,7 +49,7 @@ func main() {
 		pubHeaders  = flag.String("publication-headers", string(fakeaws.HeadersMinimal), "MGS variant: header of publication frames: minimal (zero CreatedDate, no digest; the real agent drops them) or full")
 		giveUp      = flag.String("agent-giveup", string(fakeaws.GiveUpSilent), "what the client sees when the agent stops reconnecting: silent (the real agent just stops) or channel-closed")
 		queue       = flag.Bool("queue-while-absent", false, "MGS variant: queue frames for an absent leg instead of dropping them")
-		procs       = flag.Int("procs", 1, "GOMAXPROCS for the fake (0: the Go default). One P spares the wakeups of threads that spin and find nothing, which cost more CPU than the relay's parallelism gains, so the benchmark measures ssmproxy rather than the fake (docs/bench.md); what goes on the wire is the same")
+		procs       = flag.Int("procs", 0, "GOMAXPROCS for the fake (0: the Go default). make bench runs it with 1: one P spares the wakeups of threads that spin and find nothing, which cost more CPU than the relay's parallelism gains, so the benchmark measures ssmproxy rather than the fake (docs/bench.md)")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile to this file until the fake stops")
 		eicKeys     = flag.String("eic-authorized-keys", "", "write the keys pushed with EC2 Instance Connect SendSSHPublicKey to this `PATH` (authorized_keys format, mode 0600, emptied at start), each removed when it expires")
 		eicUser     = flag.String("eic-user", "", "with -eic-authorized-keys: write only the keys pushed for this OS `USER` (default: every user)")
