@@ -15,9 +15,9 @@ import (
 // One P: a session is a pipeline (socket, decode, ack, deliver) with little
 // to run in parallel, and with more Ps every message that readies a
 // goroutine wakes another thread that spins and finds nothing: at the
-// agent's 1 KiB-per-millisecond pace those futex wakeups were a third of
-// ssmproxy's CPU, and unpaced they cost more than the parallelism gained
-// (make bench: 7.2 against 5.1 CPU-seconds per GiB). $GOMAXPROCS still wins.
+// agent's 1 KiB-per-millisecond pace runtime.futex was a quarter of the
+// paced download's profile, and unpaced the wakeups cost more than the
+// parallelism gained (make bench, docs/bench.md). $GOMAXPROCS still wins.
 //
 // Message ids come from a pool filled from crypto/rand in bulk instead of
 // one read per frame (they need to be unique, and stay unpredictable).

@@ -71,7 +71,8 @@ func (p *progress) change(f func()) {
 	if p.up && p.busy {
 		p.from = now
 	}
-	early := !was && !p.from.IsZero() && !p.armed.IsZero() && p.from.Add(p.timeout-p.quiet).Before(p.armed)
+	at, _ := p.deadlineLocked(now)
+	early := !was && !at.IsZero() && !p.armed.IsZero() && at.Before(p.armed)
 	p.mu.Unlock()
 	if early {
 		signal(p.kick)
@@ -100,10 +101,15 @@ func (p *progress) setBusy(busy bool) {
 func (p *progress) deadline() (at time.Time, silence time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.deadlineLocked(p.clk.Now())
+}
+
+// deadlineLocked is deadline at now; p.mu must be held.
+func (p *progress) deadlineLocked(now time.Time) (at time.Time, silence time.Duration) {
 	if p.from.IsZero() {
 		return time.Time{}, p.quiet
 	}
-	return p.from.Add(p.timeout - p.quiet), p.quiet + p.clk.Now().Sub(p.from)
+	return p.from.Add(p.timeout - p.quiet), p.quiet + now.Sub(p.from)
 }
 
 // watch calls expired, once, when the silence reaches the timeout, and
@@ -144,10 +150,10 @@ func (p *progress) arm() (wait, silence time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.clk.Now()
-	wait, silence = p.timeout, p.quiet
-	if !p.from.IsZero() {
-		silence += now.Sub(p.from)
-		wait = p.timeout - silence
+	at, silence := p.deadlineLocked(now)
+	wait = p.timeout
+	if !at.IsZero() {
+		wait = at.Sub(now)
 	}
 	p.armed = now.Add(wait)
 	return wait, silence
