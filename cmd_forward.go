@@ -283,7 +283,7 @@ func (o connectOptions) sessionRequest(log *slog.Logger, docs []string) sessionR
 		region:         o.region,
 		broker:         o.broker,
 		tuning: sessionTuning{handshakeTimeout: o.handshakeTimeout, resumeBudget: o.resumeBudget,
-			signDial: o.signDial, clientVersion: o.clientVersion},
+			signDial: o.signDial, clientVersion: o.clientVersion, readCoalesce: coalesceSetting(o.readCoalesce)},
 		log:    log,
 		tracer: o.tracer,
 	}

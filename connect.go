@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/ssmproxy/ssmproxy/internal/coalesce"
 	"github.com/ssmproxy/ssmproxy/proxy"
 	"github.com/ssmproxy/ssmproxy/ssm"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
@@ -91,8 +92,10 @@ type connectOptions struct {
 	profile, region, document, reason, logFile, clientVersion string
 	verbosity                                                 int
 	handshakeTimeout, resumeBudget                            time.Duration
-	signDial                                                  bool
-	target, port                                              string
+	// readCoalesce: --read-coalesce, 0 for off (internal/coalesce).
+	readCoalesce time.Duration
+	signDial     bool
+	target, port string
 	// via: an instance that has an agent; target is then a host the
 	// instance reaches (…ToRemoteHost, one smux stream).
 	via string
@@ -199,6 +202,15 @@ func (o *connectOptions) check(pos []string) error {
 	return checkPushKeyFlags(o.pushKey, o.user)
 }
 
+// coalesceSetting turns --read-coalesce (0: off) into the setting of
+// ssm.Config and proxy.StdioOptions (0: the default, negative: off).
+func coalesceSetting(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 // checkSession validates the flags every session-opening command takes.
 func (o *connectOptions) checkSession(cmd string) error {
 	if !wire.ValidClientVersion(o.clientVersion) {
@@ -206,6 +218,9 @@ func (o *connectOptions) checkSession(cmd string) error {
 	}
 	if o.handshakeTimeout <= 0 || o.resumeBudget <= 0 {
 		return usagef("%s: durations must be positive", cmd)
+	}
+	if o.readCoalesce < 0 || o.readCoalesce > coalesce.MaxInterval {
+		return usagef("%s: --read-coalesce %s must be between 0 (off) and %s", cmd, o.readCoalesce, coalesce.MaxInterval)
 	}
 	return nil
 }
@@ -254,7 +269,7 @@ func runConnect(ctx context.Context, o connectOptions) error {
 	}
 	defer sess.release()
 	log.Info("connected", "session", sess.ID(), "target", sess.Instance, "port", o.port, "agentVersion", sess.AgentVersion())
-	err = proxy.Stdio(ctx, sess.Session, stdin, stdout, proxy.StdioOptions{Log: log})
+	err = proxy.Stdio(ctx, sess.Session, stdin, stdout, proxy.StdioOptions{Log: log, ReadCoalesce: coalesceSetting(o.readCoalesce)})
 	st := sess.Stats()
 	log.Info("session over", "session", sess.ID(), "bytesIn", st.BytesIn, "bytesOut", st.BytesOut,
 		"reconnects", st.Reconnects, "retransmits", st.Sender.Retransmits)
@@ -296,7 +311,7 @@ func connectVia(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		_ = sess.Close()
 		return err
 	}
-	err = proxy.Stdio(ctx, via, stdin, stdout, proxy.StdioOptions{Log: log})
+	err = proxy.Stdio(ctx, via, stdin, stdout, proxy.StdioOptions{Log: log, ReadCoalesce: coalesceSetting(o.readCoalesce)})
 	if err == nil && refused.Load() {
 		return &unreachableError{instance: t.InstanceID, dest: net.JoinHostPort(host, o.port)}
 	}
@@ -325,5 +340,6 @@ func (o *connectOptions) registerSession(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.resumeBudget, "resume-budget", ssm.DefaultResumeBudget, "how long to keep trying to resume a lost data channel")
 	fs.BoolVar(&o.signDial, "sign-dial", false, "sign every data-channel websocket upgrade with SigV4")
 	fs.StringVar(&o.clientVersion, "client-version", ssm.DefaultClientVersion, "ClientVersion reported to the agent (must be above 1.2.331.0)")
+	fs.DurationVar(&o.readCoalesce, "read-coalesce", coalesce.DefaultInterval, "while data streams one way only, read it at most this often (fewer wakeups per message; 0: read every message at once)")
 	o.broker.register(fs)
 }

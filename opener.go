@@ -66,8 +66,10 @@ func (r sessionRequest) documents() []string {
 // sessionTuning are the data-channel settings a user may change.
 type sessionTuning struct {
 	handshakeTimeout, resumeBudget time.Duration
-	signDial                       bool
-	clientVersion                  string
+	// readCoalesce as ssm.Config takes it (0: default, negative: off).
+	readCoalesce  time.Duration
+	signDial      bool
+	clientVersion string
 }
 
 // preSessionHook prepares the instance before the session starts, with the
@@ -172,6 +174,7 @@ func (t *scopedTarget) start(ctx context.Context, spec sessionSpec) (*ssm.Sessio
 		ClientVersion:    t.req.tuning.clientVersion,
 		HandshakeTimeout: t.req.tuning.handshakeTimeout,
 		ResumeBudget:     t.req.tuning.resumeBudget,
+		ReadCoalesce:     t.req.tuning.readCoalesce,
 		Log:              t.req.log,
 	})
 	if err != nil {

@@ -5,11 +5,14 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/internal/coalesce"
 )
 
 // Stream is the part of *ssm.Session the proxy uses.
@@ -37,6 +40,24 @@ type StdioOptions struct {
 	// Clock times the drain, the linger and the last-output wait (default:
 	// the real clock); tests inject a fake one.
 	Clock clock.Clock
+	// ReadCoalesce is the least time between two reads of in while the
+	// input streams one way with no output coming back (internal/coalesce,
+	// docs/bench.md); default coalesce.DefaultInterval, negative: every
+	// read goes at once.
+	ReadCoalesce time.Duration
+}
+
+// inputReads is the moderation of stdin reads: output written to out
+// counts as the other direction.
+func (o StdioOptions) inputReads(out *activityWriter) *coalesce.Reads {
+	if o.ReadCoalesce < 0 {
+		return nil
+	}
+	rc := coalesce.DefaultConfig()
+	if o.ReadCoalesce > 0 {
+		rc.Interval = o.ReadCoalesce
+	}
+	return coalesce.New(rc, out.writes.Load)
 }
 
 // Stdio runs the ProxyCommand data path: in → session, session → out.
@@ -56,6 +77,9 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 	if o.LingerMax <= 0 {
 		o.LingerMax = 10 * time.Second
 	}
+	if o.ReadCoalesce > coalesce.MaxInterval {
+		return fmt.Errorf("stdin read coalescing of %s is over %s", o.ReadCoalesce, coalesce.MaxInterval)
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -71,10 +95,13 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 		downDone <- err
 	}()
 	upDone := make(chan error, 1)
+	reads := o.inputReads(cw)
 	go func() {
 		buf := make([]byte, 64<<10)
 		for {
+			reads.Wait()
 			n, rerr := in.Read(buf)
+			reads.Done(n)
 			if n > 0 {
 				if _, werr := s.Write(buf[:n]); werr != nil {
 					upDone <- werr
@@ -164,11 +191,15 @@ func linger(s Stream, w *activityWriter, o StdioOptions) {
 type activityWriter struct {
 	w     io.Writer
 	wrote chan struct{}
+	// writes counts the writes to out: output coming back stops the stdin
+	// reads from waiting (internal/coalesce).
+	writes atomic.Int64
 }
 
 func (c *activityWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	if n > 0 {
+		c.writes.Add(1)
 		select {
 		case c.wrote <- struct{}{}:
 		default:

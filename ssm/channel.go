@@ -20,6 +20,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"github.com/ssmproxy/ssmproxy/internal/coalesce"
 	"github.com/ssmproxy/ssmproxy/internal/redact"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
@@ -89,12 +90,44 @@ func presigned(u *url.URL) bool {
 // batchConn coalesces the writes of many small websocket messages into few
 // syscalls: once batching is on, Write only buffers and Flush writes. Before
 // that (TLS and HTTP upgrade handshakes, proxy CONNECT) writes go straight
-// through.
+// through. Its reads, once a leg sets reads, wait while the agent's output
+// trickles in (internal/coalesce): one wakeup then reads several messages.
 type batchConn struct {
 	net.Conn
 	mu       sync.Mutex
 	buf      []byte
 	batching bool
+	// reads and lw are set by newLeg (setReads) before the leg's reader
+	// starts and used by that reader only.
+	reads *coalesce.Reads
+	lw    *lowWater
+}
+
+// setReads turns on read coalescing (before the reader starts).
+func (b *batchConn) setReads(r *coalesce.Reads, mark int) {
+	b.reads = r
+	b.lw = newLowWater(b.Conn, mark)
+}
+
+func (b *batchConn) Read(p []byte) (int, error) {
+	if b.reads == nil {
+		return b.Conn.Read(p)
+	}
+	b.reads.Wait()
+	var n int
+	var err error
+	if b.lw != nil {
+		n, err = b.lw.read(p)
+	} else {
+		n, err = b.Conn.Read(p)
+	}
+	b.reads.Done(n)
+	if b.reads.Trickling() {
+		// Silence the socket until a large read's worth has arrived: the
+		// next read comes after the coalescing wait anyway.
+		b.lw.raise()
+	}
+	return n, err
 }
 
 func (b *batchConn) Write(p []byte) (int, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/internal/coalesce"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -116,6 +117,11 @@ type Config struct {
 	// hold at least one message of MaxStreamPayload.
 	MaxOutOfOrderBytes int
 	DeliveryBuffer     int // bytes; default DefaultDeliveryBuffer
+	// ReadCoalesce is the least time between two websocket reads while the
+	// agent's output trickles in one direction (internal/coalesce,
+	// docs/bench.md); default coalesce.DefaultInterval, negative: every
+	// read goes at once.
+	ReadCoalesce time.Duration
 
 	// Clock times everything the session schedules; Jitter returns a
 	// number in [0, 1) for reconnect backoff. Tests inject both.
@@ -169,6 +175,9 @@ func (c Config) withDefaults() Config {
 	if c.DeliveryBuffer == 0 {
 		c.DeliveryBuffer = DefaultDeliveryBuffer
 	}
+	if c.ReadCoalesce == 0 {
+		c.ReadCoalesce = coalesce.DefaultInterval
+	}
 	c.Stream = c.Stream.withDefaults()
 	c.Clock = clock.Or(c.Clock)
 	if c.Jitter == nil {
@@ -178,6 +187,17 @@ func (c Config) withDefaults() Config {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// readCoalesce is the legs' read moderation: off for a negative
+// ReadCoalesce.
+func (c Config) readCoalesce() coalesce.Config {
+	if c.ReadCoalesce < 0 {
+		return coalesce.Off()
+	}
+	rc := coalesce.DefaultConfig()
+	rc.Interval = c.ReadCoalesce
+	return rc
 }
 
 // Verify reports every setting that cannot work, before any network call.
@@ -230,6 +250,9 @@ func (c Config) Verify() error {
 		// The ring takes whole messages: one larger than the ring would
 		// never fit and stall the stream.
 		bad("delivery buffer of %d bytes is smaller than the largest message (%d)", c.DeliveryBuffer, wire.MaxFrameSize)
+	}
+	if err := c.readCoalesce().Verify(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Stream.Verify(); err != nil {
 		errs = append(errs, err)

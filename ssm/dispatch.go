@@ -26,6 +26,7 @@ func (s *Session) handleFrame(b []byte) bool {
 	switch f.MessageType {
 	case wire.TypeOutputStreamData:
 		// From the agent: progress (9.4), even a duplicate.
+		s.inData.Add(1)
 		s.prog.heard()
 		s.send.setPaused(false)
 		s.handleStreamData(f)
@@ -62,6 +63,9 @@ func (s *Session) handleFrame(b []byte) bool {
 	}
 	return true
 }
+
+// incoming counts the stream data frames received (legHandler).
+func (s *Session) incoming() int64 { return s.inData.Load() }
 
 // dropMessage notes a websocket message that is not binary.
 func (s *Session) dropMessage(messageType, size int) {

@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
+	"github.com/ssmproxy/ssmproxy/internal/coalesce"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -29,6 +30,9 @@ type legHandler interface {
 	// dropMessage notes a websocket message that is not binary (the data
 	// channel carries only binary frames).
 	dropMessage(messageType, size int)
+	// incoming counts the stream data messages received so far (acks
+	// excluded), for read coalescing.
+	incoming() int64
 }
 
 // legOutbox is where a leg takes what to write, in this order: the
@@ -45,6 +49,9 @@ type legOutbox interface {
 	due(now time.Time, max int) [][]byte
 	// nextDue is when the next stream frame comes due; zero if none.
 	nextDue() time.Time
+	// outgoing counts the stream messages queued so far, for read
+	// coalescing.
+	outgoing() int64
 }
 
 // legConfig are the timings of a leg. Pings run on the injected clock (a
@@ -59,6 +66,9 @@ type legConfig struct {
 	clock       clock.Clock
 	log         *slog.Logger
 	tracer      Tracer
+	// coalesce moderates the socket reads while the agent's output
+	// trickles in one direction (internal/coalesce).
+	coalesce coalesce.Config
 }
 
 // errLegClosed is why a leg that ssmproxy itself closed ended.
@@ -92,6 +102,9 @@ type leg struct {
 func newLeg(ws *websocket.Conn, bc *batchConn, in legHandler, out legOutbox, cfg legConfig) *leg {
 	l := &leg{ws: ws, bc: bc, in: in, out: out, cfg: cfg,
 		pongCh: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan bool, 1)}
+	if bc != nil && cfg.coalesce.Interval > 0 {
+		bc.setReads(coalesce.New(cfg.coalesce, func() int64 { return crossTraffic(in, out) }), cfg.coalesce.Small)
+	}
 	ws.SetPingHandler(func(data string) error {
 		l.extendDeadline()
 		l.pongMu.Lock()
@@ -108,6 +121,17 @@ func newLeg(ws *websocket.Conn, bc *batchConn, in legHandler, out legOutbox, cfg
 	// replaced anyway.
 	ws.SetCloseHandler(func(code int, text string) error { return nil })
 	return l
+}
+
+// crossTraffic changes only when stream data has moved both ways: the
+// smaller of the two counts grows only when the quieter direction moves.
+// A download (acks out, data in) or an upload (data out, acks in) leaves it
+// still, and the socket reads may wait (internal/coalesce); a request and
+// its answer move it, and the answer is read at once. Who waits for an ack
+// of an upload is only our own window, which is far from full at the
+// agent's pace.
+func crossTraffic(in legHandler, out legOutbox) int64 {
+	return min(in.incoming(), out.outgoing())
 }
 
 // start runs the reader and the writer.

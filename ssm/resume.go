@@ -77,7 +77,7 @@ func (r *resumer) dial() (*leg, error) {
 		return nil, err
 	}
 	return newLeg(ws, bc, r.in, r.out, legConfig{pingInterval: r.cfg.PingInterval, readTimeout: r.cfg.ReadTimeout,
-		clock: r.clk, log: r.log, tracer: r.cfg.Trace}), nil
+		clock: r.clk, log: r.log, tracer: r.cfg.Trace, coalesce: r.cfg.readCoalesce()}), nil
 }
 
 // resume calls ResumeSession and dials the StreamUrl and token it returns,
