@@ -249,7 +249,8 @@ type fwProc struct {
 // startForward runs ssmproxy forward with one -L per port and reads the
 // local address of each from its ready lines.
 func startForward(ssmproxy string, env []string, ports ...string) (*fwProc, error) {
-	args := []string{"forward", rig.Target}
+	args := append([]string{"forward"}, extraArgs...)
+	args = append(args, rig.Target)
 	for _, p := range ports {
 		args = append(args, "-L", "0:localhost:"+p)
 	}

@@ -61,8 +61,10 @@ func main() {
 		fwSessMB = flag.Int("forward-sessions-mb", 8, "forward: MiB downloaded by each of 8 sessions at once with the paced agent")
 		only     = flag.String("only", "", "run only this part: ssh or forward (default: both)")
 		profDir  = flag.String("profile", "", "directory for a CPU profile of ssmproxy per ssh transfer (MODE-PHASE.pprof)")
+		args     = flag.String("ssmproxy-args", "", "extra flags for every ssmproxy connect and forward, space-separated (e.g. --read-coalesce=0)")
 	)
 	flag.Parse()
+	extraArgs = strings.Fields(*args)
 	if *profDir != "" {
 		if err := os.MkdirAll(*profDir, 0o700); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -85,6 +87,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// extraArgs are -ssmproxy-args: flags added to every connect and forward,
+// to compare settings in one run of the same binaries.
+var extraArgs []string
+
+// extraArgsString is extraArgs for a ProxyCommand line ("" or " ARGS").
+func extraArgsString() string {
+	if len(extraArgs) == 0 {
+		return ""
+	}
+	return " " + strings.Join(extraArgs, " ")
 }
 
 // wrap runs the ProxyCommand and records its resource usage. In latency
@@ -222,6 +236,9 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 	}
 	sshVersion, _ := exec.Command("ssh", "-V").CombinedOutput()
 	fmt.Printf("ssmproxy benchmark: %d MiB through ssh, %d CPUs, %s, %s\n", sizeMB, runtime.NumCPU(), runtime.Version(), strings.TrimSpace(string(sshVersion)))
+	if len(extraArgs) > 0 {
+		fmt.Printf("every ssmproxy runs with %s\n", strings.Join(extraArgs, " "))
+	}
 	fmt.Printf("throughput is measured over the data phase (first byte accepted to last byte delivered)\n\n")
 
 	// The limit: plain ssh over loopback TCP.
@@ -253,6 +270,10 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 	results := map[string]result{}
 	var agentRate float64 // bytes/s the paced agent sent during the realistic download
 	latency := map[string][]float64{}
+	// sessionCPU: ssmproxy's CPU milliseconds for a whole `ssh TARGET true`
+	// (start, credentials, handshake, SSH key exchange, close), the fixed
+	// cost inside every transfer's figure.
+	sessionCPU := map[string][]float64{}
 	for _, m := range modes {
 		fdir := mkdir(work, "fake-"+m.name)
 		f, err := rig.StartFake(fakeaws, fdir, m.args...)
@@ -262,7 +283,7 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 		env := f.Environ(mkdir(work, "home-"+m.name))
 		usageFile := filepath.Join(work, "usage-"+m.name+".json")
 		conf, err := rig.SSHConfig(mkdir(work, "conf-"+m.name), d.User, d.UserKey, d.Port,
-			fmt.Sprintf("%s -wrap %s -- %s connect", self, usageFile, ssmproxy))
+			fmt.Sprintf("%s -wrap %s -- %s connect%s", self, usageFile, ssmproxy, extraArgsString()))
 		if err != nil {
 			f.Stop()
 			return err
@@ -298,13 +319,14 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 		if err == nil {
 			progress(m.label + ": session start latency")
 			latConf, cerr := rig.SSHConfig(mkdir(work, "lat-"+m.name), d.User, d.UserKey, d.Port,
-				fmt.Sprintf("%s -wrap-latency %s -- %s connect", self, usageFile, ssmproxy))
+				fmt.Sprintf("%s -wrap-latency %s -- %s connect%s", self, usageFile, ssmproxy, extraArgsString()))
 			err = cerr
 			for i := 0; i < latencyN && err == nil; i++ {
 				if _, _, err = rig.Run(context.Background(), env, nil, "ssh", "-F", latConf, rig.Target, "true"); err == nil {
 					var u usage
 					if u, err = readUsage(usageFile); err == nil {
 						latency[m.name] = append(latency[m.name], u.FirstByteMs)
+						sessionCPU[m.name] = append(sessionCPU[m.name], u.cpu()*1000)
 					}
 				}
 			}
@@ -365,6 +387,9 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 		if len(l) > 0 {
 			fmt.Printf("session start latency (ProxyCommand start to SSH banner), %s: median %.0f ms, min %.0f, max %.0f over %d sessions\n",
 				m.name, l[len(l)/2], l[0], l[len(l)-1], len(l))
+			c := sessionCPU[m.name]
+			sort.Float64s(c)
+			fmt.Printf("  ssmproxy CPU for a whole `ssh TARGET true` (start to exit), %s: median %.0f ms\n", m.name, c[len(c)/2])
 		}
 	}
 	printCosts(results["unpaced"], results["realistic"], plainUp, plainDown)
