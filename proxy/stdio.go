@@ -191,8 +191,8 @@ func linger(s Stream, w *activityWriter, o StdioOptions) {
 type activityWriter struct {
 	w     io.Writer
 	wrote chan struct{}
-	// writes counts the writes to out: output coming back stops the stdin
-	// reads from waiting (internal/coalesce).
+	// writes counts the writes to out: output coming back lets the next
+	// stdin reads go without waiting (internal/coalesce).
 	writes atomic.Int64
 }
 
