@@ -19,6 +19,7 @@ import (
 
 	"github.com/xtaci/smux"
 
+	"github.com/ssmproxy/ssmproxy/internal/testkit"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -72,24 +73,7 @@ func (p *pipeSession) flags() []wire.Flag {
 
 // socketPair is a connected pair of unix sockets (kernel-buffered, as the
 // real agent's mux socket).
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("unix", t.TempDir()+"/s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	a, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, <-ch
-}
+func socketPair(t *testing.T) (net.Conn, net.Conn) { return testkit.ConnPair(t, "unix") }
 
 // agentStandIn plays the agent's side of sessions: addrs maps a
 // destination to the TCP address it dials.

@@ -47,17 +47,13 @@ type StdioOptions struct {
 	ReadCoalesce time.Duration
 }
 
-// inputReads is the moderation of stdin reads: output written to out
-// counts as the other direction.
-func (o StdioOptions) inputReads(out *activityWriter) *coalesce.Reads {
+// coalescedInput moderates the reads of in: output written to out counts
+// as the other direction.
+func (o StdioOptions) coalescedInput(in io.Reader, out *activityWriter) io.Reader {
 	if o.ReadCoalesce < 0 {
-		return nil
+		return in
 	}
-	rc := coalesce.DefaultConfig()
-	if o.ReadCoalesce > 0 {
-		rc.Interval = o.ReadCoalesce
-	}
-	return coalesce.New(rc, out.writes.Load)
+	return coalesce.New(coalesce.Setting(o.ReadCoalesce), out.writes.Load).Reader(in)
 }
 
 // Stdio runs the ProxyCommand data path: in → session, session → out.
@@ -77,8 +73,8 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 	if o.LingerMax <= 0 {
 		o.LingerMax = 10 * time.Second
 	}
-	if o.ReadCoalesce > coalesce.MaxInterval {
-		return fmt.Errorf("stdin read coalescing of %s is over %s", o.ReadCoalesce, coalesce.MaxInterval)
+	if err := coalesce.Setting(o.ReadCoalesce).Verify(); err != nil {
+		return fmt.Errorf("stdin: %w", err)
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -95,13 +91,11 @@ func Stdio(ctx context.Context, s Stream, in io.Reader, out io.Writer, o StdioOp
 		downDone <- err
 	}()
 	upDone := make(chan error, 1)
-	reads := o.inputReads(cw)
+	in = o.coalescedInput(in, cw)
 	go func() {
 		buf := make([]byte, 64<<10)
 		for {
-			reads.Wait()
 			n, rerr := in.Read(buf)
-			reads.Done(n)
 			if n > 0 {
 				if _, werr := s.Write(buf[:n]); werr != nil {
 					upDone <- werr

@@ -207,4 +207,3 @@ func (o *outbox) takeAcks() [][]byte                  { return o.acks.take() }
 func (o *outbox) releaseAck(b []byte)                 { putAckBuf(b) }
 func (o *outbox) due(now time.Time, max int) [][]byte { return o.send.due(now, max) }
 func (o *outbox) nextDue() time.Time                  { return o.send.nextDeadline() }
-func (o *outbox) outgoing() int64                     { return o.send.enqueued.Load() }

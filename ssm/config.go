@@ -191,14 +191,7 @@ func (c Config) withDefaults() Config {
 
 // readCoalesce is the legs' read moderation: off for a negative
 // ReadCoalesce.
-func (c Config) readCoalesce() coalesce.Config {
-	if c.ReadCoalesce < 0 {
-		return coalesce.Off()
-	}
-	rc := coalesce.DefaultConfig()
-	rc.Interval = c.ReadCoalesce
-	return rc
-}
+func (c Config) readCoalesce() coalesce.Config { return coalesce.Setting(c.ReadCoalesce) }
 
 // Verify reports every setting that cannot work, before any network call.
 func (c Config) Verify() error {

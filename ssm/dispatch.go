@@ -26,7 +26,6 @@ func (s *Session) handleFrame(b []byte) bool {
 	switch f.MessageType {
 	case wire.TypeOutputStreamData:
 		// From the agent: progress (9.4), even a duplicate.
-		s.inData.Add(1)
 		s.prog.heard()
 		s.send.setPaused(false)
 		s.handleStreamData(f)
@@ -64,8 +63,13 @@ func (s *Session) handleFrame(b []byte) bool {
 	return true
 }
 
-// incoming counts the stream data frames received (legHandler).
-func (s *Session) incoming() int64 { return s.inData.Load() }
+// crossTraffic (legHandler) is the smaller of the bytes received and the
+// bytes sent: it grows only when the quieter direction moves. A download
+// (data in, acks out) or an upload (data out, acks in) leaves it still, and
+// the socket reads may wait (internal/coalesce); a request and its answer
+// move it, and the answer is read at once. Who waits for the acks of an
+// upload is only our own window, far from full at the agent's pace.
+func (s *Session) crossTraffic() int64 { return min(s.deliv.received(), s.bytesOut.Load()) }
 
 // dropMessage notes a websocket message that is not binary.
 func (s *Session) dropMessage(messageType, size int) {

@@ -30,9 +30,9 @@ type legHandler interface {
 	// dropMessage notes a websocket message that is not binary (the data
 	// channel carries only binary frames).
 	dropMessage(messageType, size int)
-	// incoming counts the stream data messages received so far (acks
-	// excluded), for read coalescing.
-	incoming() int64
+	// crossTraffic is a count that changes only when stream data has
+	// moved both ways (read coalescing, internal/coalesce).
+	crossTraffic() int64
 }
 
 // legOutbox is where a leg takes what to write, in this order: the
@@ -49,9 +49,6 @@ type legOutbox interface {
 	due(now time.Time, max int) [][]byte
 	// nextDue is when the next stream frame comes due; zero if none.
 	nextDue() time.Time
-	// outgoing counts the stream messages queued so far, for read
-	// coalescing.
-	outgoing() int64
 }
 
 // legConfig are the timings of a leg. Pings run on the injected clock (a
@@ -103,7 +100,7 @@ func newLeg(ws *websocket.Conn, bc *batchConn, in legHandler, out legOutbox, cfg
 	l := &leg{ws: ws, bc: bc, in: in, out: out, cfg: cfg,
 		pongCh: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan bool, 1)}
 	if bc != nil && cfg.coalesce.Interval > 0 {
-		bc.setReads(coalesce.New(cfg.coalesce, func() int64 { return crossTraffic(in, out) }), cfg.coalesce.Small)
+		bc.setReads(coalesce.New(cfg.coalesce, in.crossTraffic), cfg.coalesce.Small)
 	}
 	ws.SetPingHandler(func(data string) error {
 		l.extendDeadline()
@@ -121,17 +118,6 @@ func newLeg(ws *websocket.Conn, bc *batchConn, in legHandler, out legOutbox, cfg
 	// replaced anyway.
 	ws.SetCloseHandler(func(code int, text string) error { return nil })
 	return l
-}
-
-// crossTraffic changes only when stream data has moved both ways: the
-// smaller of the two counts grows only when the quieter direction moves.
-// A download (acks out, data in) or an upload (data out, acks in) leaves it
-// still, and the socket reads may wait (internal/coalesce); a request and
-// its answer move it, and the answer is read at once. Who waits for an ack
-// of an upload is only our own window, which is far from full at the
-// agent's pace.
-func crossTraffic(in legHandler, out legOutbox) int64 {
-	return min(in.incoming(), out.outgoing())
 }
 
 // start runs the reader and the writer.

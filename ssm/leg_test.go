@@ -37,7 +37,7 @@ func (r *recorder) handleFrame(b []byte) bool {
 	return err == nil
 }
 
-func (r *recorder) incoming() int64 { return 0 }
+func (r *recorder) crossTraffic() int64 { return 0 }
 
 func (r *recorder) dropMessage(mt, size int) {
 	r.mu.Lock()
@@ -92,7 +92,6 @@ func (q *queue) due(_ time.Time, max int) [][]byte {
 	return f
 }
 func (q *queue) nextDue() time.Time { return time.Time{} }
-func (q *queue) outgoing() int64    { return 0 }
 
 // peer is the server end: it checks the opening frame, then records what
 // the leg sends and lets the test send.

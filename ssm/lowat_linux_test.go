@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ssmproxy/ssmproxy/internal/coalesce"
+	"github.com/ssmproxy/ssmproxy/internal/testkit"
 )
 
 // TestLowWaterNeverHoldsALoneMessage: while reads are coalesced the socket's
@@ -16,23 +17,7 @@ import (
 // finds nothing must lower it before waiting, or a lone small message would
 // sit in the socket until 16 KiB more arrived.
 func TestLowWaterNeverHoldsALoneMessage(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer := <-accepted
-	defer peer.Close()
+	c, peer := testkit.ConnPair(t, "tcp")
 
 	bc := &batchConn{Conn: c}
 	bc.setReads(coalesce.New(coalesce.Config{Interval: 2 * time.Millisecond, Streak: 2, Small: 16 << 10}, nil), 16<<10)

@@ -62,8 +62,6 @@ type Session struct {
 	legDied       time.Time // when the last leg died (supervisor only)
 	reconnects    atomic.Int64
 	invalidFrames atomic.Int64
-	// inData counts output_stream_data frames received (read coalescing).
-	inData atomic.Int64
 	// oversizeWarned: the one warning about oversize payloads is out.
 	oversizeWarned atomic.Bool
 	bytesOut       atomic.Int64

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -152,10 +151,6 @@ type sender struct {
 	// RTT estimator (RFC 6298 with the agent's constants).
 	srtt, rttvar, rto time.Duration
 
-	// enqueued counts the messages queued so far, read without mu by the
-	// leg's reader (internal/coalesce).
-	enqueued atomic.Int64
-
 	// Counters.
 	retransmits int64
 	sentNew     int64
@@ -226,7 +221,6 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 	}
 	s.live++
 	s.bytes += len(payload)
-	s.enqueued.Add(1)
 	return nil
 }
 

@@ -68,6 +68,20 @@ func DefaultConfig() Config {
 // Off is a Config that never waits.
 func Off() Config { return Config{} }
 
+// Setting is the Config for an interval option where zero means the
+// default and a negative value means off (ssm.Config.ReadCoalesce,
+// proxy.StdioOptions.ReadCoalesce).
+func Setting(interval time.Duration) Config {
+	if interval < 0 {
+		return Off()
+	}
+	c := DefaultConfig()
+	if interval > 0 {
+		c.Interval = interval
+	}
+	return c
+}
+
 // Verify reports a Config that cannot work.
 func (c Config) Verify() error {
 	if c.Interval <= 0 {
@@ -102,9 +116,6 @@ type Reads struct {
 	lastN  int       // what it returned
 	streak int
 	seen   int64
-
-	waits  int64
-	waited time.Duration
 }
 
 // New returns a Reads for cfg. other reports how much data has gone the
@@ -129,13 +140,11 @@ func (r *Reads) Wait() {
 			r.streak = min(r.streak, r.cfg.Streak-r.cfg.Grace)
 		}
 	}
-	if r.streak < r.cfg.Streak || r.lastN >= r.cfg.Small {
+	if !r.Trickling() {
 		return
 	}
 	if d := r.cfg.Interval - r.now().Sub(r.last); d > 0 {
 		r.sleep(d)
-		r.waits++
-		r.waited += d
 	}
 }
 
@@ -157,15 +166,7 @@ func (r *Reads) Done(n int) {
 	}
 }
 
-// Stats reports how many reads waited and for how long in total.
-func (r *Reads) Stats() (waits int64, waited time.Duration) {
-	if r == nil {
-		return 0, 0
-	}
-	return r.waits, r.waited
-}
-
-// Reader returns rd with its reads moderated by r.
+// Reader returns rd with its reads moderated by r (a nil r never waits).
 func (r *Reads) Reader(rd io.Reader) io.Reader { return &reader{r: r, rd: rd} }
 
 type reader struct {

@@ -49,9 +49,6 @@ func TestWaitsOnlyAfterAStreakOfSmallReads(t *testing.T) {
 	if len(c.slept) != 1 || c.slept[0] != 3*time.Millisecond {
 		t.Fatalf("slept %v, want [3ms]", c.slept)
 	}
-	if w, d := r.Stats(); w != 1 || d != 3*time.Millisecond {
-		t.Fatalf("stats %d %s", w, d)
-	}
 }
 
 func TestNoWaitAfterAPauseOrALargeRead(t *testing.T) {
@@ -126,6 +123,18 @@ func TestReaderWrapsReads(t *testing.T) {
 	}
 	if len(c.slept) == 0 {
 		t.Fatal("the wrapped reads never waited")
+	}
+}
+
+func TestSetting(t *testing.T) {
+	if Setting(0) != DefaultConfig() {
+		t.Errorf("Setting(0) = %+v, want the default", Setting(0))
+	}
+	if Setting(-1) != Off() {
+		t.Errorf("Setting(-1) = %+v, want off", Setting(-1))
+	}
+	if c := Setting(3 * time.Millisecond); c.Interval != 3*time.Millisecond || c.Streak != DefaultStreak {
+		t.Errorf("Setting(3ms) = %+v", c)
 	}
 }
 
