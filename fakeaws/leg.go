@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/ssmproxy/ssmproxy/internal/wsframe"
 )
 
 func encodeStd(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
@@ -26,7 +28,9 @@ type flushConn struct {
 func (c *flushConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.buffering {
+	if !c.buffering || (len(c.buf) == 0 && len(p) >= 16<<10) {
+		// Nothing buffered to keep in order, and a write this large is a
+		// batch already.
 		return c.Conn.Write(p)
 	}
 	c.buf = append(c.buf, p...)
@@ -89,6 +93,7 @@ type leg struct {
 	kind string // "client" or "agent"
 	ws   *websocket.Conn
 	fc   *flushConn
+	fw   *wsframe.Writer // the writer goroutine's
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -103,7 +108,7 @@ type leg struct {
 }
 
 func newLeg(kind string, ws *websocket.Conn) *leg {
-	l := &leg{kind: kind, ws: ws, done: make(chan struct{}), opened: time.Now()}
+	l := &leg{kind: kind, ws: ws, fw: wsframe.NewServer(), done: make(chan struct{}), opened: time.Now()}
 	l.cond = sync.NewCond(&l.mu)
 	if fc, ok := ws.NetConn().(*flushConn); ok {
 		l.fc = fc
@@ -170,16 +175,33 @@ func (l *leg) writer() {
 		}
 		deadline := time.Now().Add(30 * time.Second)
 		_ = l.ws.SetWriteDeadline(deadline)
+		conn := l.ws.NetConn()
+		_ = conn.SetWriteDeadline(deadline)
 		for _, m := range q {
 			var err error
-			if m.kind == websocket.PongMessage || m.kind == websocket.PingMessage {
-				err = l.ws.WriteControl(m.kind, m.data, deadline)
-			} else {
-				err = l.ws.WriteMessage(m.kind, m.data)
+			switch {
+			case m.kind == websocket.BinaryMessage:
+				// Binary messages go out in batches (internal/wsframe);
+				// anything gorilla writes waits until the batch is out.
+				l.fw.Binary(m.data)
+				if l.fw.Pending() >= wsframe.FlushAt {
+					err = l.fw.Flush(conn)
+				}
+			case m.kind == websocket.PongMessage || m.kind == websocket.PingMessage:
+				if err = l.fw.Flush(conn); err == nil {
+					err = l.ws.WriteControl(m.kind, m.data, deadline)
+				}
+			default:
+				if err = l.fw.Flush(conn); err == nil {
+					err = l.ws.WriteMessage(m.kind, m.data)
+				}
 			}
 			if err != nil {
 				return
 			}
+		}
+		if err := l.fw.Flush(conn); err != nil {
+			return
 		}
 		if closing && closeMsg != nil {
 			_ = l.ws.WriteControl(websocket.CloseMessage, closeMsg, deadline)

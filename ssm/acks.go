@@ -2,49 +2,20 @@ package ssm
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
-	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
-// The session's acknowledgements (docs/protocol.md 8.3): built once per
+// The session's acknowledgements (docs/protocol.md 8.3): one record per
 // received stream message, queued for whichever leg writes next, and
 // remembered for a few seconds so that acks lost with a dead leg are sent
-// again on the next one.
-
-// ackBufs recycles ack frames: one is built for every message received,
-// and each is garbage as soon as the writer has copied it.
-var ackBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-func putAckBuf(b []byte) {
-	if cap(b) == 512 {
-		ackBufs.Put(&b)
-	}
-}
-
-// ackFrame builds the acknowledge for an output_stream_data message.
-func ackFrame(seq int64, id uuid.UUID, now time.Time) ([]byte, error) {
-	var payload [256]byte
-	p := wire.AppendAcknowledge(payload[:0], wire.TypeOutputStreamData, id, seq)
-	buf := *ackBufs.Get().(*[]byte)
-	buf = buf[:wire.FrameHeaderSize+len(p)]
-	err := wire.EncodeInto(buf, &wire.Frame{
-		MessageType:   wire.TypeAcknowledge,
-		SchemaVersion: wire.SchemaVersion,
-		CreatedDate:   uint64(now.UnixMilli()),
-		Flags:         wire.FlagsAck,
-		MessageID:     uuid.New(),
-		Payload:       p,
-	})
-	if err != nil {
-		putAckBuf(buf)
-		return nil, err
-	}
-	return buf, nil
-}
+// again on the next one. The leg's writer encodes each record straight into
+// its websocket batch (ackEncoder): no frame is built, copied or
+// pooled on the reader's side.
 
 // reackWindow: after a reconnect, acks sent this shortly before the last leg
 // died are sent again. Acks in flight when a leg dies are lost; the agent
@@ -67,15 +38,18 @@ const maxQueuedAcks = 8192
 type acks struct {
 	clk clock.Clock
 
-	mu    sync.Mutex
-	queue [][]byte
-
-	ringMu sync.Mutex
+	// mu guards the queue and the ring: one lock per ack on the hot path.
+	mu     sync.Mutex
+	queue  []ackRecord
+	queued atomic.Int32 // len(queue), for full without the lock
+	spare  []ackRecord  // the previous batch's storage (take)
 	ring   [recentAcks]ackRecord
 	next   int
 	n      int
 }
 
+// ackRecord is one acknowledge: the output_stream_data message it
+// acknowledges, and when it was (first) queued, its CreatedDate.
 type ackRecord struct {
 	seq int64
 	id  uuid.UUID
@@ -85,44 +59,43 @@ type ackRecord struct {
 // ack queues the acknowledge for message seq/id and remembers it. It
 // reports whether an ack was queued.
 func (a *acks) ack(seq int64, id uuid.UUID) bool {
-	now := a.clk.Now()
-	f, err := ackFrame(seq, id, now)
-	if err != nil {
+	rec := ackRecord{seq: seq, id: id, at: a.clk.Now()}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.pushLocked(rec) {
 		return false
 	}
-	if !a.push(f) {
-		putAckBuf(f)
-		return false
-	}
-	a.record(seq, id, now)
+	a.ring[a.next] = rec
+	a.next = (a.next + 1) % recentAcks
+	a.n = min(a.n+1, recentAcks)
 	return true
 }
 
 // full reports whether the queue is at maxQueuedAcks: the message that
 // would need the next ack is better not accepted at all.
-func (a *acks) full() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.queue) >= maxQueuedAcks
-}
+func (a *acks) full() bool { return a.queued.Load() >= maxQueuedAcks }
 
-// push queues frame unless the queue is full.
-func (a *acks) push(frame []byte) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// pushLocked queues rec unless the queue is full; a.mu must be held.
+func (a *acks) pushLocked(rec ackRecord) bool {
 	if len(a.queue) >= maxQueuedAcks {
 		return false
 	}
-	a.queue = append(a.queue, frame)
+	a.queue = append(a.queue, rec)
+	a.queued.Store(int32(len(a.queue)))
 	return true
 }
 
-// take returns the queued frames and empties the queue.
-func (a *acks) take() [][]byte {
+// take returns the queued records and empties the queue. The queue's
+// storage alternates between two slices, so a busy session allocates
+// none: the caller is done with the previous batch when it takes the next
+// (the current leg's writer is the only taker).
+func (a *acks) take() []ackRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	q := a.queue
-	a.queue = nil
+	a.queue = a.spare[:0]
+	a.spare = q
+	a.queued.Store(0)
 	return q
 }
 
@@ -130,21 +103,15 @@ func (a *acks) take() [][]byte {
 func (a *acks) clear() {
 	a.mu.Lock()
 	a.queue = nil
+	a.spare = nil
+	a.queued.Store(0)
 	a.mu.Unlock()
-}
-
-func (a *acks) record(seq int64, id uuid.UUID, at time.Time) {
-	a.ringMu.Lock()
-	a.ring[a.next] = ackRecord{seq: seq, id: id, at: at}
-	a.next = (a.next + 1) % recentAcks
-	a.n = min(a.n+1, recentAcks)
-	a.ringMu.Unlock()
 }
 
 // since returns the distinct records newer than t, oldest first.
 func (a *acks) since(t time.Time) []ackRecord {
-	a.ringMu.Lock()
-	defer a.ringMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	seen := make(map[int64]bool)
 	var out []ackRecord
 	for i := 0; i < a.n; i++ {
@@ -180,11 +147,12 @@ func (a *acks) reack(legDied time.Time) int {
 		recs = recs[len(recs)-room:]
 	}
 	now := a.clk.Now()
+	a.mu.Lock()
 	for _, rec := range recs {
-		if f, err := ackFrame(rec.seq, rec.id, now); err == nil && !a.push(f) {
-			putAckBuf(f)
-		}
+		rec.at = now
+		a.pushLocked(rec)
 	}
+	a.mu.Unlock()
 	return len(recs)
 }
 
@@ -203,7 +171,6 @@ func newOutbox(a *acks, send *sender) *outbox {
 
 func (o *outbox) wake()                               { signal(o.kick) }
 func (o *outbox) wakeup() <-chan struct{}             { return o.kick }
-func (o *outbox) takeAcks() [][]byte                  { return o.acks.take() }
-func (o *outbox) releaseAck(b []byte)                 { putAckBuf(b) }
+func (o *outbox) takeAcks() []ackRecord               { return o.acks.take() }
 func (o *outbox) due(now time.Time, max int) [][]byte { return o.send.due(now, max) }
 func (o *outbox) nextDue() time.Time                  { return o.send.nextDeadline() }

@@ -42,6 +42,9 @@ const (
 	maxWebsocketMessage = 1 << 20
 	// batchLimit bounds the bytes buffered before a socket write.
 	batchLimit = 256 << 10
+	// batchDirect: a write at least this large goes straight to the
+	// socket when nothing is buffered (a leg's batches of websocket messages).
+	batchDirect = 16 << 10
 	// writeBatchFrames bounds how many frames one pass of the writer takes
 	// from the stream before it looks at acks again.
 	writeBatchFrames = 256
@@ -101,6 +104,11 @@ type batchConn struct {
 	// starts and used by that reader only.
 	reads *coalesce.Reads
 	lw    *lowWater
+	// readTimeout, set by newLeg before the reader starts: each socket
+	// read must see data within it (a half-open socket dies of it). Set
+	// per read here rather than per message by the leg: one read takes
+	// many messages.
+	readTimeout time.Duration
 }
 
 // setReads turns on read coalescing (before the reader starts).
@@ -110,10 +118,15 @@ func (b *batchConn) setReads(r *coalesce.Reads, mark int) {
 }
 
 func (b *batchConn) Read(p []byte) (int, error) {
+	if b.reads != nil {
+		b.reads.Wait()
+	}
+	if b.readTimeout > 0 {
+		_ = b.Conn.SetReadDeadline(time.Now().Add(b.readTimeout))
+	}
 	if b.reads == nil {
 		return b.Conn.Read(p)
 	}
-	b.reads.Wait()
 	var n int
 	var err error
 	if b.lw != nil {
@@ -133,7 +146,9 @@ func (b *batchConn) Read(p []byte) (int, error) {
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.batching {
+	if !b.batching || (len(b.buf) == 0 && len(p) >= batchDirect) {
+		// Nothing buffered to keep in order, and a write this large is
+		// a batch already: copying it first would only cost.
 		return b.Conn.Write(p)
 	}
 	b.buf = append(b.buf, p...)

@@ -16,8 +16,9 @@ import (
 // handleFrame dispatches one binary message from a leg's reader. It reports
 // whether the message was a valid frame.
 func (s *Session) handleFrame(b []byte) bool {
-	f, err := wire.Decode(b)
-	if err != nil {
+	var fr wire.Frame
+	f := &fr
+	if err := wire.DecodeInto(b, f); err != nil {
 		// Dropped without an ack: the agent resends (docs/protocol.md 4.4).
 		s.invalidFrames.Add(1)
 		s.log.Debug("dropping invalid frame", "err", err)

@@ -242,7 +242,7 @@ func TestAgentLegOutage(t *testing.T) {
 		quirks agent.Quirks
 		size   int
 	}{
-		{"ideal", agent.Quirks{Unpaced: true, ResendAllExpired: true}, 4 << 20},
+		{"ideal", agent.Quirks{Unpaced: true, ResendAllExpired: true}, 16 << 20},
 		{"realistic", agent.Quirks{}, 1 << 20},
 	}
 	for _, a := range agents {

@@ -3,6 +3,7 @@ package ssm
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 	"github.com/ssmproxy/ssmproxy/internal/coalesce"
+	"github.com/ssmproxy/ssmproxy/internal/wsframe"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -40,10 +42,9 @@ type legHandler interface {
 type legOutbox interface {
 	// wakeup is signalled whenever something new is queued.
 	wakeup() <-chan struct{}
-	// takeAcks returns the queued ack frames; the leg hands each back with
-	// releaseAck once written.
-	takeAcks() [][]byte
-	releaseAck(b []byte)
+	// takeAcks returns the queued acks, which the leg encodes; the slice
+	// is the leg's until its next call.
+	takeAcks() []ackRecord
 	// due returns up to max stream frames to send now (new or
 	// retransmitted).
 	due(now time.Time, max int) [][]byte
@@ -72,11 +73,16 @@ type legConfig struct {
 var errLegClosed = errors.New("leg closed by ssmproxy")
 
 type leg struct {
-	ws  *websocket.Conn
-	bc  *batchConn
-	in  legHandler
-	out legOutbox
-	cfg legConfig
+	ws   *websocket.Conn
+	bc   *batchConn
+	fw   *wsframe.Writer // the writer goroutine's, with acks
+	acks *ackEncoder
+	// seen shows the tracer every frame written, before masking; nil
+	// without a tracer.
+	seen func([]byte)
+	in   legHandler
+	out  legOutbox
+	cfg  legConfig
 
 	// pongs we owe the server, written by the writer, which owns writes.
 	pongMu sync.Mutex
@@ -97,10 +103,16 @@ type leg struct {
 }
 
 func newLeg(ws *websocket.Conn, bc *batchConn, in legHandler, out legOutbox, cfg legConfig) *leg {
-	l := &leg{ws: ws, bc: bc, in: in, out: out, cfg: cfg,
+	l := &leg{ws: ws, bc: bc, fw: wsframe.NewClient(), acks: newAckEncoder(), in: in, out: out, cfg: cfg,
 		pongCh: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan bool, 1)}
+	if cfg.tracer != nil {
+		l.seen = func(b []byte) { cfg.tracer.Frame(true, b) }
+	}
 	if bc != nil && cfg.coalesce.Interval > 0 {
 		bc.setReads(coalesce.New(cfg.coalesce, in.crossTraffic), cfg.coalesce.Small)
+	}
+	if bc != nil {
+		bc.readTimeout = cfg.readTimeout
 	}
 	ws.SetPingHandler(func(data string) error {
 		l.extendDeadline()
@@ -171,7 +183,10 @@ func (l *leg) readLoop() {
 	defer l.wg.Done()
 	buf := make([]byte, 0, 4096)
 	for {
-		l.extendDeadline()
+		if l.bc == nil || l.bc.readTimeout <= 0 {
+			// Otherwise the batchConn sets the deadline per socket read.
+			l.extendDeadline()
+		}
 		mt, r, err := l.ws.NextReader()
 		if err != nil {
 			l.dead(err)
@@ -257,6 +272,15 @@ func (l *leg) flush(deadline time.Time) error {
 	return l.bc.Flush()
 }
 
+// flushFrames writes the batch of websocket messages to conn once it holds at
+// least min bytes.
+func (l *leg) flushFrames(conn net.Conn, min int) error {
+	if l.fw.Pending() < min {
+		return nil
+	}
+	return l.fw.Flush(conn)
+}
+
 func (l *leg) takePongs() [][]byte {
 	l.pongMu.Lock()
 	defer l.pongMu.Unlock()
@@ -266,10 +290,14 @@ func (l *leg) takePongs() [][]byte {
 }
 
 // writePending writes the pongs owed, the queued acks, then every stream
-// message that is due, in batches, and flushes.
+// message that is due, in batches, and flushes. Acks and stream frames go
+// through a wsframe.Writer, one connection write per batch; pongs through
+// gorilla, after the batch has been written (internal/wsframe).
 func (l *leg) writePending() error {
 	deadline := time.Now().Add(defaultWriteTimeout)
 	_ = l.ws.SetWriteDeadline(deadline)
+	conn := l.ws.NetConn()
+	_ = conn.SetWriteDeadline(deadline)
 	wrote := false
 	for {
 		pongs := l.takePongs()
@@ -281,26 +309,25 @@ func (l *leg) writePending() error {
 		}
 		acks := l.out.takeAcks()
 		for _, a := range acks {
-			if err := l.ws.WriteMessage(websocket.BinaryMessage, a); err != nil {
+			l.acks.encode(l.fw, a, l.seen)
+			if err := l.flushFrames(conn, wsframe.FlushAt); err != nil {
 				return err
 			}
-			if l.cfg.tracer != nil {
-				l.cfg.tracer.Frame(true, a)
-			}
-			// gorilla copied it: the frame can be reused.
-			l.out.releaseAck(a)
-			wrote = true
 		}
 		frames := l.out.due(l.cfg.clock.Now(), writeBatchFrames)
 		for _, f := range frames {
-			if err := l.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+			l.fw.Binary(f)
+			if l.seen != nil {
+				l.seen(f)
+			}
+			if err := l.flushFrames(conn, wsframe.FlushAt); err != nil {
 				return err
 			}
-			if l.cfg.tracer != nil {
-				l.cfg.tracer.Frame(true, f)
-			}
-			wrote = true
 		}
+		if err := l.flushFrames(conn, 1); err != nil {
+			return err
+		}
+		wrote = wrote || len(acks) > 0 || len(frames) > 0
 		if len(pongs) == 0 && len(acks) == 0 && len(frames) == 0 {
 			break
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
+	"github.com/ssmproxy/ssmproxy/internal/wsframe"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
 
@@ -135,6 +136,7 @@ func (l *link) enqueue(f outFrame) bool {
 func (l *link) writeLoop() {
 	var batch []outFrame
 	var scratch []byte // ack encoding buffer, reused
+	fw, conn := wsframe.NewClient(), l.ws.NetConn()
 	for {
 		l.mu.Lock()
 		for len(l.queue) == 0 && !l.closed {
@@ -157,14 +159,20 @@ func (l *link) writeLoop() {
 				b = scratch
 			}
 			if b != nil {
-				if err := l.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
-					l.fail("write", err)
-					return
-				}
+				// Messages go out in batches (internal/wsframe); gorilla's
+				// control frames from the reader are whole writes, so they
+				// fall between batches, never inside a message.
+				fw.Binary(b)
 				l.s.stats.FramesOut.Add(1)
+				if fw.Pending() >= wsframe.FlushAt {
+					if err := fw.Flush(conn); err != nil {
+						l.fail("write", err)
+						return
+					}
+				}
 			}
 			if f.flushed != nil {
-				if err := l.bc.Flush(); err != nil {
+				if err := l.flushAll(fw, conn); err != nil {
 					l.fail("flush", err)
 					return
 				}
@@ -175,12 +183,20 @@ func (l *link) writeLoop() {
 		idle := len(l.queue) == 0
 		l.mu.Unlock()
 		if idle {
-			if err := l.bc.Flush(); err != nil {
+			if err := l.flushAll(fw, conn); err != nil {
 				l.fail("flush", err)
 				return
 			}
 		}
 	}
+}
+
+// flushAll writes the writer's batch, then the connection's buffer.
+func (l *link) flushAll(fw *wsframe.Writer, conn net.Conn) error {
+	if err := fw.Flush(conn); err != nil {
+		return err
+	}
+	return l.bc.Flush()
 }
 
 // flush waits until everything queued so far is on the socket, or the link

@@ -16,7 +16,7 @@ const module = "github.com/ssmproxy/ssmproxy"
 
 // neutral packages are libraries with no knowledge of the layers above:
 // any layer may use them, and they use nothing but each other.
-var neutral = []string{"internal/clock", "internal/coalesce", "internal/awsconf", "internal/lockfile", "internal/secretenv", "internal/awserr", "internal/redact"}
+var neutral = []string{"internal/clock", "internal/coalesce", "internal/wsframe", "internal/awsconf", "internal/lockfile", "internal/secretenv", "internal/awserr", "internal/redact"}
 
 // tools are programs and test rigs; production code never imports them.
 var tools = []string{"fakeaws/cmd/fakeaws", "internal/rig", "internal/bench", "internal/soak", "internal/demo", "internal/dist", "internal/sshserver", "internal/testkit", "internal/archtest", "e2e"}

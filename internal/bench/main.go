@@ -60,7 +60,7 @@ func main() {
 		fwRealMB = flag.Int("forward-realistic-download-mb", 8, "forward: download MiB per run with the paced agent (~1 MB/s per session)")
 		fwSessMB = flag.Int("forward-sessions-mb", 8, "forward: MiB downloaded by each of 8 sessions at once with the paced agent")
 		only     = flag.String("only", "", "run only this part: ssh or forward (default: both)")
-		profDir  = flag.String("profile", "", "directory for a CPU profile of ssmproxy per ssh transfer (MODE-PHASE.pprof)")
+		profDir  = flag.String("profile", "", "directory for a CPU profile of ssmproxy per ssh transfer (MODE-PHASE.pprof) and of fakeaws per mode (fakeaws-MODE.pprof)")
 		args     = flag.String("ssmproxy-args", "", "extra flags for every ssmproxy connect and forward, space-separated (e.g. --read-coalesce=0)")
 	)
 	flag.Parse()
@@ -276,7 +276,13 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 	sessionCPU := map[string][]float64{}
 	for _, m := range modes {
 		fdir := mkdir(work, "fake-"+m.name)
-		f, err := rig.StartFake(fakeaws, fdir, m.args...)
+		fargs := m.args
+		if profDir != "" {
+			// The fake's profile covers its whole run in this mode
+			// (every transfer and the latency sessions).
+			fargs = append(fargs[:len(fargs):len(fargs)], "-cpuprofile", filepath.Join(profDir, "fakeaws-"+m.name+".pprof"))
+		}
+		f, err := rig.StartFake(fakeaws, fdir, fargs...)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 )
@@ -180,6 +181,17 @@ func EncodeInto(buf []byte, f *Frame) error {
 	return nil
 }
 
+// AppendFrame appends the encoding of f to dst, as EncodeInto writes it.
+// On error dst comes back as it was.
+func AppendFrame(dst []byte, f *Frame) ([]byte, error) {
+	n := len(dst)
+	dst = slices.Grow(dst, FrameHeaderSize+len(f.Payload))[:n+FrameHeaderSize+len(f.Payload)]
+	if err := EncodeInto(dst[n:], f); err != nil {
+		return dst[:n], err
+	}
+	return dst, nil
+}
+
 // PutMessageID writes id in wire order: UUID bytes 8-15 first, then 0-7
 // (docs/protocol.md section 4.2).
 func PutMessageID(dst []byte, id uuid.UUID) {
@@ -200,32 +212,47 @@ func WireMessageID(src []byte) uuid.UUID {
 // section 4.4 plus ssmproxy's own (PayloadLength must match, size bound). The
 // returned Frame's Payload aliases b.
 func Decode(b []byte) (*Frame, error) {
-	f, err := DecodeHeader(b)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Validate(); err != nil {
+	f := new(Frame)
+	if err := DecodeInto(b, f); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// DecodeInto is Decode into a Frame the caller owns, so that the hot path
+// (one frame per 1024 bytes) allocates nothing. On error f is undefined.
+func DecodeInto(b []byte, f *Frame) error {
+	if err := DecodeHeaderInto(b, f); err != nil {
+		return err
+	}
+	return f.Validate()
 }
 
 // DecodeHeader parses b at fixed offsets with only the bounds checks that keep
 // the parse safe (length, HeaderLength within the frame, size bound). It is
 // what a lenient peer (such as the real agent) does; Validate applies the rest.
 func DecodeHeader(b []byte) (*Frame, error) {
+	f := new(Frame)
+	if err := DecodeHeaderInto(b, f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// DecodeHeaderInto is DecodeHeader into a Frame the caller owns.
+func DecodeHeaderInto(b []byte, f *Frame) error {
 	if len(b) > MaxFrameSize {
-		return nil, frameErr(ErrFrameTooLarge, "%d bytes", len(b))
+		return frameErr(ErrFrameTooLarge, "%d bytes", len(b))
 	}
 	if len(b) < FrameHeaderSize {
-		return nil, frameErr(ErrFrameShort, "%d bytes", len(b))
+		return frameErr(ErrFrameShort, "%d bytes", len(b))
 	}
 	be := binary.BigEndian
 	hl := be.Uint32(b[offHeaderLength:])
 	if hl == 0 || uint64(hl)+4 > uint64(len(b)) {
-		return nil, frameErr(ErrHeaderLength, "%d in a %d-byte frame", hl, len(b))
+		return frameErr(ErrHeaderLength, "%d in a %d-byte frame", hl, len(b))
 	}
-	f := &Frame{
+	*f = Frame{
 		HeaderLength:   hl,
 		MessageType:    trimMessageType(b[offMessageType:offSchemaVersion]),
 		SchemaVersion:  be.Uint32(b[offSchemaVersion:]),
@@ -238,7 +265,7 @@ func DecodeHeader(b []byte) (*Frame, error) {
 		Payload:        b[hl+4:],
 	}
 	copy(f.PayloadDigest[:], b[offDigest:offPayloadType])
-	return f, nil
+	return nil
 }
 
 // Validate applies the receive checks of docs/protocol.md section 4.4 to a frame
@@ -283,6 +310,15 @@ func trimMessageType(b []byte) string {
 	s := b[start:end]
 	if bytes.IndexByte(s, 0) >= 0 {
 		return string(bytes.ReplaceAll(s, []byte{0}, nil))
+	}
+	// The known types come back as the constants: no allocation per frame.
+	switch string(s) {
+	case TypeOutputStreamData:
+		return TypeOutputStreamData
+	case TypeInputStreamData:
+		return TypeInputStreamData
+	case TypeAcknowledge:
+		return TypeAcknowledge
 	}
 	return string(s)
 }
