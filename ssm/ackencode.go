@@ -18,15 +18,30 @@ type ackEncoder struct {
 	// payload is scratch for an ack's JSON (a local array escapes to the
 	// heap through the digest: an allocation per ack).
 	payload [256]byte
-	// rng gives the acks' MessageIds. They need only be unique; the
-	// system's random source per ack cost more than the ack's encoding.
-	rng *rand.ChaCha8
+	ids     *ids
 }
 
-func newAckEncoder() *ackEncoder {
+func newAckEncoder() *ackEncoder { return &ackEncoder{ids: newIDs()} }
+
+// ids makes MessageIds. They need only be unique; the system's random
+// source per message cost more than the message's encoding, so they come
+// from ChaCha8 seeded from crypto/rand. Not safe for concurrent use.
+type ids struct{ rng *rand.ChaCha8 }
+
+func newIDs() *ids {
 	var seed [32]byte
 	_, _ = crand.Read(seed[:]) // never fails on supported platforms (crypto/rand docs)
-	return &ackEncoder{rng: rand.NewChaCha8(seed)}
+	return &ids{rng: rand.NewChaCha8(seed)}
+}
+
+// uuid is a random (version 4) UUID.
+func (g *ids) uuid() uuid.UUID {
+	var id uuid.UUID
+	binary.LittleEndian.PutUint64(id[0:8], g.rng.Uint64())
+	binary.LittleEndian.PutUint64(id[8:16], g.rng.Uint64())
+	id[6] = id[6]&0x0f | 0x40 // version 4
+	id[8] = id[8]&0x3f | 0x80 // RFC 4122 variant
+	return id
 }
 
 // encode appends the acknowledge of rec to w as one binary message; seen,
@@ -38,7 +53,7 @@ func (e *ackEncoder) encode(w *wsframe.Writer, rec ackRecord, seen func([]byte))
 		SchemaVersion: wire.SchemaVersion,
 		CreatedDate:   uint64(rec.at.UnixMilli()),
 		Flags:         wire.FlagsAck,
-		MessageID:     e.uuid(),
+		MessageID:     e.ids.uuid(),
 		Payload:       payload,
 	}
 	dst := w.Reserve(wire.FrameHeaderSize + len(payload))
@@ -52,14 +67,4 @@ func (e *ackEncoder) encode(w *wsframe.Writer, rec ackRecord, seen func([]byte))
 		seen(dst)
 	}
 	w.Seal()
-}
-
-// uuid is a random (version 4) UUID.
-func (e *ackEncoder) uuid() uuid.UUID {
-	var id uuid.UUID
-	binary.LittleEndian.PutUint64(id[0:8], e.rng.Uint64())
-	binary.LittleEndian.PutUint64(id[8:16], e.rng.Uint64())
-	id[6] = id[6]&0x0f | 0x40 // version 4
-	id[8] = id[8]&0x3f | 0x80 // RFC 4122 variant
-	return id
 }

@@ -169,8 +169,10 @@ func newOutbox(a *acks, send *sender) *outbox {
 	return &outbox{acks: a, send: send, kick: make(chan struct{}, 1)}
 }
 
-func (o *outbox) wake()                               { signal(o.kick) }
-func (o *outbox) wakeup() <-chan struct{}             { return o.kick }
-func (o *outbox) takeAcks() []ackRecord               { return o.acks.take() }
-func (o *outbox) due(now time.Time, max int) [][]byte { return o.send.due(now, max) }
-func (o *outbox) nextDue() time.Time                  { return o.send.nextDeadline() }
+func (o *outbox) wake()                   { signal(o.kick) }
+func (o *outbox) wakeup() <-chan struct{} { return o.kick }
+func (o *outbox) takeAcks() []ackRecord   { return o.acks.take() }
+func (o *outbox) emitDue(now time.Time, max int, emit func([]byte)) int {
+	return o.send.emitDue(now, max, emit)
+}
+func (o *outbox) nextDue() time.Time { return o.send.nextDeadline() }

@@ -45,9 +45,9 @@ type legOutbox interface {
 	// takeAcks returns the queued acks, which the leg encodes; the slice
 	// is the leg's until its next call.
 	takeAcks() []ackRecord
-	// due returns up to max stream frames to send now (new or
-	// retransmitted).
-	due(now time.Time, max int) [][]byte
+	// emitDue hands emit up to max stream frames to send now (new or
+	// retransmitted) and returns how many. emit must not keep a frame.
+	emitDue(now time.Time, max int, emit func([]byte)) int
 	// nextDue is when the next stream frame comes due; zero if none.
 	nextDue() time.Time
 }
@@ -272,6 +272,14 @@ func (l *leg) flush(deadline time.Time) error {
 	return l.bc.Flush()
 }
 
+// emit adds one stream frame to the batch (legOutbox.emitDue).
+func (l *leg) emit(f []byte) {
+	l.fw.Binary(f)
+	if l.seen != nil {
+		l.seen(f)
+	}
+}
+
 // flushFrames writes the batch of websocket messages to conn once it holds at
 // least min bytes.
 func (l *leg) flushFrames(conn net.Conn, min int) error {
@@ -314,21 +322,15 @@ func (l *leg) writePending() error {
 				return err
 			}
 		}
-		frames := l.out.due(l.cfg.clock.Now(), writeBatchFrames)
-		for _, f := range frames {
-			l.fw.Binary(f)
-			if l.seen != nil {
-				l.seen(f)
-			}
-			if err := l.flushFrames(conn, wsframe.FlushAt); err != nil {
-				return err
-			}
-		}
+		// Copied into the batch under the sender's lock (a frame's storage
+		// is recycled once acked); written after it, never while holding
+		// it.
+		frames := l.out.emitDue(l.cfg.clock.Now(), writeBatchFrames, l.emit)
 		if err := l.flushFrames(conn, 1); err != nil {
 			return err
 		}
-		wrote = wrote || len(acks) > 0 || len(frames) > 0
-		if len(pongs) == 0 && len(acks) == 0 && len(frames) == 0 {
+		wrote = wrote || len(acks) > 0 || frames > 0
+		if len(pongs) == 0 && len(acks) == 0 && frames == 0 {
 			break
 		}
 	}

@@ -82,13 +82,15 @@ func (q *queue) takeAcks() []ackRecord {
 	q.acks = nil
 	return a
 }
-func (q *queue) due(_ time.Time, max int) [][]byte {
+func (q *queue) emitDue(_ time.Time, max int, emit func([]byte)) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	n := min(max, len(q.frames))
-	f := q.frames[:n]
+	for _, f := range q.frames[:n] {
+		emit(f)
+	}
 	q.frames = q.frames[n:]
-	return f
+	return n
 }
 func (q *queue) nextDue() time.Time { return time.Time{} }
 

@@ -33,7 +33,7 @@ func (s *sender) probe(now time.Time) []byte {
 	}
 	limit := int(s.unsent - s.base)
 	for i := 0; i < limit && i < len(s.q); i++ {
-		if m := s.q[i]; !m.acked && m.sends > 0 {
+		if m := &s.q[i]; !m.acked && m.sends > 0 {
 			s.lastProbe = now
 			s.probes++
 			s.retransmits++
@@ -47,7 +47,7 @@ func (s *sender) probe(now time.Time) []byte {
 		if i < 0 || s.q[i].acked {
 			continue
 		}
-		m := s.q[i]
+		m := &s.q[i]
 		s.lastProbe = now
 		s.probes++
 		s.sentNew++

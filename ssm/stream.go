@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/ssmproxy/ssmproxy/internal/clock"
 	"github.com/ssmproxy/ssmproxy/ssm/wire"
 )
@@ -108,9 +107,13 @@ func (c StreamConfig) Verify() error {
 
 // outMsg is one sequenced message awaiting its ack.
 type outMsg struct {
-	seq      int64
-	frame    []byte // exact bytes; retransmissions reuse them
-	size     int    // payload bytes
+	seq   int64
+	frame []byte // exact bytes; retransmissions reuse them
+	// buf is frame's storage when it came from frameBufs; it goes back
+	// there when the message is acked. Frames are read only under the
+	// sender's lock (emitDue), so nothing reads a recycled one.
+	buf      *frameBuf
+	size     int // payload bytes
 	sends    int
 	lastSent time.Time
 	deadline time.Time // retransmit when now >= deadline (zero: never sent)
@@ -127,12 +130,12 @@ type sender struct {
 	messageType string
 
 	mu        sync.Mutex
-	next      int64     // next sequence number to assign
-	base      int64     // sequence number of q[0]
-	q         []*outMsg // every unacked message (and acked ones not yet trimmed), by seq
-	unsent    int64     // first sequence number never transmitted
-	live      int       // unacked messages
-	bytes     int       // unacked payload bytes
+	next      int64    // next sequence number to assign
+	base      int64    // sequence number of q[0]
+	q         []outMsg // every unacked message (and acked ones not yet trimmed), by seq
+	unsent    int64    // first sequence number never transmitted
+	live      int      // unacked messages
+	bytes     int      // unacked payload bytes
 	cwnd      float64
 	ssthresh  float64
 	lastCut   time.Time
@@ -143,6 +146,7 @@ type sender struct {
 	space     chan struct{} // closed and replaced when the window opens
 	waiting   bool          // someone holds space: the next ack must close it
 	hint      time.Time     // no retransmission is due before this
+	ids       *ids          // message ids, under mu
 	// onBusy, if set, is told when the first message becomes unacked and
 	// when the last one is acked (no-progress detection, progress.go). It
 	// is called with mu held and must not call back into the sender.
@@ -165,6 +169,7 @@ func newSender(cfg StreamConfig, clk clock.Clock, messageType string) *sender {
 		cwnd: float64(cfg.InitialWindow), ssthresh: float64(cfg.MaxWindow),
 		space: make(chan struct{}),
 		srtt:  initialSRTT, rto: initialRTO,
+		ids: newIDs(),
 	}
 }
 
@@ -201,21 +206,33 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 	}
 	defer s.mu.Unlock()
 	seq := s.next
-	s.next++
-	frame, err := wire.Encode(&wire.Frame{
+	n := wire.FrameHeaderSize + len(payload)
+	var buf *frameBuf
+	var frame []byte
+	if n <= len(frameBuf{}) {
+		buf = frameBufs.Get().(*frameBuf)
+		frame = buf[:n]
+	} else {
+		frame = make([]byte, n)
+	}
+	err := wire.EncodeInto(frame, &wire.Frame{
 		MessageType:    s.messageType,
 		SchemaVersion:  wire.SchemaVersion,
 		CreatedDate:    uint64(s.clock.Now().UnixMilli()),
 		SequenceNumber: seq,
 		Flags:          0,
-		MessageID:      uuid.New(),
+		MessageID:      s.ids.uuid(),
 		PayloadType:    pt,
 		Payload:        payload,
 	})
 	if err != nil {
+		if buf != nil {
+			frameBufs.Put(buf)
+		}
 		return err
 	}
-	s.q = append(s.q, &outMsg{seq: seq, frame: frame, size: len(payload)})
+	s.next++
+	s.q = append(s.q, outMsg{seq: seq, frame: frame, buf: buf, size: len(payload)})
 	if s.live == 0 && s.onBusy != nil {
 		s.onBusy(true)
 	}
@@ -224,39 +241,43 @@ func (s *sender) enqueue(ctx context.Context, pt wire.PayloadType, payload []byt
 	return nil
 }
 
-// due returns frames to transmit now, oldest first: every message whose
-// retransmission timer expired, then messages never sent. At most max frames
-// are returned. While paused it returns at most one probe per probe
-// interval (probe, pause.go).
-func (s *sender) due(now time.Time, max int) [][]byte {
+// emitDue hands emit the frames to transmit now, oldest first: every
+// message whose retransmission timer expired, then messages never sent, at
+// most max. While paused it emits at most one probe per probe interval
+// (probe, pause.go). emit runs under the sender's lock and must not keep
+// the frame: its storage is recycled once the message is acked. It
+// returns how many frames it emitted.
+func (s *sender) emitDue(now time.Time, max int, emit func([]byte)) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out [][]byte
 	if s.paused {
 		if f := s.probe(now); f != nil {
-			out = append(out, f)
+			emit(f)
+			return 1
 		}
-		return out
+		return 0
 	}
+	out := 0
 	if !now.Before(s.hint) && s.unsent > s.base {
 		// Scan the transmitted part for expired timers.
 		expired := false
 		next := time.Time{}
 		limit := int(s.unsent - s.base)
 		for i := 0; i < limit && i < len(s.q); i++ {
-			m := s.q[i]
+			m := &s.q[i]
 			if m.acked {
 				continue
 			}
 			if !now.Before(m.deadline) {
-				if len(out) >= max {
+				if out >= max {
 					next = now
 					break
 				}
 				expired = true
 				s.retransmits++
 				s.transmit(m, now)
-				out = append(out, m.frame)
+				emit(m.frame)
+				out++
 			}
 			if next.IsZero() || m.deadline.Before(next) {
 				next = m.deadline
@@ -270,25 +291,40 @@ func (s *sender) due(now time.Time, max int) [][]byte {
 			s.onTimeout(now)
 		}
 	}
-	for len(out) < max && s.unsent < s.next {
+	for out < max && s.unsent < s.next {
 		i := int(s.unsent - s.base)
 		s.unsent++
 		if i < 0 {
 			continue
 		}
-		m := s.q[i]
+		m := &s.q[i]
 		if m.acked {
 			continue
 		}
 		s.sentNew++
 		s.transmit(m, now)
-		out = append(out, m.frame)
+		emit(m.frame)
+		out++
 		if m.deadline.Before(s.hint) || s.hint.IsZero() {
 			s.hint = m.deadline
 		}
 	}
 	return out
 }
+
+// due is emitDue collecting copies of the frames.
+func (s *sender) due(now time.Time, max int) [][]byte {
+	var out [][]byte
+	s.emitDue(now, max, func(f []byte) { out = append(out, append([]byte(nil), f...)) })
+	return out
+}
+
+// frameBuf holds one data frame: the header and up to wire.MaxPayload
+// bytes. An upload makes one per 1024 bytes and keeps it until the ack;
+// recycling them took the garbage collector out of the upload's profile.
+type frameBuf [wire.FrameHeaderSize + wire.MaxPayload]byte
+
+var frameBufs = sync.Pool{New: func() any { return new(frameBuf) }}
 
 // transmit records one (re)transmission of m; s.mu must be held.
 func (s *sender) transmit(m *outMsg, now time.Time) {
@@ -326,13 +362,17 @@ func (s *sender) ack(seq int64) bool {
 	if i < 0 || i >= int64(len(s.q)) || s.q[i].acked {
 		return false
 	}
-	m := s.q[i]
+	m := &s.q[i]
 	if m.sends == 0 {
 		// Acked before we sent it: impossible from a correct peer.
 		return false
 	}
 	m.acked = true
 	m.frame = nil
+	if m.buf != nil {
+		frameBufs.Put(m.buf)
+		m.buf = nil
+	}
 	s.live--
 	if s.live == 0 && s.onBusy != nil {
 		s.onBusy(false)
@@ -353,7 +393,7 @@ func (s *sender) ack(seq int64) bool {
 	// Trim acknowledged messages off the front.
 	k := 0
 	for k < len(s.q) && s.q[k].acked {
-		s.q[k] = nil
+		s.q[k] = outMsg{}
 		k++
 	}
 	if k > 0 {
@@ -363,14 +403,31 @@ func (s *sender) ack(seq int64) bool {
 			s.unsent = s.base
 		}
 	}
-	if s.waiting {
-		// Only when someone waits: a channel per ack was an allocation
-		// per message (docs/bench.md).
+	if s.waiting && (s.live == 0 || s.roomFor(s.wakeRoom())) {
+		// Only when someone waits (a channel per ack was an allocation per
+		// message), and only once there is room for a batch: a writer
+		// woken for every ack of a full window wrote one message per
+		// wakeup (docs/bench.md, "Writing frames"). With everything acked
+		// it is woken whatever the room, so it never waits for nothing.
 		close(s.space)
 		s.space = make(chan struct{})
 		s.waiting = false
 	}
 	return true
+}
+
+// wakeRoom is how many messages' room wakes a writer waiting for the
+// window: a quarter of the window, at most 32, at least one; s.mu must be
+// held.
+func (s *sender) wakeRoom() int {
+	return max(1, min(32, int(s.cwnd)/4, s.cfg.MaxWindowBytes/wire.MaxPayload/4))
+}
+
+// roomFor reports whether k more messages of up to wire.MaxPayload bytes
+// fit the window, its bytes and the span; s.mu must be held.
+func (s *sender) roomFor(k int) bool {
+	return s.live+k <= int(s.cwnd) && s.bytes+k*wire.MaxPayload <= s.cfg.MaxWindowBytes &&
+		s.next-s.base+int64(k) <= int64(s.cfg.MaxSpan)
 }
 
 // sample feeds one RTT measurement into the estimator (RFC 6298 2.3 with the
@@ -403,8 +460,8 @@ func (s *sender) retransmitAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hint = time.Time{}
-	for _, m := range s.q {
-		if !m.acked && m.sends > 0 {
+	for i := range s.q {
+		if m := &s.q[i]; !m.acked && m.sends > 0 {
 			m.deadline = time.Time{}
 		}
 	}

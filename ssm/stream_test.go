@@ -371,3 +371,68 @@ func TestSenderSpanBound(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSenderWakesWriterForABatch: a writer waiting for a full window is
+// woken once there is room for a batch (a quarter of the window, at most
+// 32), not by every ack: woken per ack it wrote one message per wakeup.
+// Once everything is acked it is woken whatever the room.
+func TestSenderWakesWriterForABatch(t *testing.T) {
+	for _, c := range []struct {
+		window, wakeAfter int
+	}{{64, 16}, {256, 32}, {4, 1}} {
+		s, clk := newTestSender(t, StreamConfig{InitialWindow: c.window, MinWindow: c.window, MaxWindow: c.window})
+		for i := 0; i < c.window; i++ {
+			if err := s.enqueue(context.Background(), wire.PayloadOutput, make([]byte, 1024)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.due(clk.Now(), c.window)
+		done := make(chan error, 1)
+		go func() { done <- s.enqueue(context.Background(), wire.PayloadOutput, []byte("x")) }()
+		waitUntil(t, "the writer to wait for the window", s.hasWaiter)
+		for seq := 0; seq < c.wakeAfter-1; seq++ {
+			s.ack(int64(seq))
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("window %d: writer went on after %d acks (%v), want %d", c.window, c.wakeAfter-1, err, c.wakeAfter)
+		case <-time.After(20 * time.Millisecond):
+		}
+		s.ack(int64(c.wakeAfter - 1))
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("window %d: writer still waiting after %d acks", c.window, c.wakeAfter)
+		}
+	}
+	// A window too small for a batch of its bytes: the last ack wakes.
+	s, clk := newTestSender(t, StreamConfig{InitialWindow: 2, MinWindow: 2, MaxWindow: 2, MaxWindowBytes: 2048})
+	for i := 0; i < 2; i++ {
+		if err := s.enqueue(context.Background(), wire.PayloadOutput, make([]byte, 1024)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.due(clk.Now(), 2)
+	done := make(chan error, 1)
+	go func() { done <- s.enqueue(context.Background(), wire.PayloadOutput, []byte("x")) }()
+	waitUntil(t, "the writer to wait for the window", s.hasWaiter)
+	s.ack(0)
+	s.ack(1)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("writer still waiting with everything acked")
+	}
+}
+
+func (s *sender) hasWaiter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiting
+}

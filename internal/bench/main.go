@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -188,7 +189,10 @@ type phase struct {
 	mbs     float64
 	u       usage   // ssmproxy's
 	fakeCPU float64 // fakeaws's user+system seconds over the transfer
-	bytes   int64
+	// machineCPU: every process's and the kernel's busy CPU seconds over
+	// the transfer (/proc/stat): ssh, sshd and what they run included.
+	machineCPU float64
+	bytes      int64
 }
 
 type result struct {
@@ -247,14 +251,17 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 		return err
 	}
 	progress("plain ssh over loopback TCP")
+	m0 := machineSeconds()
 	plainUp, err := upload(os.Environ(), plainConf, "plain", file, size, false)
 	if err != nil {
 		return err
 	}
+	m1 := machineSeconds()
 	plainDown, err := download(os.Environ(), plainConf, "plain", file, size)
 	if err != nil {
 		return err
 	}
+	plainMachine = [2]float64{(m1 - m0) / (float64(size) / (1 << 30)), (machineSeconds() - m1) / (float64(size) / (1 << 30))}
 
 	modes := []struct {
 		name  string
@@ -301,12 +308,13 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 			if profDir != "" {
 				e = append(env[:len(env):len(env)], "SSMPROXY_CPUPROFILE="+filepath.Join(profDir, m.name+"-"+name+".pprof"))
 			}
-			before := cpuSeconds(f.Pid())
+			before, machine := cpuSeconds(f.Pid()), machineSeconds()
 			ph := phase{bytes: n}
 			var err error
 			if ph.mbs, err = do(e); err != nil {
 				return ph, err
 			}
+			ph.machineCPU = machineSeconds() - machine
 			ph.u, err = readUsage(usageFile)
 			ph.fakeCPU = cpuSeconds(f.Pid()) - before
 			return ph, err
@@ -405,6 +413,33 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 // printCosts is the cost table of docs/bench.md: ssmproxy's own CPU (its
 // rusage, not the process tree's), the fake's beside it, allocations and
 // peak RSS, each with its target.
+// plainMachine is the whole machine's CPU seconds per GiB of plain ssh,
+// upload and download.
+var plainMachine [2]float64
+
+// machineSeconds is the busy CPU time of the whole machine so far (every
+// field of /proc/stat's cpu line but idle and iowait), in seconds.
+func machineSeconds() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest time is already counted in user
+			break
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	return busy / 100 // USER_HZ
+}
+
 func printCosts(ideal, paced result, plainUp, plainDown float64) {
 	gib := func(p phase) float64 { return float64(p.bytes) / (1 << 30) }
 	mib := func(p phase) float64 { return float64(p.bytes) / (1 << 20) }
@@ -421,7 +456,10 @@ func printCosts(ideal, paced result, plainUp, plainDown float64) {
 	}
 	f2 := func(v float64) string { return fmt.Sprintf("%.2f", v) }
 	row("unpaced: ssmproxy CPU s per GiB", f2(ideal.up.u.cpu()/gib(ideal.up)), f2(ideal.down.u.cpu()/gib(ideal.down)), "<= 3")
+	row("  of which in the kernel (system time)", f2(ideal.up.u.SysSec/gib(ideal.up)), f2(ideal.down.u.SysSec/gib(ideal.down)), "")
 	row("unpaced: fakeaws CPU s per GiB", f2(ideal.up.fakeCPU/gib(ideal.up)), f2(ideal.down.fakeCPU/gib(ideal.down)), "")
+	row("unpaced: the whole machine's CPU s per GiB", f2(ideal.up.machineCPU/gib(ideal.up)), f2(ideal.down.machineCPU/gib(ideal.down)), "")
+	row("plain ssh: the whole machine's CPU s per GiB", f2(plainMachine[0]), f2(plainMachine[1]), "")
 	row("unpaced: throughput / plain ssh", f2(ideal.up.mbs/plainUp), f2(ideal.down.mbs/plainDown), ">= 0.6")
 	row("unpaced: ssmproxy allocations per MiB", fmt.Sprintf("%.0f", float64(ideal.up.u.Mallocs)/mib(ideal.up)),
 		fmt.Sprintf("%.0f", float64(ideal.down.u.Mallocs)/mib(ideal.down)), "")

@@ -25,7 +25,7 @@ import (
 // no more than keep is held across batches by an idle connection.
 const (
 	FlushAt = 64 << 10
-	keep    = 256 << 10
+	keep    = 512 << 10
 )
 
 // Writer builds messages for one connection. It is not safe for
