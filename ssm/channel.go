@@ -91,7 +91,8 @@ func presigned(u *url.URL) bool {
 }
 
 // batchConn coalesces the writes of many small websocket messages into few
-// syscalls: once batching is on, Write only buffers and Flush writes. Before
+// syscalls: once batching is on, Write buffers and Flush writes (a write of
+// batchDirect bytes or more with nothing buffered goes straight out). Before
 // that (TLS and HTTP upgrade handshakes, proxy CONNECT) writes go straight
 // through. Its reads, once a leg sets reads, wait while the agent's output
 // trickles in (internal/coalesce): one wakeup then reads several messages.

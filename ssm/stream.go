@@ -144,7 +144,7 @@ type sender struct {
 	closed    error
 	sealed    bool          // no more Output: the session is closing
 	space     chan struct{} // closed and replaced when the window opens
-	waiting   bool          // someone holds space: the next ack must close it
+	waiting   bool          // someone holds space: an ack that leaves room for a batch (or nothing unacked) closes it
 	hint      time.Time     // no retransmission is due before this
 	ids       *ids          // message ids, under mu
 	// onBusy, if set, is told when the first message becomes unacked and
@@ -492,7 +492,9 @@ func (s *sender) pending() (unacked int, unsent bool) {
 	return s.live, s.unsent < s.next
 }
 
-// drained returns a channel closed when the next ack arrives, for waiting.
+// changed returns a channel closed once an ack leaves room for a batch of
+// messages (wakeRoom) or nothing unacked, or the stream is sealed or
+// closed, for waiting.
 func (s *sender) changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -25,9 +25,13 @@ const (
 	wsReadBuffer    = 64 << 10
 	wsWriteBuffer   = 8 << 10
 	batchBuffer     = 64 << 10
-	controlWait     = 10 * time.Second
 	dialTimeout     = 30 * time.Second
 )
+
+// controlWait bounds a control frame's write, and its wait for a batch
+// being written. A variable so that a test can make it shorter than the
+// ping interval.
+var controlWait = 10 * time.Second
 
 // batchConn is the net.Conn handed to gorilla. Once batching is on, writes
 // land in a buffer that the link's writer flushes when its queue runs dry, so
@@ -106,6 +110,12 @@ type link struct {
 	done     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+	// wmu (a one-slot semaphore) serializes the writer's batches with the
+	// control frames other goroutines write through gorilla, as gorilla's
+	// own lock did when it wrote every message: a control frame leaves its
+	// deadline on the socket, which must not bound a batch, and a batch's
+	// must not bound a control frame.
+	wmu chan struct{}
 }
 
 // write queues f on the current link. With no link (reconnecting) it is
@@ -159,13 +169,12 @@ func (l *link) writeLoop() {
 				b = scratch
 			}
 			if b != nil {
-				// Messages go out in batches (internal/wsframe); gorilla's
-				// control frames from the reader are whole writes, so they
-				// fall between batches, never inside a message.
+				// Messages go out in batches (internal/wsframe), which
+				// take turns with the control frames (wmu).
 				fw.Binary(b)
 				l.s.stats.FramesOut.Add(1)
 				if fw.Pending() >= wsframe.FlushAt {
-					if err := fw.Flush(conn); err != nil {
+					if err := l.writeBatch(fw, conn, false); err != nil {
 						l.fail("write", err)
 						return
 					}
@@ -193,8 +202,26 @@ func (l *link) writeLoop() {
 
 // flushAll writes the writer's batch, then the connection's buffer.
 func (l *link) flushAll(fw *wsframe.Writer, conn net.Conn) error {
+	return l.writeBatch(fw, conn, true)
+}
+
+// writeBatch writes the writer's batch (and with all the connection's
+// buffer) with no deadline, as gorilla wrote data messages for the agent:
+// a client that reads slowly holds the agent's writes, it does not end
+// the leg.
+func (l *link) writeBatch(fw *wsframe.Writer, conn net.Conn, all bool) error {
+	select {
+	case l.wmu <- struct{}{}:
+	case <-l.done:
+		return errors.New("agent leg closed")
+	}
+	defer func() { <-l.wmu }()
+	_ = conn.SetWriteDeadline(time.Time{})
 	if err := fw.Flush(conn); err != nil {
 		return err
+	}
+	if !all {
+		return nil
 	}
 	return l.bc.Flush()
 }
@@ -215,9 +242,24 @@ func (l *link) flush(timeout time.Duration) {
 	}
 }
 
-// control writes a websocket control frame and pushes it out at once.
+// control writes a websocket control frame and pushes it out at once. It
+// waits for a batch being written at most controlWait, as gorilla waited
+// for a message being written.
 func (l *link) control(messageType int, data []byte) {
-	if err := l.ws.WriteControl(messageType, data, time.Now().Add(controlWait)); err != nil {
+	deadline := time.Now().Add(controlWait)
+	t := time.NewTimer(controlWait)
+	select {
+	case l.wmu <- struct{}{}:
+		t.Stop()
+	case <-t.C:
+		l.fail("control", errors.New("timed out waiting for a batch write"))
+		return
+	case <-l.done:
+		t.Stop()
+		return
+	}
+	defer func() { <-l.wmu }()
+	if err := l.ws.WriteControl(messageType, data, deadline); err != nil {
 		if !errors.Is(err, websocket.ErrCloseSent) {
 			l.fail("control", err)
 		}
@@ -294,6 +336,7 @@ func (s *session) connect(ctx context.Context) (*link, error) {
 			bc = &batchConn{Conn: c, bw: bufio.NewWriterSize(c, batchBuffer)}
 			return bc, nil
 		},
+		TLSClientConfig:  s.cfg.TLS,
 		HandshakeTimeout: dialTimeout,
 		ReadBufferSize:   wsReadBuffer,
 		WriteBufferSize:  wsWriteBuffer,
@@ -318,7 +361,7 @@ func (s *session) connect(ctx context.Context) (*link, error) {
 	}
 	bc.startBatching()
 	bc.beforeRead = s.flushTarget
-	l := &link{s: s, ws: ws, bc: bc, pong: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &link{s: s, ws: ws, bc: bc, pong: make(chan struct{}, 1), done: make(chan struct{}), wmu: make(chan struct{}, 1)}
 	l.notEmpty.L = &l.mu
 	l.notFull.L = &l.mu
 	ws.SetPongHandler(func(string) error {

@@ -170,3 +170,30 @@ func TestFakeClockDrivesHandshakeTimeout(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 }
+
+// TestDataAfterPingKeepsLeg: a keepalive ping leaves its write deadline
+// (controlWait) on the socket; data the writer sends later must not
+// inherit it. When the batches were first written past gorilla, data sent
+// more than controlWait after a ping failed and the leg reconnected, about
+// a minute into every busy session with the default timers.
+func TestDataAfterPingKeepsLeg(t *testing.T) {
+	old := controlWait
+	controlWait = 100 * time.Millisecond
+	t.Cleanup(func() { controlWait = old })
+	s, _ := established(t, true, Config{Quirks: Quirks{PingInterval: 300 * time.Millisecond, PongWait: 5 * time.Second}})
+	p := newDataPeer(t, s.m, s.l)
+	want := ""
+	for i := 0; i < 3; i++ {
+		// Each write comes 200 ms or more after a ping's deadline passed.
+		time.Sleep(450 * time.Millisecond)
+		chunk := strings.Repeat(string(rune('a'+i)), 10)
+		want += chunk
+		p.write([]byte(chunk))
+		if !p.waitFor(5*time.Second, func() bool { return string(p.data) == want }) {
+			t.Fatalf("round %d: received %q", i, p.received())
+		}
+	}
+	if n := s.m.creates.Load(); n != 1 {
+		t.Fatalf("CreateDataChannel called %d times: the leg was lost", n)
+	}
+}

@@ -9,8 +9,13 @@
 // bytes on the wire are the same: each message is one final frame, opcode
 // binary, masked by a client and not by a server. gorilla keeps the
 // handshake, the reads (so each side's reader checks the other's writer)
-// and the control frames; the owner writes the buffer out before gorilla
-// writes again on the same connection, so messages keep their order.
+// and the control frames. A batch is one Write and so is each control
+// frame gorilla writes, so on a connection that serializes its writes (a
+// locked buffer, a *tls.Conn) they alternate whole, never interleave.
+// Where control frames come from other goroutines, the owner must also
+// keep a control frame's write deadline off its batches (the fake agent
+// takes turns with them); ssm's legs and the fake's relay write every
+// control frame from the goroutine that writes the batches.
 package wsframe
 
 import (

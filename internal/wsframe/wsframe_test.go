@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -46,7 +47,8 @@ func check(t *testing.T, ws *websocket.Conn, want [][]byte) {
 // TestClientMessagesGorillaServerReads: a gorilla server, which refuses
 // unmasked frames from a client, reads every message a client Writer
 // builds, at each length encoding and its edges, in order, from one write.
-// The last one is built with Reserve and Seal, as ssm's acks are.
+// The last one is built with Reserve and Seal, as ssm's acks are; one
+// cancelled in the middle leaves no trace.
 func TestClientMessagesGorillaServerReads(t *testing.T) {
 	want := payloads(1)
 	done := make(chan struct{})
@@ -67,14 +69,16 @@ func TestClientMessagesGorillaServerReads(t *testing.T) {
 	}
 	defer ws.Close()
 	w := NewClient()
-	for _, p := range want[:len(want)-1] {
+	for i, p := range want[:len(want)-1] {
 		w.Binary(p)
+		if i == 3 {
+			w.Reserve(10) // cancelled mid-batch: never on the wire
+			w.Cancel()
+		}
 	}
 	last := want[len(want)-1]
 	copy(w.Reserve(len(last)), last)
 	w.Seal()
-	w.Reserve(10) // cancelled: never on the wire
-	w.Cancel()
 	if err := w.Flush(ws.NetConn()); err != nil {
 		t.Fatal(err)
 	}
@@ -146,5 +150,74 @@ func TestClientKeys(t *testing.T) {
 	}
 	if len(seen) < 995 {
 		t.Fatalf("%d distinct masking keys in 1000 messages", len(seen))
+	}
+}
+
+// TestBatchesAndPingsOverTLS: on a wss connection, where NetConn is the
+// *tls.Conn, batches written by one goroutine and gorilla's pings from
+// another alternate whole: the server reads every message intact and in
+// order (run with -race by make test).
+func TestBatchesAndPingsOverTLS(t *testing.T) {
+	const batches, perBatch = 20, 50
+	done := make(chan struct{})
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		ws, err := (&websocket.Upgrader{}).Upgrade(rw, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ws.Close()
+		for i := 0; i < batches*perBatch; i++ {
+			mt, b, err := ws.ReadMessage()
+			if err != nil {
+				t.Errorf("message %d: %v", i, err)
+				return
+			}
+			if mt != websocket.BinaryMessage || len(b) != 1100 || b[0] != byte(i) || b[1099] != byte(i>>8) {
+				t.Errorf("message %d: type %d, %d bytes, first %d", i, mt, len(b), b[0])
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	d := websocket.Dialer{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig}
+	ws, _, err := d.Dial("wss"+strings.TrimPrefix(srv.URL, "https"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	stop := make(chan struct{})
+	pinged := make(chan int)
+	go func() {
+		n := 0
+		defer func() { pinged <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)) != nil {
+				return
+			}
+			n++
+		}
+	}()
+	w := NewClient()
+	msg := make([]byte, 1100)
+	for i := 0; i < batches*perBatch; i++ {
+		msg[0], msg[1099] = byte(i), byte(i>>8)
+		w.Binary(msg)
+		if (i+1)%perBatch == 0 {
+			if err := w.Flush(ws.NetConn()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	<-done
+	close(stop)
+	if n := <-pinged; n == 0 {
+		t.Fatal("no ping was written alongside the batches")
 	}
 }
