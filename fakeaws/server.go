@@ -11,12 +11,14 @@ package fakeaws
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -109,6 +111,17 @@ type Options struct {
 	EICUser           string
 	EICKeyTTL         time.Duration
 	EICAcceptECDSA    bool
+
+	// TLS serves every endpoint over HTTPS and the data channel over WSS,
+	// with a server certificate from a CA made at Start that no system
+	// trusts (docs/fakeaws.md, "TLS"). Env then names its bundle as
+	// AWS_CA_BUNDLE, written to CABundleFile (default: a temporary file
+	// removed by Close). TLSUntrustedMGS gives the data channel a
+	// certificate from a second CA left out of the bundle: the API calls
+	// verify, the websocket must not.
+	TLS             bool
+	CABundleFile    string
+	TLSUntrustedMGS bool
 }
 
 // Publication is the pause/start_publication variant (Options.Publication).
@@ -211,6 +224,9 @@ type Server struct {
 	stats *stats
 
 	apiLn, mgsLn net.Listener
+	tls          *fakeTLS // Options.TLS
+	caFile       string   // where the CA bundle was written
+	ownCAFile    bool     // a temporary file, removed by Close
 	apiSrv       *http.Server
 	mgsSrv       *http.Server
 
@@ -289,6 +305,9 @@ func (s *Server) Start(apiAddr string) error {
 	if err := s.startEIC(); err != nil {
 		return err
 	}
+	if err := s.startTLS(); err != nil {
+		return err
+	}
 	var err error
 	if s.apiLn, err = net.Listen("tcp", apiAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", apiAddr, err)
@@ -297,6 +316,10 @@ func (s *Server) Start(apiAddr string) error {
 	if s.mgsLn, err = net.Listen("tcp", net.JoinHostPort(host, "0")); err != nil {
 		s.apiLn.Close()
 		return fmt.Errorf("listen for MGS: %w", err)
+	}
+	if s.tls != nil {
+		s.apiLn = tls.NewListener(s.apiLn, s.tls.server)
+		s.mgsLn = tls.NewListener(noDelayListener{s.mgsLn}, s.tls.mgsConfig())
 	}
 	api := http.NewServeMux()
 	api.HandleFunc("/_fake/", s.handleAdmin)
@@ -307,10 +330,13 @@ func (s *Server) Start(apiAddr string) error {
 			api.ServeHTTP(&skewedDate{ResponseWriter: w, skew: skew}, r)
 		})
 	}
-	s.apiSrv = &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
+	// Handshake failures (a client without the -tls bundle) are the
+	// fake's debug log, not stderr noise.
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.apiSrv = &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	mgs := http.NewServeMux()
 	mgs.HandleFunc("/v1/data-channel/", s.handleDataChannel)
-	s.mgsSrv = &http.Server{Handler: mgs, ReadHeaderTimeout: 10 * time.Second}
+	s.mgsSrv = &http.Server{Handler: mgs, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); _ = s.apiSrv.Serve(s.apiLn) }()
 	go func() { defer s.wg.Done(); _ = s.mgsSrv.Serve(flushListener{s.mgsLn}) }()
@@ -342,14 +368,57 @@ func (s *Server) Close() error {
 		ss.wait()
 	}
 	s.wg.Wait()
+	if s.ownCAFile {
+		_ = os.Remove(s.caFile)
+	}
 	return nil
 }
 
 // URL is the base URL of the STS/SSM/admin listener.
-func (s *Server) URL() string { return "http://" + s.apiLn.Addr().String() }
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "https://" + s.apiLn.Addr().String()
+	}
+	return "http://" + s.apiLn.Addr().String()
+}
 
 // MGSURL is the base URL of the data-channel listener.
-func (s *Server) MGSURL() string { return "ws://" + s.mgsLn.Addr().String() }
+func (s *Server) MGSURL() string {
+	if s.tls != nil {
+		return "wss://" + s.mgsLn.Addr().String()
+	}
+	return "ws://" + s.mgsLn.Addr().String()
+}
+
+// CABundle is the path of the TLS mode's CA bundle (PEM), "" without TLS.
+func (s *Server) CABundle() string { return s.caFile }
+
+// startTLS makes the CA and certificates of the TLS mode and writes the
+// bundle.
+func (s *Server) startTLS() error {
+	if !s.opts.TLS {
+		return nil
+	}
+	t, err := newFakeTLS(s.opts.TLSUntrustedMGS)
+	if err != nil {
+		return err
+	}
+	path := s.opts.CABundleFile
+	if path == "" {
+		f, err := os.CreateTemp("", "fakeaws-ca-*.pem")
+		if err != nil {
+			return fmt.Errorf("fakeaws: CA bundle: %w", err)
+		}
+		f.Close()
+		path, s.ownCAFile = f.Name(), true
+	}
+	// A certificate, not a secret: readable like any CA bundle.
+	if err := os.WriteFile(path, t.caPEM, 0o644); err != nil {
+		return fmt.Errorf("fakeaws: CA bundle: %w", err)
+	}
+	s.tls, s.caFile = t, path
+	return nil
+}
 
 // Region is the fake's region.
 func (s *Server) Region() string { return s.opts.Region }
@@ -386,6 +455,9 @@ func (s *Server) Env(c iam.Credential) []string {
 		"AWS_ACCESS_KEY_ID=" + c.AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
 		"FAKEAWS_URL=" + s.URL(),
+	}
+	if s.caFile != "" {
+		env = append(env, "AWS_CA_BUNDLE="+s.caFile)
 	}
 	if c.SessionToken != "" {
 		env = append(env, "AWS_SESSION_TOKEN="+c.SessionToken)

@@ -181,6 +181,7 @@ func (ss *session) runAgent(ctx context.Context) {
 			return ss.streamURL(), ss.newToken(true), nil
 		},
 		DialTarget:  ss.dialTarget,
+		TLS:         s.agentTLS(),
 		DefaultHost: "127.0.0.1",
 		Quirks:      quirks,
 		Log:         s.log.With("agent", ss.target.ID, "session", ss.id),

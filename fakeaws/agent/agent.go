@@ -16,6 +16,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -109,6 +110,9 @@ type Config struct {
 	// It is called before the first dial and before every reconnect. An error
 	// wrapping ErrSessionTerminated is final.
 	CreateDataChannel func(ctx context.Context) (url, token string, err error)
+	// TLS configures the agent leg's TLS when its URL is wss:// (nil: the
+	// system roots).
+	TLS *tls.Config
 	// DialTarget dials "host:port" for the Port plugin (default net.Dialer).
 	DialTarget func(ctx context.Context, addr string) (net.Conn, error)
 	// Resolve resolves the host property (default net.DefaultResolver).

@@ -6,6 +6,8 @@ package rig
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +35,9 @@ type Fake struct {
 	URL  string   // FAKEAWS_URL: API and admin endpoint
 	Log  *SyncBuffer
 	once sync.Once
+	// http reaches the admin endpoint; with -tls it trusts the fake's CA
+	// (AWS_CA_BUNDLE in the env file) and nothing else.
+	http *http.Client
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers and readers
@@ -87,6 +92,18 @@ func StartFake(bin, dir string, args ...string) (*Fake, error) {
 		if k == "FAKEAWS_URL" {
 			f.URL = v
 		}
+		if k == "AWS_CA_BUNDLE" {
+			pem, err := os.ReadFile(v)
+			roots := x509.NewCertPool()
+			if err != nil || !roots.AppendCertsFromPEM(pem) {
+				f.Stop()
+				return nil, fmt.Errorf("fakeaws CA bundle %s: %v", v, err)
+			}
+			f.http = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+		}
+	}
+	if f.http == nil {
+		f.http = http.DefaultClient
 	}
 	return f, nil
 }
@@ -125,7 +142,7 @@ func (f *Fake) Pid() int { return f.cmd.Process.Pid }
 
 // GetJSON reads an admin endpoint.
 func (f *Fake) GetJSON(path string, v any) error {
-	resp, err := http.Get(f.URL + path)
+	resp, err := f.http.Get(f.URL + path)
 	if err != nil {
 		return err
 	}
@@ -139,7 +156,7 @@ func (f *Fake) GetJSON(path string, v any) error {
 
 // Post calls an admin endpoint.
 func (f *Fake) Post(path, body string) error {
-	resp, err := http.Post(f.URL+path, "application/json", strings.NewReader(body))
+	resp, err := f.http.Post(f.URL+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -28,7 +29,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 func main() {
 	var (
 		addr        = flag.String("addr", "127.0.0.1:0", "listen address for STS, SSM and the admin API (MGS gets its own port on the same host)")
-		envFile     = flag.String("env-file", "", "write `export` lines for a client (AWS_REGION, AWS_ENDPOINT_URL_SSM, _STS and _EC2_INSTANCE_CONNECT, keys, FAKEAWS_URL) to this file, mode 0600")
+		envFile     = flag.String("env-file", "", "write `export` lines for a client (AWS_REGION, AWS_ENDPOINT_URL_SSM, _STS and _EC2_INSTANCE_CONNECT, keys, FAKEAWS_URL, with -tls AWS_CA_BUNDLE) to this file, mode 0600")
 		closeEvery  = flag.Duration("close-every", 0, "close data-channel websockets with 1000 \"Bye\" on this period (0: never)")
 		closeLegs   = flag.String("close-legs", "both", "legs the -close-every schedule closes: both, client or agent")
 		realistic   = flag.Bool("realistic-agent", true, "agent with the real agent's quirks (1 KiB + 1 ms pacing, head-only resend, no digest check); false: an ideal agent")
@@ -54,6 +55,7 @@ func main() {
 		eicKeys     = flag.String("eic-authorized-keys", "", "write the keys pushed with EC2 Instance Connect SendSSHPublicKey to this `PATH` (authorized_keys format, mode 0600, emptied at start), each removed when it expires")
 		eicUser     = flag.String("eic-user", "", "with -eic-authorized-keys: write only the keys pushed for this OS `USER` (default: every user)")
 		eicTTL      = flag.Duration("eic-key-ttl", fakeaws.DefaultEICKeyTTL, "how long a pushed key lives (the service's 60 s; shorter for tests)")
+		useTLS      = flag.Bool("tls", false, "serve HTTPS and WSS with a certificate from a CA made at start; its bundle goes next to -env-file as fakeaws-ca.pem (else a temporary file) and the env file names it in AWS_CA_BUNDLE")
 		eicECDSA    = flag.Bool("eic-ecdsa", false, "variant: accept ECDSA keys in SendSSHPublicKey (AWS documents RSA and ED25519 only)")
 		targets     listFlag
 		offline     listFlag
@@ -85,7 +87,12 @@ func main() {
 	if !*realistic {
 		quirks = agent.Quirks{Unpaced: true, ResendAllExpired: true, CheckDigest: true}
 	}
+	caFile := ""
+	if *useTLS && *envFile != "" {
+		caFile = filepath.Join(filepath.Dir(*envFile), "fakeaws-ca.pem")
+	}
 	srv := fakeaws.New(fakeaws.Options{
+		TLS: *useTLS, CABundleFile: caFile,
 		Region: *region, CredTTL: *credTTL, AgentQuirks: quirks, AgentVersion: *agentVer, ClockSkew: *clockSkew,
 		CloseEvery: *closeEvery, CloseLegs: *closeLegs, IdleTimeout: *idle,
 		RotateCellNumber: *rotate, StrictCellNumber: *rotate && *strictCell, RequireSignedUpgrade: *requireSign, Log: log,
