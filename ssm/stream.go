@@ -312,13 +312,6 @@ func (s *sender) emitDue(now time.Time, max int, emit func([]byte)) int {
 	return out
 }
 
-// due is emitDue collecting copies of the frames.
-func (s *sender) due(now time.Time, max int) [][]byte {
-	var out [][]byte
-	s.emitDue(now, max, func(f []byte) { out = append(out, append([]byte(nil), f...)) })
-	return out
-}
-
 // frameBuf holds one data frame: the header and up to wire.MaxPayload
 // bytes. An upload makes one per 1024 bytes and keeps it until the ack;
 // recycling them took the garbage collector out of the upload's profile.

@@ -436,3 +436,10 @@ func (s *sender) hasWaiter() bool {
 	defer s.mu.Unlock()
 	return s.waiting
 }
+
+// due is emitDue collecting copies of the frames, for the tests.
+func (s *sender) due(now time.Time, max int) [][]byte {
+	var out [][]byte
+	s.emitDue(now, max, func(f []byte) { out = append(out, append([]byte(nil), f...)) })
+	return out
+}
