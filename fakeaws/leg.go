@@ -70,9 +70,6 @@ func (l flushListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 	return &flushConn{Conn: c}, nil
 }
 

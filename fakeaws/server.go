@@ -317,9 +317,10 @@ func (s *Server) Start(apiAddr string) error {
 		s.apiLn.Close()
 		return fmt.Errorf("listen for MGS: %w", err)
 	}
+	s.mgsLn = noDelayListener{s.mgsLn}
 	if s.tls != nil {
 		s.apiLn = tls.NewListener(s.apiLn, s.tls.server)
-		s.mgsLn = tls.NewListener(noDelayListener{s.mgsLn}, s.tls.mgsConfig())
+		s.mgsLn = tls.NewListener(s.mgsLn, s.tls.mgsConfig())
 	}
 	api := http.NewServeMux()
 	api.HandleFunc("/_fake/", s.handleAdmin)

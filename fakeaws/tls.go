@@ -30,35 +30,41 @@ type fakeTLS struct {
 
 func newFakeTLS(untrustedMGS bool) (*fakeTLS, error) {
 	now := time.Now()
-	ca, caKey, caDER, err := newCA("fakeaws test CA", now)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := newLeaf(ca, caKey, now)
+	ca, server, err := newAuthority("fakeaws test CA", now)
 	if err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 	t := &fakeTLS{
-		caPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		server: &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+		caPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}),
+		server: server,
 		client: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 	}
 	if untrustedMGS {
-		other, otherKey, _, err := newCA("fakeaws untrusted CA", now)
+		other, mgs, err := newAuthority("fakeaws untrusted CA", now)
 		if err != nil {
 			return nil, err
 		}
-		otherLeaf, err := newLeaf(other, otherKey, now)
-		if err != nil {
-			return nil, err
-		}
-		t.mgs = &tls.Config{Certificates: []tls.Certificate{otherLeaf}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		t.mgs = mgs
 		// The fake's own agent must still reach the relay.
-		t.client.RootCAs.AddCert(other)
+		roots.AddCert(other)
 	}
 	return t, nil
+}
+
+// newAuthority makes a CA and a listener config whose certificate it
+// signed.
+func newAuthority(name string, now time.Time) (*x509.Certificate, *tls.Config, error) {
+	ca, caKey, err := newCA(name, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	leaf, err := newLeaf(ca, caKey, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca, &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
 }
 
 // mgsConfig is the data channel listener's config.
@@ -73,14 +79,14 @@ func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 }
 
-func newCA(name string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+func newCA(name string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	sn, err := serial()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
@@ -94,10 +100,10 @@ func newCA(name string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, []
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("fakeaws: CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("fakeaws: CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
-	return cert, key, der, err
+	return cert, key, err
 }
 
 // newLeaf signs a server certificate for 127.0.0.1, ::1 and localhost:
@@ -128,8 +134,9 @@ func newLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now time.Time) (tls.
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
-// noDelayListener sets TCP_NODELAY on accepted connections before TLS
-// wraps them (flushListener can no longer see the TCP connection then).
+// noDelayListener sets TCP_NODELAY on the data channel's accepted
+// connections, before TLS (if any) wraps them: the relay writes batches
+// and must not wait for Nagle.
 type noDelayListener struct{ net.Listener }
 
 func (l noDelayListener) Accept() (net.Conn, error) {

@@ -42,9 +42,9 @@ type Writer struct {
 	// 6455 section 10.3), which is what masking is for. nil: a server,
 	// which does not mask.
 	rng *rand.ChaCha8
-	// open is where the payload of the message begun by Reserve starts,
-	// and key its masking key.
-	open, hdr int
+	// The message begun by Reserve: where its header and its payload
+	// start, and its masking key.
+	hdr, open int
 	key       uint32
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/google/uuid"
 )
@@ -181,17 +180,6 @@ func EncodeInto(buf []byte, f *Frame) error {
 	return nil
 }
 
-// AppendFrame appends the encoding of f to dst, as EncodeInto writes it.
-// On error dst comes back as it was.
-func AppendFrame(dst []byte, f *Frame) ([]byte, error) {
-	n := len(dst)
-	dst = slices.Grow(dst, FrameHeaderSize+len(f.Payload))[:n+FrameHeaderSize+len(f.Payload)]
-	if err := EncodeInto(dst[n:], f); err != nil {
-		return dst[:n], err
-	}
-	return dst, nil
-}
-
 // PutMessageID writes id in wire order: UUID bytes 8-15 first, then 0-7
 // (docs/protocol.md section 4.2).
 func PutMessageID(dst []byte, id uuid.UUID) {
@@ -222,7 +210,7 @@ func Decode(b []byte) (*Frame, error) {
 // DecodeInto is Decode into a Frame the caller owns, so that the hot path
 // (one frame per 1024 bytes) allocates nothing. On error f is undefined.
 func DecodeInto(b []byte, f *Frame) error {
-	if err := DecodeHeaderInto(b, f); err != nil {
+	if err := decodeHeaderInto(b, f); err != nil {
 		return err
 	}
 	return f.Validate()
@@ -233,14 +221,14 @@ func DecodeInto(b []byte, f *Frame) error {
 // what a lenient peer (such as the real agent) does; Validate applies the rest.
 func DecodeHeader(b []byte) (*Frame, error) {
 	f := new(Frame)
-	if err := DecodeHeaderInto(b, f); err != nil {
+	if err := decodeHeaderInto(b, f); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-// DecodeHeaderInto is DecodeHeader into a Frame the caller owns.
-func DecodeHeaderInto(b []byte, f *Frame) error {
+// decodeHeaderInto is DecodeHeader into a Frame the caller owns.
+func decodeHeaderInto(b []byte, f *Frame) error {
 	if len(b) > MaxFrameSize {
 		return frameErr(ErrFrameTooLarge, "%d bytes", len(b))
 	}
