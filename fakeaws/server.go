@@ -171,6 +171,9 @@ func (o Options) Verify() error {
 	default:
 		return fmt.Errorf("fakeaws: close legs %q: want both, client or agent", o.CloseLegs)
 	}
+	if !o.TLS && (o.TLSUntrustedMGS || o.CABundleFile != "") {
+		return errors.New("fakeaws: TLSUntrustedMGS and CABundleFile need TLS")
+	}
 	return nil
 }
 

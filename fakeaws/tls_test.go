@@ -65,6 +65,12 @@ func TestTLSMode(t *testing.T) {
 	if _, err := os.Stat(want); err != nil || s.CABundle() != want {
 		t.Fatalf("bundle at %s: %v (CABundle %q)", want, err, s.CABundle())
 	}
+	// The TLS settings without TLS are refused, not ignored.
+	for _, o := range []Options{{TLSUntrustedMGS: true}, {CABundleFile: want}} {
+		if err := New(o).Start(""); err == nil || !strings.Contains(err.Error(), "need TLS") {
+			t.Errorf("%+v without TLS: %v", o, err)
+		}
+	}
 	plain := StartTest(t, Options{})
 	for _, e := range plain.Env(plain.User) {
 		if strings.HasPrefix(e, "AWS_CA_BUNDLE=") {

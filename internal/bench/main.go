@@ -261,7 +261,9 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 	if err != nil {
 		return err
 	}
-	plainMachine = [2]float64{(m1 - m0) / (float64(size) / (1 << 30)), (machineSeconds() - m1) / (float64(size) / (1 << 30))}
+	// The whole machine's CPU seconds per GiB of plain ssh, up and down.
+	gibs := float64(size) / (1 << 30)
+	plainMachine := [2]float64{(m1 - m0) / gibs, (machineSeconds() - m1) / gibs}
 
 	modes := []struct {
 		name  string
@@ -406,17 +408,13 @@ func run(binDir string, sizeMB, realMB, latencyN int, profDir string) error {
 			fmt.Printf("  ssmproxy CPU for a whole `ssh TARGET true` (start to exit), %s: median %.0f ms\n", m.name, c[len(c)/2])
 		}
 	}
-	printCosts(results["unpaced"], results["realistic"], plainUp, plainDown)
+	printCosts(results["unpaced"], results["realistic"], plainUp, plainDown, plainMachine)
 	return nil
 }
 
 // printCosts is the cost table of docs/bench.md: ssmproxy's own CPU (its
 // rusage, not the process tree's), the fake's beside it, allocations and
 // peak RSS, each with its target.
-// plainMachine is the whole machine's CPU seconds per GiB of plain ssh,
-// upload and download.
-var plainMachine [2]float64
-
 // machineSeconds is the busy CPU time of the whole machine so far (every
 // field of /proc/stat's cpu line but idle and iowait), in seconds.
 func machineSeconds() float64 {
@@ -440,7 +438,7 @@ func machineSeconds() float64 {
 	return busy / 100 // USER_HZ
 }
 
-func printCosts(ideal, paced result, plainUp, plainDown float64) {
+func printCosts(ideal, paced result, plainUp, plainDown float64, plainMachine [2]float64) {
 	gib := func(p phase) float64 { return float64(p.bytes) / (1 << 30) }
 	mib := func(p phase) float64 { return float64(p.bytes) / (1 << 20) }
 	share := func(cpu, wall float64) string {
